@@ -1,0 +1,1 @@
+"""Evidence: tamper-evident audit log, artifact manifest, signing, compliance."""

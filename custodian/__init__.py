@@ -1,0 +1,1 @@
+"""The thin application shell: the ``custodian`` CLI."""

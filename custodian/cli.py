@@ -1,0 +1,86 @@
+"""The ``custodian`` command line: one sub-command per stage and per review action.
+
+Library code raises typed errors; this module alone turns them into one line
+on stderr and an exit code (0 success, 1 a check or gate failed, 2 bad usage
+or input). ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from audits.errors import AuditError
+from custodian.commands.data import data
+from custodian.commands.ingest import ingest_command
+from custodian.commands.split import split_command
+from custodian.commands.validate import validate_command
+from governance.errors import CheckFailed, GovernanceError, InputError, PolicyViolation
+from privacy.errors import BudgetExceeded, PrivacyError, PrivacyInputError
+from training.errors import TrainingError, TrainingInputError
+
+EXIT_CHECK_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+# Most specific class first; the first match decides the exit code.
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (InputError, EXIT_BAD_INPUT),
+    (PrivacyInputError, EXIT_BAD_INPUT),
+    (TrainingInputError, EXIT_BAD_INPUT),
+    (PolicyViolation, EXIT_CHECK_FAILED),
+    (CheckFailed, EXIT_CHECK_FAILED),
+    (BudgetExceeded, EXIT_CHECK_FAILED),
+    (GovernanceError, EXIT_CHECK_FAILED),
+    (PrivacyError, EXIT_CHECK_FAILED),
+    (TrainingError, EXIT_CHECK_FAILED),
+    (AuditError, EXIT_CHECK_FAILED),
+    (OSError, EXIT_BAD_INPUT),
+)
+HANDLED = tuple(cls for cls, _ in EXIT_CODES)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
+def cli(debug: bool) -> None:
+    """Custodian: governed datasets, private training, signed evidence."""
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+cli.add_command(data)
+cli.add_command(ingest_command)
+cli.add_command(validate_command)
+cli.add_command(split_command)
+
+
+def exit_code_for(error: BaseException) -> int:
+    return next(code for cls, code in EXIT_CODES if isinstance(error, cls))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    try:
+        returned = cli.main(args=args, prog_name="custodian", standalone_mode=False)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(EXIT_BAD_INPUT if isinstance(err, click.UsageError) else err.exit_code)
+    except click.Abort:
+        click.echo("custodian: aborted", err=True)
+        sys.exit(EXIT_CHECK_FAILED)
+    except HANDLED as err:
+        if "--debug" in args:
+            raise
+        click.echo(f"custodian: error: {_one_line(err)}", err=True)
+        sys.exit(exit_code_for(err))
+    # Without standalone mode click returns the code of an explicit ctx.exit().
+    sys.exit(returned if isinstance(returned, int) else 0)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or err.__class__.__name__

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``custodian`` CLI, one module per group of commands."""

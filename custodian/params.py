@@ -1,0 +1,85 @@
+"""params.yaml, one typed section per stage.
+
+Every section rejects unknown keys, so a misspelt knob is an error naming the
+key instead of a silent default. Stages read only the sections they declare in
+dvc.yaml, and pass plain values on to library code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from governance.errors import InputError
+from governance.licenses import IntendedUse, normalize_expression
+from governance.registry import parse_model
+from governance.split import Strategy
+
+PARAMS_FILE = Path("params.yaml")
+
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=10)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataParams(Section):
+    registry: Path = Path("datasets")
+    dataset: Annotated[str, StringConstraints(min_length=1)]
+
+
+class PolicyParams(Section):
+    intended_use: IntendedUse
+    allowed_licenses: list[str] = Field(min_length=1)
+    approved_license_refs: dict[str, Reason] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _valid_ids(self) -> PolicyParams:
+        for license_id in [*self.allowed_licenses, *self.approved_license_refs]:
+            if " " in license_id.strip():
+                raise ValueError(f"{license_id!r}: list single license ids, not expressions")
+            normalize_expression(license_id)
+        return self
+
+
+class ValidateParams(Section):
+    # dataset name -> reason; a waived suite failure is reported, not fatal.
+    waivers: dict[str, Reason] = Field(default_factory=dict)
+
+
+class SplitFractions(Section):
+    train: float = Field(gt=0, lt=1)
+    val: float = Field(ge=0, lt=1)
+    test: float = Field(gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitFractions:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(f"fractions must sum to 1, got {total:g}")
+        return self
+
+
+class SplitParams(Section):
+    strategy: Strategy
+    seed: int = Field(ge=0)
+    fractions: SplitFractions
+
+
+S = TypeVar("S", bound="Section")
+
+
+def load_section(model: type[S], key: str, path: Path = PARAMS_FILE) -> S:
+    if not path.is_file():
+        raise InputError(f"{path}: file not found (run from the project root)")
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise InputError(f"{path}: not valid YAML ({err.__class__.__name__})") from None
+    if not isinstance(content, dict) or key not in content:
+        raise InputError(f"{path}: {key}: section missing")
+    return parse_model(model, content[key], where=str(path), prefix=key)

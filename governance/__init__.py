@@ -1,0 +1,1 @@
+"""Dataset governance: provenance, license policy, ingestion, validation, splitting, checks."""

@@ -1,0 +1,103 @@
+"""Ingestion: turn a registered dataset into verified bytes plus a provenance record.
+
+The content must hash to the registered SHA-256, its license must pass policy,
+and the file must have exactly the declared columns and row count. Anything
+else is refused; nothing is written by this module.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from governance.errors import InputError, PolicyViolation
+from governance.licenses import IntendedUse, evaluate_license
+from governance.provenance import Provenance, SourceDeclaration
+from governance.registry import RegisteredDataset
+from governance.tables import read_csv_bytes, sha256_bytes
+
+
+class ProvenanceMismatch(PolicyViolation):
+    """The data no longer matches what its provenance record says it is."""
+
+
+@dataclass(frozen=True)
+class LicensePolicy:
+    intended_use: IntendedUse
+    allowed: frozenset[str]
+    approved_refs: dict[str, str]
+
+
+@dataclass(frozen=True)
+class IngestedDataset:
+    content: bytes
+    provenance: Provenance
+
+
+def ingest(entry: RegisteredDataset, policy: LicensePolicy) -> IngestedDataset:
+    record = entry.record
+    obligations = evaluate_license(
+        record.license,
+        dataset=record.name,
+        intended_use=policy.intended_use,
+        allowed=policy.allowed,
+        approved_refs=policy.approved_refs,
+    )
+    content = entry.read_bytes()
+    actual = sha256_bytes(content)
+    if actual != record.sha256:
+        raise ProvenanceMismatch(
+            f"{entry.declared_in}: sha256: content hashes to {actual[:12]}..., "
+            f"the record says {record.sha256[:12]}... (the data changed; re-register it)"
+        )
+    frame = read_csv_bytes(content, where=str(entry.data_path or record.source))
+    declared = [c.name for c in record.columns]
+    if list(frame.columns) != declared:
+        missing = [c for c in declared if c not in frame.columns]
+        extra = [c for c in frame.columns if c not in declared]
+        raise InputError(
+            f"{entry.declared_in}: columns: file differs from the declared schema "
+            f"(missing: {missing or 'none'}; undeclared: {extra or 'none'})"
+        )
+    if len(frame) != record.rows:
+        raise InputError(
+            f"{entry.declared_in}: rows: file has {len(frame)}, the record says {record.rows}"
+        )
+    provenance = Provenance.model_validate(
+        {**_provenance(entry).model_dump(), "obligations": sorted(obligations)}
+    )
+    return IngestedDataset(content, provenance)
+
+
+def _provenance(entry: RegisteredDataset) -> Provenance:
+    record = entry.record
+    if isinstance(record, Provenance):
+        return record
+    assert isinstance(record, SourceDeclaration)
+    return record.provenance(
+        retrieved_at=_package_install_time(record.source),
+        source_version=_package_version(record.source),
+    )
+
+
+def _package_name(source: str) -> str:
+    return source.removeprefix("package://").partition("/")[0]
+
+
+def _package_version(source: str) -> str:
+    name = _package_name(source)
+    return f"{name} {importlib.metadata.version(name)}"
+
+
+def _package_install_time(source: str) -> datetime:
+    # Package data is "retrieved" when the package is installed. Using that
+    # moment (not now) keeps the record, and so every stage downstream of it,
+    # unchanged across reruns.
+    dist = importlib.metadata.distribution(_package_name(source))
+    record_file = (
+        Path(str(dist.locate_file(""))) / f"{dist.metadata['Name']}-{dist.version}.dist-info"
+    )
+    stamp = record_file.stat().st_mtime if record_file.exists() else 0.0
+    return datetime.fromtimestamp(int(stamp), tz=UTC)

@@ -1,0 +1,175 @@
+"""Provenance records: where a dataset came from, under what terms, and what it holds.
+
+These models cross every boundary of the pipeline (``.dvc`` meta, stage
+outputs, reports), so they validate on construction and reject unknown keys.
+``provenance_json_schema()`` exports their JSON Schema.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+from governance.licenses import Obligation, normalize_expression
+
+SCHEMA_VERSION = 1
+
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+DatasetName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+SpdxExpression = Annotated[str, AfterValidator(normalize_expression)]
+
+_URI = re.compile(r"^(package|file|https?|s3|gs|azure|ssh|dvc|stage):.+|^[^:]+$")
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+
+
+class ColumnRole(StrEnum):
+    identifier = "identifier"
+    sensitive = "sensitive"
+    label = "label"
+    time = "time"
+    feature = "feature"
+    # A column that encodes the label (or is otherwise unusable as a feature);
+    # kept in the data for audit, never trained on.
+    excluded = "excluded"
+
+
+class ColumnType(StrEnum):
+    integer = "integer"
+    number = "number"
+    boolean = "boolean"
+    string = "string"
+    datetime = "datetime"
+
+
+class PiiCategory(StrEnum):
+    """Personal-data categories, after GDPR Art. 4 and the Art. 9 special categories."""
+
+    direct_identifier = "direct_identifier"
+    pseudonymous_identifier = "pseudonymous_identifier"
+    contact = "contact"
+    health = "health"
+    racial_or_ethnic_origin = "racial_or_ethnic_origin"
+    sex_or_gender = "sex_or_gender"
+    age = "age"
+    financial = "financial"
+    location = "location"
+    biometric = "biometric"
+    other = "other"
+
+
+class ColumnSpec(Frozen):
+    name: Annotated[str, StringConstraints(min_length=1)]
+    type: ColumnType
+    role: ColumnRole = ColumnRole.feature
+    nullable: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    categories: list[str | int | float | bool] | None = None
+    pii: list[PiiCategory] = Field(default_factory=list)
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _range_is_ordered(self) -> ColumnSpec:
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ValueError(
+                f"column {self.name!r}: minimum {self.minimum} > maximum {self.maximum}"
+            )
+        return self
+
+
+class ParentRef(Frozen):
+    name: DatasetName
+    sha256: Sha256
+    license: SpdxExpression
+
+
+class Provenance(Frozen):
+    """Everything a reviewer needs to know about where a dataset came from."""
+
+    schema_version: int = SCHEMA_VERSION
+    name: DatasetName
+    title: str | None = None
+    source: Annotated[str, StringConstraints(min_length=1)]
+    source_version: str | None = None
+    citation: str | None = None
+    license: SpdxExpression
+    retrieved_at: AwareDatetime
+    sha256: Sha256
+    rows: int = Field(ge=0)
+    columns: list[ColumnSpec] = Field(min_length=1)
+    pii_categories: list[PiiCategory] = Field(default_factory=list)
+    intended_use: str | None = None
+    restrictions: list[str] = Field(default_factory=list)
+    obligations: list[Obligation] = Field(default_factory=list)
+    parents: list[ParentRef] = Field(default_factory=list)
+    produced_by: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Provenance:
+        if not _URI.match(self.source):
+            raise ValueError(f"source {self.source!r} is not a URI or path")
+        names = [c.name for c in self.columns]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate column name(s): {', '.join(dupes)}")
+        for role in (ColumnRole.identifier, ColumnRole.label, ColumnRole.time):
+            holders = [c.name for c in self.columns if c.role is role]
+            if len(holders) > 1:
+                raise ValueError(f"at most one {role} column, got {', '.join(holders)}")
+        if self.parents and not self.produced_by:
+            raise ValueError("a derived dataset (with parents) must name produced_by")
+        return self
+
+    def column(self, role: ColumnRole) -> str | None:
+        """The single column with ``role`` (identifier, label or time), if declared."""
+        return next((c.name for c in self.columns if c.role is role), None)
+
+    def columns_with(self, role: ColumnRole) -> list[str]:
+        return [c.name for c in self.columns if c.role is role]
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class SourceDeclaration(Frozen):
+    """A dataset shipped inside an installed package: provenance known before retrieval.
+
+    Lives in ``datasets/<name>.yaml``. ``sha256`` pins the content: a changed
+    upstream file is refused at ingest rather than silently trained on.
+    """
+
+    name: DatasetName
+    title: str | None = None
+    source: Annotated[str, StringConstraints(pattern=r"^package://[A-Za-z0-9_]+/.+")]
+    citation: str | None = None
+    license: SpdxExpression
+    sha256: Sha256
+    rows: int = Field(ge=0)
+    columns: list[ColumnSpec] = Field(min_length=1)
+    pii_categories: list[PiiCategory] = Field(default_factory=list)
+    intended_use: str | None = None
+    restrictions: list[str] = Field(default_factory=list)
+
+    def provenance(self, retrieved_at: datetime, source_version: str) -> Provenance:
+        return Provenance(
+            retrieved_at=retrieved_at, source_version=source_version, **self.model_dump()
+        )
+
+
+def provenance_json_schema() -> dict[str, Any]:
+    return Provenance.model_json_schema()

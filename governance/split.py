@@ -1,0 +1,152 @@
+"""Deterministic, seeded train/val/test splits that respect groups and time.
+
+Derived datasets carry their parent's hash and license obligations and name
+the stage that produced them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+import pandas as pd
+
+from governance.errors import InputError
+from governance.provenance import ColumnRole, ParentRef, Provenance
+
+SPLITS = ("train", "val", "test")
+
+
+class Strategy(StrEnum):
+    random = "random"
+    group = "group"
+    time = "time"
+    group_time = "group_time"  # cohorts by first time; later rows of earlier cohorts dropped
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    frames: dict[str, pd.DataFrame]  # split name -> rows, in file order
+    dropped_rows: int  # rows removed by group_time purging
+    group_column: str | None
+    time_column: str | None
+
+
+def split_frame(
+    frame: pd.DataFrame,
+    *,
+    strategy: Strategy,
+    fractions: dict[str, float],
+    seed: int,
+    group_column: str | None,
+    time_column: str | None,
+) -> SplitResult:
+    needs_group = strategy in (Strategy.group, Strategy.group_time)
+    needs_time = strategy in (Strategy.time, Strategy.group_time)
+    if needs_group and group_column is None:
+        raise InputError(f"split.strategy={strategy}: the dataset declares no identifier column")
+    if needs_time and time_column is None:
+        raise InputError(f"split.strategy={strategy}: the dataset declares no time column")
+    for column in (group_column if needs_group else None, time_column if needs_time else None):
+        if column is not None and frame[column].isna().any():
+            raise InputError(f"split: column {column!r} has missing values; cannot split on it")
+
+    assignment = _ASSIGNERS[strategy](
+        frame, fractions, np.random.default_rng(seed), group_column, time_column
+    )
+    dropped = int((assignment < 0).sum())
+    frames = {name: frame[assignment == i] for i, name in enumerate(SPLITS)}
+    for name, part in frames.items():
+        if fractions[name] > 0 and part.empty:
+            purged = (
+                f" after dropping {dropped} rows of groups crossing a time cut" if dropped else ""
+            )
+            raise InputError(
+                f"split: {name} split is empty{purged}; the dataset is too small "
+                f"for split.strategy={strategy}"
+            )
+    return SplitResult(
+        frames,
+        dropped,
+        group_column if needs_group else None,
+        time_column if needs_time else None,
+    )
+
+
+def _cut(weights: np.ndarray, fractions: dict[str, float]) -> np.ndarray:
+    """Assign ordered units (with row counts ``weights``) to splits by cumulative share."""
+    bounds = np.cumsum([fractions[name] for name in SPLITS])[:-1]
+    share = (np.cumsum(weights) - weights / 2) / weights.sum()
+    return np.searchsorted(bounds, share, side="right")
+
+
+def _random(frame, fractions, rng, _group, _time) -> np.ndarray:
+    order = rng.permutation(len(frame))
+    assignment = np.empty(len(frame), dtype=int)
+    assignment[order] = _cut(np.ones(len(frame)), fractions)
+    return assignment
+
+
+def _group(frame, fractions, rng, group, _time) -> np.ndarray:
+    codes, uniques = pd.factorize(frame[group], sort=True)
+    order = rng.permutation(len(uniques))
+    sizes = np.bincount(codes, minlength=len(uniques))
+    group_split = np.empty(len(uniques), dtype=int)
+    group_split[order] = _cut(sizes[order].astype(float), fractions)
+    return group_split[codes]
+
+
+def _time(frame, fractions, _rng, _group, time) -> np.ndarray:
+    # Equal timestamps go to one split: the cut falls between distinct times.
+    codes, uniques = pd.factorize(frame[time], sort=True)
+    sizes = np.bincount(codes, minlength=len(uniques)).astype(float)
+    return _cut(sizes, fractions)[codes]
+
+
+def _group_time(frame, fractions, rng, group, time) -> np.ndarray:
+    # Cohorts: groups ordered by first appearance, so later entrants are tested.
+    codes, uniques = pd.factorize(frame[group], sort=True)
+    times = frame[time].to_numpy()
+    first = pd.Series(times).groupby(codes).min().to_numpy()
+    order = np.lexsort((rng.permutation(len(uniques)), first))
+    sizes = np.bincount(codes, minlength=len(uniques)).astype(float)
+    group_split = np.empty(len(uniques), dtype=int)
+    group_split[order] = _cut(sizes[order], fractions)
+    assignment = group_split[codes]
+    # An early cohort's later rows postdate the next split's first rows; purge them
+    # so that no training row is later than an evaluation row.
+    for earlier, later in ((0, 1), (0, 2), (1, 2)):
+        if (assignment == later).any():
+            start = times[assignment == later].min()
+            assignment[(assignment == earlier) & (times > start)] = -1
+    return assignment
+
+
+_ASSIGNERS = {
+    Strategy.random: _random,
+    Strategy.group: _group,
+    Strategy.time: _time,
+    Strategy.group_time: _group_time,
+}
+
+
+def derived_provenance(
+    parent: Provenance, *, split: str, sha256: str, rows: int, stage: str
+) -> Provenance:
+    """The record of one split: the parent's schema and obligations, its own hash."""
+    return Provenance.model_validate(
+        {
+            **parent.model_dump(),
+            "name": f"{parent.name}.{split}",
+            "source": f"stage:{stage}",
+            "sha256": sha256,
+            "rows": rows,
+            "parents": [ParentRef(name=parent.name, sha256=parent.sha256, license=parent.license)],
+            "produced_by": stage,
+        }
+    )
+
+
+def group_and_time_columns(record: Provenance) -> tuple[str | None, str | None]:
+    return record.column(ColumnRole.identifier), record.column(ColumnRole.time)

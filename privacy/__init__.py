@@ -1,0 +1,1 @@
+"""Privacy accounting, the per-dataset budget ledger, fast clipping, empirical audits."""

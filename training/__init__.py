@@ -1,0 +1,1 @@
+"""Data loading, models, the DP mixed-precision trainer, checkpoints and evaluation."""
