@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import importlib.metadata
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 
 from governance.errors import InputError, PolicyViolation
 from governance.licenses import IntendedUse, evaluate_license
@@ -76,10 +74,7 @@ def _provenance(entry: RegisteredDataset) -> Provenance:
     if isinstance(record, Provenance):
         return record
     assert isinstance(record, SourceDeclaration)
-    return record.provenance(
-        retrieved_at=_package_install_time(record.source),
-        source_version=_package_version(record.source),
-    )
+    return record.provenance(source_version=_package_version(record.source))
 
 
 def _package_name(source: str) -> str:
@@ -89,15 +84,3 @@ def _package_name(source: str) -> str:
 def _package_version(source: str) -> str:
     name = _package_name(source)
     return f"{name} {importlib.metadata.version(name)}"
-
-
-def _package_install_time(source: str) -> datetime:
-    # Package data is "retrieved" when the package is installed. Using that
-    # moment (not now) keeps the record, and so every stage downstream of it,
-    # unchanged across reruns.
-    dist = importlib.metadata.distribution(_package_name(source))
-    record_file = (
-        Path(str(dist.locate_file(""))) / f"{dist.metadata['Name']}-{dist.version}.dist-info"
-    )
-    stamp = record_file.stat().st_mtime if record_file.exists() else 0.0
-    return datetime.fromtimestamp(int(stamp), tz=UTC)

@@ -8,7 +8,6 @@ outputs, reports), so they validate on construction and reject unknown keys.
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -150,7 +149,9 @@ class SourceDeclaration(Frozen):
     """A dataset shipped inside an installed package: provenance known before retrieval.
 
     Lives in ``datasets/<name>.yaml``. ``sha256`` pins the content: a changed
-    upstream file is refused at ingest rather than silently trained on.
+    upstream file is refused at ingest rather than silently trained on. Because
+    the content is pinned, ``retrieved_at`` is when it was first retrieved and
+    pinned, which keeps the ingested record identical on every machine.
     """
 
     name: DatasetName
@@ -158,6 +159,7 @@ class SourceDeclaration(Frozen):
     source: Annotated[str, StringConstraints(pattern=r"^package://[A-Za-z0-9_]+/.+")]
     citation: str | None = None
     license: SpdxExpression
+    retrieved_at: AwareDatetime
     sha256: Sha256
     rows: int = Field(ge=0)
     columns: list[ColumnSpec] = Field(min_length=1)
@@ -165,10 +167,8 @@ class SourceDeclaration(Frozen):
     intended_use: str | None = None
     restrictions: list[str] = Field(default_factory=list)
 
-    def provenance(self, retrieved_at: datetime, source_version: str) -> Provenance:
-        return Provenance(
-            retrieved_at=retrieved_at, source_version=source_version, **self.model_dump()
-        )
+    def provenance(self, source_version: str) -> Provenance:
+        return Provenance(source_version=source_version, **self.model_dump())
 
 
 def provenance_json_schema() -> dict[str, Any]:

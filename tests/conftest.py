@@ -49,6 +49,9 @@ PROJECT_FILES = (
     ".dvc",
     ".dvcignore",
     ".gitignore",
+    "dvc.lock",
+    "data/.gitignore",
+    "reports/.gitignore",
     "governance",
     "custodian",
     "training",
@@ -71,6 +74,7 @@ def project(tmp_path: Path) -> Path:
                 ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache", "uncommitted"),
             )
         else:
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, repo / name)
     run(["git", "init", "-q"], cwd=repo)
     run(["git", "add", "-A"], cwd=repo)
