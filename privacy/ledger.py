@@ -1,0 +1,718 @@
+"""The per-dataset lifetime privacy budget ledger.
+
+Every DP training run that touches a dataset (keyed by the SHA-256 of its training data)
+records its accountant history here *before* it takes the steps: the trainer reserves
+steps up to ``s + k`` with :meth:`LedgerRun.record_steps`, which returns only once the
+line is on disk (``fsync``), and only then executes them. A crash can therefore only
+over-count, never under-count. The spend of a dataset is the accountant's composition of
+the latest reservation of every run (:func:`privacy.accounting.epsilon_of`), never a sum of
+epsilons.
+
+File format
+    An append-only JSON-lines file that lives outside DVC outputs (DVC deletes outputs
+    before re-running a stage), e.g. ``.custodian/privacy-ledger.jsonl``. Each line is one
+    canonical JSON record (sorted keys, no spaces, ASCII) with a sequence number ``seq``
+    and ``prev``, the SHA-256 of the previous line's bytes (64 zeros for the first line).
+    ``event`` is ``open`` (a run starts or resumes, under a fresh ``session``), ``steps``
+    (a reservation: the run's cumulative step count) or ``recovery`` (see below). Writers
+    and readers hold ``<path>.lock`` (``filelock``), so concurrent processes never
+    interleave or lose lines; each append is one ``write`` on an ``O_APPEND`` descriptor
+    followed by ``fsync``.
+
+Budget
+    :meth:`PrivacyLedger.check_budget` refuses a run before it starts. A run opened with
+    ``lifetime_epsilon`` also checks every reservation against the lifetime budget under
+    the lock, so runs started concurrently on the same data cannot jointly overspend.
+    Every operation re-reads and re-verifies the whole file under the lock: cost grows
+    with the file, so reserve steps in blocks (e.g. every few dozen steps), not one by one.
+
+Torn lines
+    A crash (power loss, full disk) can leave unreadable bytes after the last record.
+    Readers report them precisely (:class:`TornTail`: offset, length, SHA-256) and ignore
+    them. Ignoring them never under-counts: ``record_steps`` returns only after its whole
+    line, newline included, is written and synced, so a line that did not make it intact
+    was never acknowledged and its steps were never taken; every step taken is covered by
+    an earlier intact reservation. (A complete last record that only lacks its newline is
+    counted: counting an unacknowledged reservation can only over-count.) The next writer
+    truncates nothing: it leaves the torn bytes in place, terminates them with a newline if
+    needed and appends a ``recovery`` record naming their offset, length and SHA-256, so
+    the bytes stay in the file as evidence and the chain accounts for them.
+
+Protection, and its limits
+    The hash chain detects editing, inserting, reordering or deleting any line that is
+    followed by another record: :meth:`PrivacyLedger.verify` names the first bad line, and
+    every writer refuses to append to a ledger that fails verification (fail closed).
+    Unreadable bytes in the middle are accepted only where a ``recovery`` record accounts
+    for them exactly. The chain carries no key, though: whoever can write the file can
+    drop its last lines, or rewrite the whole file with a fresh chain, and deleting the
+    file silently loses the history and resets every dataset's spend to zero. That is why
+    the chain head (:attr:`LedgerStatus.head`) is to be bound into the signed audit log,
+    which makes truncation, rewriting and deletion detectable there; until then the ledger
+    is only tamper-*evident* for edits in the middle, and its loss is not detected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import filelock
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from privacy.accounting import AccountantKind, SgdSteps, check_delta, epsilon_of
+from privacy.errors import BudgetExceeded, PrivacyError, PrivacyInputError
+
+__all__ = [
+    "BudgetCheck",
+    "DatasetSpend",
+    "LedgerCorrupted",
+    "LedgerRun",
+    "LedgerStatus",
+    "PrivacyLedger",
+    "RunSpend",
+    "TornTail",
+]
+
+FORMAT_VERSION = 1
+GENESIS = "0" * 64
+LOCK_TIMEOUT_S = 60.0
+_SHORT_HASH = 12
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# Printable ASCII without spaces: run ids appear in one-line messages and file names.
+_RUN_ID = re.compile(r"[!-~]{1,200}")
+Sha256Hex = Annotated[str, Field(pattern=f"^{_SHA256.pattern}$")]
+RunId = Annotated[str, Field(pattern=f"^{_RUN_ID.pattern}$")]
+
+
+class LedgerCorrupted(PrivacyError):
+    """The ledger fails verification: a line was edited, deleted, inserted or reordered."""
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    v: Literal[1]
+    seq: Annotated[int, Field(ge=0)]
+    prev: Sha256Hex
+    time: str
+
+
+class RunRecord(_Record):
+    """A run opened (``open``) or reserved steps up to a cumulative count (``steps``)."""
+
+    event: Literal["open", "steps"]
+    dataset_sha256: Sha256Hex
+    run_id: RunId
+    session: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+    accountant: AccountantKind
+    delta: Annotated[float, Field(gt=0, lt=1)]
+    noise_multiplier: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    sample_rate: Annotated[float, Field(gt=0, le=1)]
+    steps: Annotated[int, Field(ge=0)]
+
+
+class TornBytes(BaseModel):
+    """Unreadable bytes found in the file, identified exactly."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    offset: Annotated[int, Field(ge=0)]
+    length: Annotated[int, Field(ge=1)]
+    sha256: Sha256Hex
+
+
+class RecoveryRecord(_Record):
+    """A writer found the unreadable bytes ``torn`` after the previous record."""
+
+    event: Literal["recovery"]
+    torn: TornBytes
+
+
+_RECORD = TypeAdapter(Annotated[RunRecord | RecoveryRecord, Field(discriminator="event")])
+
+
+@dataclass(frozen=True, slots=True)
+class TornTail:
+    """Unreadable bytes at the end of the ledger, left by a crash mid-write."""
+
+    offset: int
+    length: int
+    sha256: str
+    line: int  # 1-based line number where the torn bytes start
+
+    def describe(self) -> str:
+        """One line naming where the torn bytes are."""
+        return (
+            f"torn tail: {self.length} unreadable bytes at offset {self.offset} "
+            f"(line {self.line}, sha256 {self.sha256[:_SHORT_HASH]}); "
+            "ignored, the next writer records a recovery"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerStatus:
+    """Result of a successful :meth:`PrivacyLedger.verify`."""
+
+    path: str
+    records: int
+    head: str  # SHA-256 of the last record's line: the value to anchor in the audit log
+    recoveries: int
+    torn_tail: TornTail | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpend:
+    """One run's latest reservation."""
+
+    run_id: str
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    accountant: str
+    delta: float
+    opened: str
+    updated: str
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetSpend:
+    """Everything spent on one dataset, composed at ``delta`` by ``accountant``."""
+
+    dataset_sha256: str
+    runs: tuple[RunSpend, ...]
+    steps: int
+    spent_epsilon: float
+    delta: float
+    accountant: str
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (for ``custodian privacy ledger --json``)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetCheck:
+    """The numbers behind a passed budget check."""
+
+    dataset_sha256: str
+    spent_epsilon: float
+    planned_epsilon: float
+    total_epsilon: float
+    lifetime_epsilon: float
+    delta: float
+    accountant: str
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    """What a full, verified read of the file establishes."""
+
+    records: tuple[RunRecord | RecoveryRecord, ...]
+    head: str
+    torn_tail: TornTail | None
+    # The file's last byte is not a newline (torn bytes, or a record missing its newline).
+    needs_newline: bool
+
+    def runs(self) -> dict[str, list[RunRecord]]:
+        by_run: dict[str, list[RunRecord]] = {}
+        for record in self.records:
+            if isinstance(record, RunRecord):
+                by_run.setdefault(record.run_id, []).append(record)
+        return by_run
+
+    def history(self, dataset_sha256: str) -> list[SgdSteps]:
+        return [
+            SgdSteps(latest.noise_multiplier, latest.sample_rate, latest.steps)
+            for latest in (entries[-1] for entries in self.runs().values())
+            if latest.dataset_sha256 == dataset_sha256
+        ]
+
+
+def _canonical(record: RunRecord | RecoveryRecord) -> bytes:
+    return json.dumps(
+        record.model_dump(mode="json"),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+        allow_nan=False,
+    ).encode("ascii")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _parse_line(line: bytes) -> RunRecord | RecoveryRecord | None:
+    """The record on ``line``, or None if it is not one, byte for byte in canonical form."""
+    try:
+        record = _RECORD.validate_json(line)
+    except ValidationError:
+        return None
+    return record if _canonical(record) == line else None
+
+
+def _segments(raw: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """(1-based line number, byte offset, bytes without newline) for each line."""
+    offset = 0
+    number = 1
+    while offset < len(raw):
+        end = raw.find(b"\n", offset)
+        end = len(raw) if end == -1 else end
+        yield number, offset, raw[offset:end]
+        offset = end + 1
+        number += 1
+
+
+def _check_claim(raw: bytes, record: RecoveryRecord, start: int, offset: int, line: int) -> None:
+    """A recovery record at ``offset`` must describe exactly the bytes from ``start``."""
+    torn = record.torn
+    region = raw[torn.offset : torn.offset + torn.length]
+    gap = torn.length + (0 if region.endswith(b"\n") else 1)
+    if torn.offset != start or start + gap != offset or _sha256(region) != torn.sha256:
+        raise LedgerCorrupted(
+            f"line {line}: recovery record does not match the unreadable bytes "
+            f"{start}..{offset} before it"
+        )
+
+
+def _check_chain(
+    record: RunRecord | RecoveryRecord, seq: int, prev: str, line: int, prev_line: int
+) -> None:
+    if record.seq != seq:
+        raise LedgerCorrupted(
+            f"line {line}: sequence number {record.seq}, expected {seq} "
+            "(a record was deleted, inserted or reordered)"
+        )
+    if record.prev != prev:
+        raise LedgerCorrupted(
+            f"line {line}: prev hash does not match the record on line {prev_line} "
+            f"(line {prev_line} was edited)"
+        )
+
+
+def _check_run(record: RunRecord, earlier: RunRecord | None, line: int) -> None:
+    """A run keeps its dataset and noise parameters, and its step count never drops."""
+    if earlier is None:
+        return
+    same = (earlier.dataset_sha256, earlier.noise_multiplier, earlier.sample_rate) == (
+        record.dataset_sha256,
+        record.noise_multiplier,
+        record.sample_rate,
+    )
+    if not same or record.steps < earlier.steps:
+        raise LedgerCorrupted(
+            f"line {line}: run {record.run_id!r} changes its dataset, noise multiplier "
+            "or sample rate, or its step count went down"
+        )
+
+
+def _read_state(raw: bytes) -> _State:
+    """Parse and verify the whole ledger; raise LedgerCorrupted on the first bad line."""
+    records: list[RunRecord | RecoveryRecord] = []
+    latest: dict[str, RunRecord] = {}
+    head = GENESIS
+    head_line = 0
+    unreadable_from: int | None = None  # offset where unclaimed unreadable bytes begin
+    unreadable_line = 0
+    for line, offset, data in _segments(raw):
+        record = _parse_line(data)
+        if record is None:
+            if unreadable_from is None:
+                unreadable_from, unreadable_line = offset, line
+            continue
+        if isinstance(record, RunRecord) and unreadable_from is not None:
+            raise LedgerCorrupted(
+                f"line {unreadable_line}: not a ledger record, and no recovery record "
+                "accounts for it (the line was edited or damaged)"
+            )
+        _check_chain(record, len(records), head, line, head_line)
+        if isinstance(record, RecoveryRecord):
+            if unreadable_from is None:
+                raise LedgerCorrupted(f"line {line}: recovery record claims bytes that are absent")
+            _check_claim(raw, record, unreadable_from, offset, line)
+            unreadable_from = None
+        else:
+            _check_run(record, latest.get(record.run_id), line)
+            latest[record.run_id] = record
+        records.append(record)
+        head, head_line = _sha256(data), line
+    torn = None
+    if unreadable_from is not None:
+        tail = raw[unreadable_from:]
+        torn = TornTail(unreadable_from, len(tail), _sha256(tail), unreadable_line)
+    return _State(tuple(records), head, torn, needs_newline=raw[-1:] not in (b"", b"\n"))
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    """Append ``data`` with one descriptor, then fsync (and the directory if new)."""
+    created = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if created:
+            directory = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+    except OSError as err:
+        raise PrivacyError(f"cannot write privacy ledger {path}: {err.strerror}") from err
+
+
+def _check_dataset(dataset_sha256: str) -> None:
+    # A malformed hash would match no run and so pass every budget check.
+    if not isinstance(dataset_sha256, str) or not _SHA256.fullmatch(dataset_sha256):
+        raise PrivacyInputError(
+            f"dataset_sha256 must be 64 lowercase hex digits, got {dataset_sha256!r}"
+        )
+
+
+def _check_run_id(run_id: str) -> None:
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        raise PrivacyInputError(
+            f"run_id must be 1-200 printable ASCII characters without spaces, got {run_id!r}"
+        )
+
+
+def _check_lifetime(lifetime_epsilon: float) -> None:
+    if (
+        not isinstance(lifetime_epsilon, int | float)
+        or isinstance(lifetime_epsilon, bool)
+        or not 0 < lifetime_epsilon < float("inf")
+    ):
+        raise PrivacyInputError(f"lifetime_epsilon must be > 0, got {lifetime_epsilon!r}")
+
+
+def _fmt(epsilon: float) -> str:
+    return f"{epsilon:.4g}"
+
+
+class PrivacyLedger:
+    """The ledger file at ``path`` (created on first write; nothing happens on construction)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock = filelock.FileLock(
+            self.path.with_name(self.path.name + ".lock"), timeout=LOCK_TIMEOUT_S
+        )
+
+    @contextmanager
+    def _locked(self) -> Iterator[_State]:
+        try:
+            with self._lock:
+                yield _read_state(self._read())
+        except filelock.Timeout as err:
+            raise PrivacyError(
+                f"privacy ledger {self.path} stayed locked for {LOCK_TIMEOUT_S:g} s "
+                f"by another process ({err.lock_file})"
+            ) from err
+
+    def _read(self) -> bytes:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return b""
+        except OSError as err:
+            raise PrivacyError(f"cannot read privacy ledger {self.path}: {err.strerror}") from err
+
+    def _append(self, state: _State, fields: dict[str, Any]) -> None:
+        """Append the record ``fields``, after a recovery record if the tail is torn.
+
+        Everything goes out in one write, so a crash here leaves at worst a new torn tail.
+        """
+        pending = [fields]
+        torn = state.torn_tail
+        if torn is not None:
+            claim = TornBytes(offset=torn.offset, length=torn.length, sha256=torn.sha256)
+            pending.insert(0, {"event": "recovery", "torn": claim})
+        chunks = [b"\n"] if state.needs_newline else []
+        seq, head = len(state.records), state.head
+        for extra in pending:
+            record = _RECORD.validate_python(
+                {"v": FORMAT_VERSION, "seq": seq, "prev": head, "time": _now(), **extra},
+                strict=False,
+            )
+            line = _canonical(record)
+            chunks.append(line + b"\n")
+            seq, head = seq + 1, _sha256(line)
+        _write_durably(self.path, b"".join(chunks))
+
+    def verify(self) -> LedgerStatus:
+        """Check the whole chain; raise LedgerCorrupted naming the first bad line."""
+        with self._locked() as state:
+            return LedgerStatus(
+                path=str(self.path),
+                records=len(state.records),
+                head=state.head,
+                recoveries=sum(isinstance(r, RecoveryRecord) for r in state.records),
+                torn_tail=state.torn_tail,
+            )
+
+    def history(self, dataset_sha256: str) -> list[SgdSteps]:
+        """The latest reservation of every run on the dataset, as accountant history."""
+        _check_dataset(dataset_sha256)
+        with self._locked() as state:
+            return state.history(dataset_sha256)
+
+    def spent(
+        self, dataset_sha256: str, delta: float, kind: AccountantKind = AccountantKind.PRV
+    ) -> float:
+        """Epsilon spent on the dataset: all its runs composed by one accountant."""
+        return epsilon_of(self.history(dataset_sha256), delta, kind)
+
+    def check_budget(
+        self,
+        dataset_sha256: str,
+        planned: SgdSteps,
+        lifetime_epsilon: float,
+        delta: float,
+        kind: AccountantKind = AccountantKind.PRV,
+    ) -> BudgetCheck:
+        """Raise BudgetExceeded if spent and ``planned`` composed would exceed the lifetime.
+
+        Call before a run starts; ``planned`` is the steps still to take (for a resumed
+        run, those after its recorded steps).
+        """
+        _check_lifetime(lifetime_epsilon)
+        kind = AccountantKind.parse(kind)
+        history = self.history(dataset_sha256)
+        total = _enforce_budget(dataset_sha256, history, planned, lifetime_epsilon, delta, kind)
+        return BudgetCheck(
+            dataset_sha256=dataset_sha256,
+            spent_epsilon=epsilon_of(history, delta, kind),
+            planned_epsilon=epsilon_of([planned], delta, kind),
+            total_epsilon=total,
+            lifetime_epsilon=lifetime_epsilon,
+            delta=delta,
+            accountant=kind.value,
+        )
+
+    def open_run(
+        self,
+        dataset_sha256: str,
+        run_id: str,
+        noise_multiplier: float,
+        sample_rate: float,
+        kind: AccountantKind,
+        delta: float,
+        lifetime_epsilon: float | None = None,
+    ) -> LedgerRun:
+        """Start run ``run_id``, or resume it from its recorded steps if it exists.
+
+        With ``lifetime_epsilon``, every reservation is checked against the dataset's
+        lifetime budget under the ledger lock, so concurrent runs cannot jointly overspend.
+        Opening a run supersedes any earlier handle on the same run id.
+        """
+        _check_dataset(dataset_sha256)
+        _check_run_id(run_id)
+        check_delta(delta)
+        if lifetime_epsilon is not None:
+            _check_lifetime(lifetime_epsilon)
+        kind = AccountantKind.parse(kind)
+        params = SgdSteps(noise_multiplier, sample_rate, 0)
+        fields = {
+            "event": "open",
+            "dataset_sha256": dataset_sha256,
+            "run_id": run_id,
+            "session": secrets.token_hex(16),
+            "accountant": kind.value,
+            "delta": float(delta),
+            "noise_multiplier": float(params.noise_multiplier),
+            "sample_rate": float(params.sample_rate),
+        }
+        with self._locked() as state:
+            earlier = state.runs().get(run_id)
+            steps = earlier[-1].steps if earlier else 0
+            if earlier:
+                _check_resume(earlier[-1], fields)
+            self._append(state, {**fields, "steps": steps})
+        return LedgerRun(self, fields, steps, lifetime_epsilon)
+
+    def summary(
+        self, delta: float | None = None, kind: AccountantKind | None = None
+    ) -> tuple[DatasetSpend, ...]:
+        """Spend per dataset, sorted by hash.
+
+        By default each dataset is composed at the smallest delta any of its runs used (the
+        most conservative) with the accountant of its latest run.
+        """
+        with self._locked() as state:
+            by_run = state.runs()
+        by_dataset: dict[str, list[list[RunRecord]]] = {}
+        for entries in by_run.values():
+            by_dataset.setdefault(entries[-1].dataset_sha256, []).append(entries)
+        return tuple(
+            _dataset_spend(sha, runs, delta, kind) for sha, runs in sorted(by_dataset.items())
+        )
+
+
+def _check_resume(latest: RunRecord, fields: dict[str, Any]) -> None:
+    recorded = (latest.dataset_sha256, latest.noise_multiplier, latest.sample_rate)
+    asked = (fields["dataset_sha256"], fields["noise_multiplier"], fields["sample_rate"])
+    if recorded != asked:
+        raise PrivacyInputError(
+            f"run {latest.run_id!r} exists with dataset {latest.dataset_sha256[:_SHORT_HASH]}, "
+            f"noise multiplier {latest.noise_multiplier:g} and sample rate "
+            f"{latest.sample_rate:g}; resume it with the same values or use a new run id"
+        )
+
+
+def _enforce_budget(
+    dataset_sha256: str,
+    history: list[SgdSteps],
+    planned: SgdSteps,
+    lifetime_epsilon: float,
+    delta: float,
+    kind: AccountantKind,
+) -> float:
+    """The composed epsilon of ``history`` and ``planned``; BudgetExceeded if over lifetime."""
+    total = epsilon_of([*history, planned], delta, kind)
+    if total > lifetime_epsilon:
+        spent = epsilon_of(history, delta, kind)
+        planned_alone = epsilon_of([planned], delta, kind)
+        raise BudgetExceeded(
+            f"privacy budget exceeded for dataset {dataset_sha256[:_SHORT_HASH]}: "
+            f"spent epsilon {_fmt(spent)} + planned {_fmt(planned_alone)} (alone) "
+            f"composes to {_fmt(total)} > lifetime {_fmt(lifetime_epsilon)} "
+            f"(delta {delta:g}, {AccountantKind.parse(kind)} accountant)"
+        )
+    return total
+
+
+def _dataset_spend(
+    dataset_sha256: str,
+    runs: list[list[RunRecord]],
+    delta: float | None,
+    kind: AccountantKind | None,
+) -> DatasetSpend:
+    latest = [entries[-1] for entries in runs]
+    delta = min(run.delta for run in latest) if delta is None else delta
+    newest = max(latest, key=lambda run: run.seq)
+    kind = newest.accountant if kind is None else AccountantKind.parse(kind)
+    history = [SgdSteps(r.noise_multiplier, r.sample_rate, r.steps) for r in latest]
+    spends = tuple(
+        RunSpend(
+            run_id=entries[-1].run_id,
+            noise_multiplier=entries[-1].noise_multiplier,
+            sample_rate=entries[-1].sample_rate,
+            steps=entries[-1].steps,
+            accountant=entries[-1].accountant.value,
+            delta=entries[-1].delta,
+            opened=entries[0].time,
+            updated=entries[-1].time,
+        )
+        for entries in runs
+    )
+    return DatasetSpend(
+        dataset_sha256=dataset_sha256,
+        runs=spends,
+        steps=sum(run.steps for run in latest),
+        spent_epsilon=epsilon_of(history, delta, kind),
+        delta=delta,
+        accountant=kind.value,
+    )
+
+
+class LedgerRun:
+    """A handle to one open run: reserve steps before taking them."""
+
+    def __init__(
+        self,
+        ledger: PrivacyLedger,
+        fields: dict[str, Any],
+        steps: int,
+        lifetime_epsilon: float | None,
+    ) -> None:
+        self._ledger = ledger
+        self._fields = fields
+        self._steps = steps
+        self._lifetime_epsilon = lifetime_epsilon
+
+    @property
+    def run_id(self) -> str:
+        """The run's id."""
+        return str(self._fields["run_id"])
+
+    @property
+    def steps(self) -> int:
+        """Steps reserved for this run so far (on resume: the recorded high-water mark)."""
+        return self._steps
+
+    def record_steps(self, total_steps: int) -> None:
+        """Durably reserve steps up to ``total_steps`` for this run; call before taking them.
+
+        ``total_steps`` counts every step of the run since it was first opened, including
+        steps taken before a resume: after resuming from a checkpoint older than
+        :attr:`steps`, count re-executed steps on top of :attr:`steps`. Raises
+        BudgetExceeded (writing nothing) if the handle has a lifetime budget and the
+        reservation would exceed it.
+        """
+        if not isinstance(total_steps, int) or isinstance(total_steps, bool):
+            raise PrivacyInputError(f"total_steps must be an integer, got {total_steps!r}")
+        if total_steps < self._steps:
+            raise PrivacyInputError(
+                f"run {self.run_id!r} already reserved {self._steps} steps; "
+                f"total_steps={total_steps} would under-count (counts are cumulative)"
+            )
+        if total_steps == self._steps:
+            return
+        with self._ledger._locked() as state:
+            self._check_session(state)
+            if self._lifetime_epsilon is not None:
+                self._check_lifetime(state, total_steps)
+            self._ledger._append(state, {**self._fields, "event": "steps", "steps": total_steps})
+        self._steps = total_steps
+
+    def _check_session(self, state: _State) -> None:
+        entries = state.runs().get(self.run_id)
+        if not entries:
+            raise PrivacyError(
+                f"run {self.run_id!r} is missing from privacy ledger {self._ledger.path} "
+                "(was the ledger deleted or replaced?); refusing to record steps"
+            )
+        latest = entries[-1]
+        if latest.session != self._fields["session"]:
+            raise PrivacyError(
+                f"run {self.run_id!r} was re-opened by another process (session "
+                f"{latest.session[:8]}); this handle may no longer record steps"
+            )
+
+    def _check_lifetime(self, state: _State, total_steps: int) -> None:
+        dataset = self._fields["dataset_sha256"]
+        others = [
+            SgdSteps(latest.noise_multiplier, latest.sample_rate, latest.steps)
+            for run_id, entries in state.runs().items()
+            if run_id != self.run_id and (latest := entries[-1]).dataset_sha256 == dataset
+        ]
+        planned = SgdSteps(
+            self._fields["noise_multiplier"], self._fields["sample_rate"], total_steps
+        )
+        _enforce_budget(
+            dataset,
+            others,
+            planned,
+            self._lifetime_epsilon,
+            self._fields["delta"],
+            self._fields["accountant"],
+        )
