@@ -14,6 +14,7 @@ import sys
 import click
 
 from audits.errors import AuditError
+from custodian.commands.check import check_command
 from custodian.commands.data import data
 from custodian.commands.ingest import ingest_command
 from custodian.commands.split import split_command
@@ -56,6 +57,7 @@ cli.add_command(data)
 cli.add_command(ingest_command)
 cli.add_command(validate_command)
 cli.add_command(split_command)
+cli.add_command(check_command)
 
 
 def exit_code_for(error: BaseException) -> int:

@@ -13,6 +13,7 @@ from typing import Annotated, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from governance.checks import FindingType
 from governance.errors import InputError
 from governance.licenses import IntendedUse, normalize_expression
 from governance.registry import parse_model
@@ -71,6 +72,15 @@ class SplitParams(Section):
 
 
 S = TypeVar("S", bound="Section")
+
+
+class CheckParams(Section):
+    # Registered dataset names whose rows must not appear in training data.
+    references: list[str] = Field(default_factory=list)
+    # Finding type -> reason: a waived critical finding is reported, not fatal.
+    waivers: dict[FindingType, Reason] = Field(default_factory=dict)
+    # Overrides of the scan's thresholds (governance.checks.CheckConfig fields).
+    thresholds: dict[str, float | int] = Field(default_factory=dict)
 
 
 def load_section(model: type[S], key: str, path: Path = PARAMS_FILE) -> S:

@@ -94,7 +94,7 @@ def run_suites(
     Runs in a copy of the ``template`` file context under ``work_dir`` and
     writes Data Docs to ``docs_dir``.
     """
-    context = _context_copy(template, work_dir, docs_dir)
+    context = context_copy(template, work_dir, docs_dir)
     source = context.data_sources.add_pandas("custodian")
     validations = []
     frames: dict[str, pd.DataFrame] = {}
@@ -123,7 +123,8 @@ def run_suites(
     return outcomes
 
 
-def _context_copy(template: Path, work_dir: Path, docs_dir: Path):
+def context_copy(template: Path, work_dir: Path, docs_dir: Path):
+    """A file context copied from ``template`` into ``work_dir``, Data Docs at ``docs_dir``."""
     root = work_dir / "gx"
     shutil.copytree(template, root, ignore=shutil.ignore_patterns("uncommitted", "*.pyc"))
     config_path = root / "great_expectations.yml"

@@ -11,7 +11,11 @@ from enum import StrEnum
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
+from governance.checks import CheckConfig
+from governance.checks.scan import prepare_scan
 from governance.errors import InputError
 from governance.provenance import ColumnRole, ParentRef, Provenance
 
@@ -41,7 +45,15 @@ def split_frame(
     seed: int,
     group_column: str | None,
     time_column: str | None,
+    content_key: np.ndarray | None = None,
 ) -> SplitResult:
+    """Assign every row to train/val/test (or drop it, for ``group_time``).
+
+    ``content_key`` (one hash per row of its compared content) links groups
+    whose rows are identical: twins with identical records, or one person
+    registered under two identifiers, then land in the same split instead of
+    putting the same row in train and test.
+    """
     needs_group = strategy in (Strategy.group, Strategy.group_time)
     needs_time = strategy in (Strategy.time, Strategy.group_time)
     if needs_group and group_column is None:
@@ -52,8 +64,13 @@ def split_frame(
         if column is not None and frame[column].isna().any():
             raise InputError(f"split: column {column!r} has missing values; cannot split on it")
 
+    groups = None
+    if needs_group:
+        groups = frame[group_column].to_numpy()
+        if content_key is not None:
+            groups = _link_identical_content(groups, content_key)
     assignment = _ASSIGNERS[strategy](
-        frame, fractions, np.random.default_rng(seed), group_column, time_column
+        frame, fractions, np.random.default_rng(seed), groups, time_column
     )
     dropped = int((assignment < 0).sum())
     frames = {name: frame[assignment == i] for i, name in enumerate(SPLITS)}
@@ -74,6 +91,21 @@ def split_frame(
     )
 
 
+def _link_identical_content(groups: np.ndarray, content_key: np.ndarray) -> np.ndarray:
+    """Merge groups that share a row content: connected components of group—content edges."""
+    group_codes, group_values = pd.factorize(groups, sort=True)
+    content_codes, content_values = pd.factorize(content_key)
+    n_groups = len(group_values)
+    edges = coo_matrix(
+        (np.ones(len(groups)), (group_codes, n_groups + content_codes)),
+        shape=(n_groups + len(content_values),) * 2,
+    )
+    _, component = connected_components(edges, directed=False)
+    # Name each merged group after its smallest member so the result is stable.
+    first_member = pd.Series(group_values).groupby(component[:n_groups]).transform("min")
+    return first_member.to_numpy()[group_codes]
+
+
 def _cut(weights: np.ndarray, fractions: dict[str, float]) -> np.ndarray:
     """Assign ordered units (with row counts ``weights``) to splits by cumulative share."""
     bounds = np.cumsum([fractions[name] for name in SPLITS])[:-1]
@@ -81,15 +113,15 @@ def _cut(weights: np.ndarray, fractions: dict[str, float]) -> np.ndarray:
     return np.searchsorted(bounds, share, side="right")
 
 
-def _random(frame, fractions, rng, _group, _time) -> np.ndarray:
+def _random(frame, fractions, rng, _groups, _time) -> np.ndarray:
     order = rng.permutation(len(frame))
     assignment = np.empty(len(frame), dtype=int)
     assignment[order] = _cut(np.ones(len(frame)), fractions)
     return assignment
 
 
-def _group(frame, fractions, rng, group, _time) -> np.ndarray:
-    codes, uniques = pd.factorize(frame[group], sort=True)
+def _group(frame, fractions, rng, groups, _time) -> np.ndarray:
+    codes, uniques = pd.factorize(groups, sort=True)
     order = rng.permutation(len(uniques))
     sizes = np.bincount(codes, minlength=len(uniques))
     group_split = np.empty(len(uniques), dtype=int)
@@ -97,16 +129,16 @@ def _group(frame, fractions, rng, group, _time) -> np.ndarray:
     return group_split[codes]
 
 
-def _time(frame, fractions, _rng, _group, time) -> np.ndarray:
+def _time(frame, fractions, _rng, _groups, time) -> np.ndarray:
     # Equal timestamps go to one split: the cut falls between distinct times.
     codes, uniques = pd.factorize(frame[time], sort=True)
     sizes = np.bincount(codes, minlength=len(uniques)).astype(float)
     return _cut(sizes, fractions)[codes]
 
 
-def _group_time(frame, fractions, rng, group, time) -> np.ndarray:
+def _group_time(frame, fractions, rng, groups, time) -> np.ndarray:
     # Cohorts: groups ordered by first appearance, so later entrants are tested.
-    codes, uniques = pd.factorize(frame[group], sort=True)
+    codes, uniques = pd.factorize(groups, sort=True)
     times = frame[time].to_numpy()
     first = pd.Series(times).groupby(codes).min().to_numpy()
     order = np.lexsort((rng.permutation(len(uniques)), first))
@@ -150,3 +182,18 @@ def derived_provenance(
 
 def group_and_time_columns(record: Provenance) -> tuple[str | None, str | None]:
     return record.column(ColumnRole.identifier), record.column(ColumnRole.time)
+
+
+def content_key(frame: pd.DataFrame, record: Provenance) -> np.ndarray:
+    """Per-row hash of what the exact-duplicate check compares (features and label).
+
+    Uses the leakage check's own normalisation, so rows the check would call
+    duplicates are exactly the rows the split keeps together.
+    """
+    config = CheckConfig(
+        label=record.column(ColumnRole.label),
+        id_column=record.column(ColumnRole.identifier),
+        time_column=record.column(ColumnRole.time),
+        exclude_columns=tuple(record.columns_with(ColumnRole.excluded)),
+    )
+    return prepare_scan(frame, frame.head(1), config=config).train.rows

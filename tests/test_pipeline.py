@@ -28,7 +28,7 @@ def set_param(repo: Path, section: str, key: str, value: object) -> None:
 
 def test_repro_is_clean_then_noop_then_reruns_only_what_changed(project: Path) -> None:
     first = dvc("repro", cwd=project)
-    assert ran_stages(first.stdout) == ["ingest", "validate", "split"]
+    assert ran_stages(first.stdout) == ["ingest", "validate", "split", "check"]
     assert "Data and pipelines are up to date" in dvc("status", cwd=project).stdout
     # The committed lock and metrics are reproduced byte for byte: a fresh clone stays clean.
     assert run(["git", "status", "--porcelain"], cwd=project).stdout == ""
@@ -52,7 +52,14 @@ def test_repro_is_clean_then_noop_then_reruns_only_what_changed(project: Path) -
 
     set_param(project, "split", "seed", 7)
     third = dvc("repro", cwd=project)
-    assert ran_stages(third.stdout) == ["split"]
+    assert ran_stages(third.stdout) == ["split", "check"]
+
+    checks = json.loads((project / "reports/checks.json").read_text())
+    assert not [
+        f for f in checks["findings"] + checks["val_findings"] if f["severity"] == "critical"
+    ]
+    assert all(all(results.values()) for results in checks["expectations"].values())
+    assert (project / "reports/check_docs/index.html").is_file()
 
 
 def test_edited_license_reruns_and_blocks_ingest(project: Path) -> None:
@@ -77,17 +84,16 @@ def test_edited_provenance_meta_alone_reruns_downstream(project: Path) -> None:
         declaration.read_text().replace("citation: 'Cameron", "citation: 'Edited. Cameron")
     )
     result = dvc("repro", cwd=project)
-    assert ran_stages(result.stdout) == ["ingest", "validate", "split"]
+    assert ran_stages(result.stdout) == ["ingest", "validate", "split", "check"]
     record = json.loads((project / "data/split/train.provenance.json").read_text())
     assert record["citation"].startswith("Edited.")
 
 
-def test_row_level_split_puts_people_in_two_splits(project: Path) -> None:
-    # The leakage check (issue 3) must catch this; here we show the split does it.
-    set_param(project, "split", "strategy", "random")
-    dvc("repro", cwd=project)
-    import pandas as pd
-
-    train = pd.read_csv(project / "data/split/train.csv")
-    test = pd.read_csv(project / "data/split/test.csv")
-    assert len(set(train["zper"]) & set(test["zper"])) > 1000
+def test_row_level_split_is_stopped_by_group_leakage(project: Path) -> None:
+    result = dvc("exp", "run", "-S", "split.strategy=random", cwd=project, check=False)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "critical finding(s): group_leakage" in output
+    checks = json.loads((project / "reports/checks.json").read_text())
+    group = [f for f in checks["findings"] if f["type"] == "group_leakage"]
+    assert group[0]["severity"] == "critical" and group[0]["columns"] == ["zper"]

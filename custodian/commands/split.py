@@ -9,7 +9,13 @@ import click
 from audits.files import atomic_directory, atomic_write_bytes, atomic_write_json
 from custodian.commands.datasets import load_dataset
 from custodian.params import DataParams, SplitParams, load_section
-from governance.split import SPLITS, derived_provenance, group_and_time_columns, split_frame
+from governance.split import (
+    SPLITS,
+    content_key,
+    derived_provenance,
+    group_and_time_columns,
+    split_frame,
+)
 from governance.tables import sha256_bytes
 
 STAGE = "split"
@@ -31,6 +37,7 @@ def split_command(ingested: Path, out_dir: Path) -> None:
         seed=params.seed,
         group_column=group_column,
         time_column=time_column,
+        content_key=content_key(frame, record),
     )
     summary = {
         "dataset": record.name,

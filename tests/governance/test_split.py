@@ -83,3 +83,31 @@ def test_too_small_for_three_splits() -> None:
     tiny = pd.DataFrame({"person": [1, 1], "year": [1, 2]})
     with pytest.raises(InputError, match="split is empty"):
         split(tiny, Strategy.group)
+
+
+def test_groups_with_identical_rows_land_in_one_split() -> None:
+    # Twins: two people whose records are identical apart from the identifier.
+    people = np.arange(400)
+    frame = pd.DataFrame({"person": people, "year": 1, "x": people.astype(float)})
+    frame.loc[frame["person"] % 10 == 7, "x"] = -1.0  # 40 people share one record
+    key = pd.util.hash_pandas_object(frame[["x"]], index=False).to_numpy()
+    result = split_frame(
+        frame,
+        strategy=Strategy.group,
+        fractions=FRACTIONS,
+        seed=3,
+        group_column="person",
+        time_column=None,
+        content_key=key,
+    )
+    homes = {name for name, part in result.frames.items() if (part["x"] == -1.0).any()}
+    assert len(homes) == 1
+    without = split_frame(
+        frame,
+        strategy=Strategy.group,
+        fractions=FRACTIONS,
+        seed=3,
+        group_column="person",
+        time_column=None,
+    )
+    assert len({n for n, p in without.frames.items() if (p["x"] == -1.0).any()}) > 1

@@ -1,0 +1,232 @@
+"""Benchmark: the full leakage/contamination scan at 1,000,000 train x 200,000 test rows.
+
+Run: ``python bench/bench_checks.py [--train-rows N] [--test-rows N] [--json]``
+
+The frames have 20 columns (an identifier, a time, a binary label, 9 numeric,
+6 categorical and 1 free-text feature, 1 label-encoding feature) with problems
+of every finding type planted, plus a 10,000-row reference set. Time and peak
+memory are reported per phase: preparing (normalising and hashing every cell),
+the two shared similarity indexes, and each detector. Times come from an
+untraced pass; memory from a second pass under ``tracemalloc`` (Python and
+numpy allocations; scipy's KD-tree nodes are allocated in C++ and not traced),
+and the process's peak RSS is printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+import tracemalloc
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from governance.checks import CheckConfig, FindingType
+from governance.checks.frames import ScanContext
+from governance.checks.registry import DETECTORS
+from governance.checks.scan import prepare_scan, run_detectors
+
+CONFIG = CheckConfig(label="label", id_column="person", time_column="day")
+GOAL_SECONDS = 30.0
+WORDS = np.array([f"w{i:05d}" for i in range(20_000)])
+PLANTED = {
+    "exact_duplicate": 1_000,
+    "near_duplicate": 1_000,
+    "text_near_duplicate": 500,
+    "group_leakage": 500,
+    "temporal_leakage": 1_000,
+    "duplicate_rows": 2_000,
+    "conflicting_labels": 500,
+    "reference_exact": 500,
+    "reference_near": 500,
+    "pii": 2_000,
+}
+
+
+def make_frame(n: int, rng: np.random.Generator, first_person: int, first_day: str) -> pd.DataFrame:
+    x = rng.normal(size=(n, 6)).round(4)
+    label = (x[:, 0] + x[:, 1] + rng.normal(size=n) > 0).astype(np.int64)
+    zipf = 1.0 / (np.arange(len(WORDS)) + 20.0)
+    words = rng.choice(WORDS, size=(n, 12), p=zipf / zipf.sum())
+    return pd.DataFrame(
+        {
+            "person": first_person + np.arange(n) // 3,
+            # About 100 rows a day: a million train rows span 27 years, before any test day.
+            "day": pd.Timestamp(first_day) + pd.to_timedelta(np.arange(n) // 100, unit="D"),
+            "x0": x[:, 0],
+            "x1": x[:, 1],
+            "x2": x[:, 2],
+            "x3": x[:, 3],
+            "income": np.exp(x[:, 4] + 10).round(2),
+            "age": rng.integers(18, 90, size=n),
+            "visits": rng.poisson(2, size=n),
+            "score": np.where(rng.random(n) < 0.05, np.nan, x[:, 5]),
+            "ratio": rng.random(n).round(5),
+            "colour": rng.choice(["red", "green", "blue", "cyan", "black"], size=n),
+            "region": rng.choice([f"region {i}" for i in range(50)], size=n),
+            "plan": rng.choice(["basic", "plus", "premium"], size=n),
+            "segment": rng.choice([f"seg-{i}" for i in range(1000)], size=n),
+            "channel": rng.choice(["web", "phone", "branch", "partner"], size=n),
+            "weekday": rng.choice(["mon", "tue", "wed", "thu", "fri", "sat", "sun"], size=n),
+            "note": [" ".join(row) for row in words],
+            "refund": label * 100.0 + rng.normal(scale=10, size=n).round(2),
+            "label": label,
+        }
+    )
+
+
+def make_data(
+    n_train: int, n_test: int, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Train, test and a reference set with every planted problem."""
+    rng = np.random.default_rng(seed)
+    train = make_frame(n_train, rng, 0, "2000-01-01")
+    test = make_frame(n_test, rng, 10_000_000, "2030-01-01")
+    reference = make_frame(10_000, rng, 20_000_000, "1990-01-01")
+    compared = [c for c in train.columns if c not in ("person", "day")]
+    numeric = ["x0", "x1", "x2", "x3", "ratio"]
+
+    def take(pool: int, n: int) -> np.ndarray:
+        return rng.choice(pool, size=n, replace=False)
+
+    # Train first, so that the train rows later copied into test stay as copied.
+    late = take(n_train, PLANTED["temporal_leakage"])
+    train.loc[late, "day"] = pd.Timestamp("2031-01-01")
+    repeats = take(n_train, PLANTED["duplicate_rows"])
+    train.loc[repeats, compared] = train.loc[take(n_train, len(repeats)), compared].to_numpy()
+
+    rows = rng.permutation(n_test)  # disjoint test rows for each planted problem
+    cursor = 0
+
+    def test_rows(n: int) -> np.ndarray:
+        nonlocal cursor
+        cursor += n
+        return rows[cursor - n : cursor]
+
+    exact = test_rows(PLANTED["exact_duplicate"])
+    test.loc[exact, compared] = train.loc[take(n_train, len(exact)), compared].to_numpy()
+    near = test_rows(PLANTED["near_duplicate"])
+    test.loc[near, compared] = train.loc[take(n_train, len(near)), compared].to_numpy()
+    test.loc[near, numeric] += rng.normal(scale=1e-3, size=(len(near), len(numeric)))
+    text = test_rows(PLANTED["text_near_duplicate"])
+    copied = train.loc[take(n_train, len(text)), "note"].str.split()
+    test.loc[text, "note"] = [" ".join([*w[:-1], "changed"]) for w in copied]
+    group = test_rows(PLANTED["group_leakage"])
+    test.loc[group, "person"] = train.loc[take(n_train, len(group)), "person"].to_numpy()
+    conflict = test_rows(PLANTED["conflicting_labels"])
+    test.loc[conflict, compared] = train.loc[take(n_train, len(conflict)), compared].to_numpy()
+    test.loc[conflict, "label"] = 1 - test.loc[conflict, "label"]
+    pii = test_rows(PLANTED["pii"])
+    test.loc[pii, "note"] = test.loc[pii, "note"] + " mail me at someone@example.com"
+
+    features = [c for c in compared if c != "label"]
+    ref_exact = np.arange(PLANTED["reference_exact"])
+    reference.loc[ref_exact, features] = train.loc[
+        take(n_train, len(ref_exact)), features
+    ].to_numpy()
+    ref_near = np.arange(len(ref_exact), len(ref_exact) + PLANTED["reference_near"])
+    reference.loc[ref_near, features] = train.loc[take(n_train, len(ref_near)), features].to_numpy()
+    reference.loc[ref_near, numeric] += rng.normal(scale=1e-3, size=(len(ref_near), len(numeric)))
+    return train, test, {"benchmark": reference.drop(columns=["person", "day", "label"])}
+
+
+def phases(
+    train: pd.DataFrame, test: pd.DataFrame, references: dict[str, pd.DataFrame]
+) -> list[tuple[str, Callable[[dict[str, ScanContext]], object]]]:
+    """The scan, split into timed steps that together do exactly what ``scan`` does."""
+
+    def prepare(state: dict[str, ScanContext]) -> None:
+        state["ctx"] = prepare_scan(train, test, references, config=CONFIG)
+
+    steps: list[tuple[str, Callable[[dict[str, ScanContext]], object]]] = [
+        ("prepare (normalise + hash)", prepare),
+        ("index: numeric KD-tree", lambda s: s["ctx"].numeric_near),
+        ("index: text MinHash/LSH", lambda s: s["ctx"].text_near),
+    ]
+    for kind in FindingType:
+        steps.append((str(kind), lambda s, kind=kind: DETECTORS[kind](s["ctx"])))
+    return steps
+
+
+def timed_pass(steps: list) -> tuple[dict[str, float], dict[str, list]]:
+    state: dict[str, ScanContext] = {}
+    seconds, results = {}, {}
+    for name, step in steps:
+        start = time.perf_counter()
+        results[name] = step(state)
+        seconds[name] = time.perf_counter() - start
+    return seconds, results
+
+
+def traced_pass(steps: list) -> dict[str, float]:
+    state: dict[str, ScanContext] = {}
+    peaks = {}
+    tracemalloc.start()
+    for name, step in steps:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        step(state)
+        peaks[name] = (tracemalloc.get_traced_memory()[1] - base) / 2**20
+    tracemalloc.stop()
+    return peaks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-rows", type=int, default=1_000_000)
+    parser.add_argument("--test-rows", type=int, default=200_000)
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args()
+
+    train, test, references = make_data(args.train_rows, args.test_rows)
+    steps = phases(train, test, references)
+    seconds, results = timed_pass(steps)
+    memory = traced_pass(steps)
+    start = time.perf_counter()
+    findings = run_detectors(prepare_scan(train, test, references, config=CONFIG))
+    end_to_end = time.perf_counter() - start
+    max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+
+    found = {
+        name: sorted(f"{f.severity}:{f.count}" for f in result)
+        for name, result in results.items()
+        if isinstance(result, list)
+    }
+    total = sum(seconds.values())
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "train_rows": len(train),
+                    "test_rows": len(test),
+                    "columns": train.shape[1],
+                    "seconds": seconds,
+                    "peak_mib": memory,
+                    "total_seconds": total,
+                    "scan_seconds": end_to_end,
+                    "max_rss_mib": max_rss,
+                    "findings": found,
+                },
+                indent=2,
+            )
+        )
+        return
+    print(
+        f"scan of {len(train):,} train x {len(test):,} test rows, {train.shape[1]} columns,"
+        f" + {sum(len(r) for r in references.values()):,} reference rows"
+    )
+    print(f"{'phase':<28} {'time s':>8} {'peak MiB':>9}  findings (severity:count)")
+    for name in seconds:
+        listed = ", ".join(found.get(name, [])) or ("-" if name in found else "")
+        print(f"{name:<28} {seconds[name]:>8.2f} {memory[name]:>9.0f}  {listed}")
+    print(f"{'total':<28} {total:>8.2f} {max(memory.values()):>9.0f}")
+    print(f"scan() end to end: {end_to_end:.2f} s ({len(findings)} findings);")
+    print(f"goal <= {GOAL_SECONDS:.0f} s: {'met' if end_to_end <= GOAL_SECONDS else 'MISSED'}")
+    print(f"process peak RSS: {max_rss:,.0f} MiB; planted: {PLANTED}")
+
+
+if __name__ == "__main__":
+    main()

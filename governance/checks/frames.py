@@ -1,0 +1,382 @@
+"""Normalised, hashed views of the frames a scan compares.
+
+Every cell is reduced to a 64-bit hash of its normalised value (numbers as
+floats rounded to ``float_decimals``, strings stripped, whitespace-collapsed
+and casefolded, missing values equal to each other), and every row to a hash of
+its cells, so that comparing millions of rows is a vectorised set operation.
+The shared, expensive structures (nearest-neighbour and MinHash indexes over
+train) are built once, on first use, and reused by every check that needs them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from governance.checks.config import CheckConfig
+from governance.checks.similarity import NumericIndex, TextIndex, mix64, word_hashes
+from governance.errors import InputError
+
+# Hash of a missing cell; any fixed value works because hashes are only compared.
+NULL_HASH = np.uint64(0x9E3779B97F4A7C15)
+_ROW_SEED = np.uint64(0x2545F4914F6CDD1D)
+_NUMBER_START = frozenset("+-.0123456789")
+# Enough values to tell free text from categories without reading a million rows.
+_KIND_SAMPLE = 2000
+
+
+class ColumnKind(StrEnum):
+    numeric = "numeric"
+    datetime = "datetime"
+    category = "category"  # short strings, compared exactly
+    text = "text"  # free text, also compared by word-set similarity
+
+
+@dataclass(frozen=True)
+class Roles:
+    label: str | None
+    id_column: str | None
+    time_column: str | None
+    features: tuple[str, ...]  # compared columns other than the label, in train's order
+    kinds: Mapping[str, ColumnKind]  # of the features and the label
+
+    def of_kind(self, kind: ColumnKind) -> tuple[str, ...]:
+        return tuple(c for c in self.features if self.kinds[c] is kind)
+
+
+@dataclass(frozen=True, eq=False)
+class HashedFrame:
+    """One frame as the checks see it. Arrays are aligned with the frame's row positions."""
+
+    name: str
+    frame: pd.DataFrame
+    cells: Mapping[str, np.ndarray]  # column -> uint64 hash per row (features, label, id)
+    numbers: Mapping[str, np.ndarray]  # numeric (rounded) or datetime (ns) column -> float64
+    features: np.ndarray  # uint64 hash of the feature cells
+    rows: np.ndarray  # uint64 hash of feature and label cells (features only without a label)
+    # The time column: float64 when numeric (NaN if missing), else int64 ns since
+    # the epoch, UTC (NaT's integer if missing); None without a time column.
+    time: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+@dataclass(frozen=True, eq=False)
+class NumericSpace:
+    """Train-standardised coordinates of the varying numeric features, plus an exact key.
+
+    Rows can only be near when their categorical features, their
+    train-constant numeric features and their pattern of missing numbers are
+    identical; the key hashes exactly those.
+    """
+
+    columns: tuple[str, ...]
+    mean: np.ndarray
+    std: np.ndarray
+    exact_columns: tuple[str, ...]
+
+    def embed(self, frame: HashedFrame) -> tuple[np.ndarray, np.ndarray]:
+        raw = np.column_stack([frame.numbers[c] for c in self.columns])
+        missing = np.isnan(raw)
+        points = np.where(missing, 0.0, (raw - self.mean) / self.std)
+        keys = _fold([frame.cells[c] for c in self.exact_columns], len(frame))
+        # Bit-pack the missing pattern so a missing value never matches a number.
+        for start in range(0, missing.shape[1], 63):
+            chunk = missing[:, start : start + 63].astype(np.uint64)
+            shifts = np.arange(chunk.shape[1], dtype=np.uint64)
+            keys = mix64(keys ^ (chunk << shifts).sum(axis=1, dtype=np.uint64))
+        return points, keys
+
+
+@dataclass(frozen=True, eq=False)
+class NumericNear:
+    """Nearest train row within tolerance, in a :class:`NumericSpace`."""
+
+    space: NumericSpace
+    index: NumericIndex
+
+    def match(self, frame: HashedFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(rows of ``frame``, their nearest train rows) for rows within tolerance."""
+        return self.index.match(*self.space.embed(frame))
+
+
+@dataclass(frozen=True, eq=False)
+class TextNear:
+    """Most similar train row by word-set Jaccard over the text columns."""
+
+    columns: tuple[str, ...]
+    min_words: int
+    index: TextIndex
+
+    def match(self, frame: HashedFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows of ``frame``, best train rows, Jaccard) for rows at or above the threshold."""
+        offsets, words = _words(frame, self.columns)
+        return self.index.match(offsets, words, np.diff(offsets) >= self.min_words)
+
+
+@dataclass(frozen=True, eq=False)
+class ScanContext:
+    """Everything a detector reads: the config, column roles and the hashed frames."""
+
+    config: CheckConfig
+    roles: Roles
+    train: HashedFrame
+    test: HashedFrame
+    references: Mapping[str, HashedFrame]
+
+    @cached_property
+    def numeric_near(self) -> NumericNear | None:
+        """The train-side index for numeric near-duplicates; None when there is no basis."""
+        numeric = self.roles.of_kind(ColumnKind.numeric)
+        if not numeric:
+            return None
+        values = np.column_stack([self.train.numbers[c] for c in numeric])
+        std = np.zeros(len(numeric))
+        measurable = (~np.isnan(values)).sum(axis=0) >= 2
+        std[measurable] = np.nanstd(values[:, measurable], axis=0)
+        varying = std > 0
+        if not varying.any():
+            return None
+        columns = tuple(c for c, v in zip(numeric, varying, strict=True) if v)
+        space = NumericSpace(
+            columns=columns,
+            mean=np.nanmean(values[:, varying], axis=0),
+            std=std[varying],
+            exact_columns=self._near_key_columns(columns),
+        )
+        index = NumericIndex.build(
+            *space.embed(self.train),
+            background_rate=self.config.near_duplicate_background_rate,
+            sample=self.config.near_duplicate_sample,
+            seed=self.config.seed,
+        )
+        return None if index.tolerance is None else NumericNear(space, index)
+
+    def _near_key_columns(self, numeric: tuple[str, ...]) -> tuple[str, ...]:
+        """Features a numeric near-duplicate must equal exactly.
+
+        Text has its own similarity check, and identifier-like categories would
+        make every row unique, so neither is part of the key.
+        """
+        limit = self.config.identifier_like_fraction * len(self.train)
+        return tuple(
+            c
+            for c in self.roles.features
+            if c not in numeric
+            and self.roles.kinds[c] is not ColumnKind.text
+            and len(pd.unique(self.train.cells[c])) <= limit
+        )
+
+    @cached_property
+    def text_near(self) -> TextNear | None:
+        """The train-side MinHash index over the text columns; None without text columns."""
+        columns = self.roles.of_kind(ColumnKind.text)
+        if not columns:
+            return None
+        config = self.config
+        offsets, words = _words(self.train, columns)
+        index = TextIndex.build(
+            offsets,
+            words,
+            np.diff(offsets) >= config.text_min_words,
+            threshold=config.text_jaccard,
+            bands=config.text_minhash_bands,
+            rows_per_band=config.text_minhash_rows,
+            seed=config.seed,
+        )
+        return TextNear(columns, config.text_min_words, index)
+
+
+def prepare(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    references: Mapping[str, pd.DataFrame],
+    config: CheckConfig,
+) -> ScanContext:
+    """Hash every frame. Inputs must already be validated (see ``scan``)."""
+    ignored = {config.id_column, config.time_column, *config.exclude_columns}
+    compared = [c for c in train.columns if c not in ignored]
+    features = tuple(c for c in compared if c != config.label)
+    # A column's kind must hold in every frame, or its cells would hash differently.
+    kinds = {
+        c: _kind(
+            [train[c], test[c], *(f[c] for f in references.values() if c in f.columns)],
+            config.text_min_words,
+        )
+        for c in compared
+    }
+    roles = Roles(config.label, config.id_column, config.time_column, features, kinds)
+    hashed_columns = [*compared, *([config.id_column] if config.id_column else [])]
+    id_kinds = (
+        {config.id_column: _kind([train[config.id_column], test[config.id_column]], 0)}
+        if config.id_column
+        else {}
+    )
+    all_kinds = {**kinds, **id_kinds}
+    times = _times(train, test, config.time_column)
+    return ScanContext(
+        config=config,
+        roles=roles,
+        train=_hash_frame("train", train, hashed_columns, all_kinds, roles, config, times[0]),
+        test=_hash_frame("test", test, hashed_columns, all_kinds, roles, config, times[1]),
+        references={
+            name: _hash_frame(name, frame, list(features), all_kinds, roles, config, None)
+            for name, frame in references.items()
+        },
+    )
+
+
+def _kind(columns: Sequence[pd.Series], text_min_words: int) -> ColumnKind:
+    if all(pd.api.types.is_numeric_dtype(c) for c in columns):
+        return ColumnKind.numeric
+    if all(pd.api.types.is_datetime64_any_dtype(c) for c in columns):
+        return ColumnKind.datetime
+    sample = pd.concat([c.dropna().head(_KIND_SAMPLE) for c in columns])
+    if text_min_words and len(sample):
+        words = [len(str(v).split()) for v in sample]
+        if float(np.median(words)) >= text_min_words:
+            return ColumnKind.text
+    return ColumnKind.category
+
+
+def _hash_frame(
+    name: str,
+    frame: pd.DataFrame,
+    columns: Sequence[str],
+    kinds: Mapping[str, ColumnKind],
+    roles: Roles,
+    config: CheckConfig,
+    time: np.ndarray | None,
+) -> HashedFrame:
+    cells: dict[str, np.ndarray] = {}
+    numbers: dict[str, np.ndarray] = {}
+    for column in columns:
+        cells[column], values = _CELLS[kinds[column]](frame[column], config.float_decimals)
+        if values is not None:
+            numbers[column] = values
+    features = _fold([cells[c] for c in roles.features], len(frame))
+    has_label = roles.label is not None and roles.label in cells
+    rows = _fold([features, cells[roles.label]], len(frame)) if has_label else features
+    return HashedFrame(name, frame, cells, numbers, features, rows, time)
+
+
+def _numeric_cells(series: pd.Series, decimals: int) -> tuple[np.ndarray, np.ndarray]:
+    """(cell hashes, values): numbers as float64 rounded to ``decimals``."""
+    # Adding 0.0 turns -0.0 into 0.0, which would otherwise hash differently.
+    values = np.round(series.to_numpy(dtype=np.float64, na_value=np.nan), decimals) + 0.0
+    canonical = np.where(np.isnan(values), np.nan, values)  # one bit pattern for every NaN
+    return mix64(canonical.view(np.uint64)), values
+
+
+def _datetime_cells(series: pd.Series, decimals: int) -> tuple[np.ndarray, np.ndarray]:
+    """(cell hashes, values): instants as UTC nanoseconds, as float64 values for ranking."""
+    nanoseconds = _nanoseconds(series)
+    values = np.where(series.isna().to_numpy(), np.nan, nanoseconds.astype(np.float64))
+    return mix64(nanoseconds.view(np.uint64)), values
+
+
+def _nanoseconds(series: pd.Series) -> np.ndarray:
+    utc = pd.to_datetime(series, utc=True).dt.tz_localize(None).dt.as_unit("ns")
+    return utc.to_numpy().view(np.int64)
+
+
+def _string_cells(series: pd.Series, decimals: int) -> tuple[np.ndarray, None]:
+    """(cell hashes, None): each distinct value is normalised and hashed once."""
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    canonical = np.array(
+        _canonical(uniques.to_numpy(dtype=object).tolist(), decimals), dtype=object
+    )
+    # The values are distinct already: hashing them need not factorize them again.
+    unique_hashes = pd.util.hash_array(canonical, categorize=False)
+    return np.where(codes >= 0, unique_hashes[np.maximum(codes, 0)], NULL_HASH), None
+
+
+_CELLS: dict[ColumnKind, Callable[[pd.Series, int], tuple[np.ndarray, np.ndarray | None]]] = {
+    ColumnKind.numeric: _numeric_cells,
+    ColumnKind.datetime: _datetime_cells,
+    ColumnKind.category: _string_cells,
+    ColumnKind.text: _string_cells,
+}
+
+
+def _canonical(values: list[object], decimals: int) -> list[str]:
+    """One spelling per value: '1', '1.0' and 1 agree; so do ' Foo  Bar' and 'foo bar'."""
+    texts = [
+        " ".join(v.split()).casefold() if isinstance(v, str) else _number_or_text(v, decimals)
+        for v in values
+    ]
+    # Only strings that start like a number can be one; most text is spared the parse.
+    return [_number_or_text(t, decimals) if t[:1] in _NUMBER_START else t for t in texts]
+
+
+def _number_or_text(value: object, decimals: int) -> str:
+    if isinstance(value, bool | np.bool_ | int | float | np.integer | np.floating):
+        return _number_text(float(value), decimals)
+    text = " ".join(str(value).split()).casefold()
+    try:
+        return _number_text(float(text), decimals)
+    except ValueError:
+        return text
+
+
+def _number_text(number: float, decimals: int) -> str:
+    if not math.isfinite(number):
+        return repr(number)
+    return repr(round(number, decimals) + 0.0)
+
+
+def _fold(hashes: Sequence[np.ndarray], n_rows: int) -> np.ndarray:
+    """Order-dependent combination of per-cell hashes into one hash per row."""
+    row = np.full(n_rows, _ROW_SEED, dtype=np.uint64)
+    for cell in hashes:
+        row = mix64(row ^ cell)
+    return row
+
+
+def _times(
+    train: pd.DataFrame, test: pd.DataFrame, column: str | None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Comparable time values for both splits, or an InputError naming what cannot be read."""
+    if column is None:
+        return None, None
+    series = {"train": train[column], "test": test[column]}
+    numeric = [pd.api.types.is_numeric_dtype(s) for s in series.values()]
+    if all(numeric):
+        train_times, test_times = (
+            s.to_numpy(dtype=np.float64, na_value=np.nan) for s in series.values()
+        )
+        return train_times, test_times
+    if any(numeric):
+        raise InputError(f"time column {column!r} is numeric in one split and not in the other")
+    parsed = []
+    for split, values in series.items():
+        try:
+            parsed.append(_nanoseconds(pd.to_datetime(values, utc=True, format="mixed")))
+        except (ValueError, TypeError) as err:
+            raise InputError(
+                f"time column {column!r} in {split}: cannot read as dates ({err})"
+            ) from None
+    return parsed[0], parsed[1]
+
+
+def _words(frame: HashedFrame, columns: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Word hashes of the text columns per row, as CSR (offsets, hashes)."""
+    per_column = [
+        word_hashes([str(t) for t in frame.frame[c].to_numpy(dtype=object, na_value="")])
+        for c in columns
+    ]
+    if len(per_column) == 1:
+        return per_column[0]
+    # A word in one column is not the same word in another: salt by column.
+    rows = np.concatenate([np.repeat(np.arange(len(frame)), np.diff(o)) for o, _ in per_column])
+    hashes = np.concatenate([mix64(h ^ np.uint64(i)) for i, (_, h) in enumerate(per_column)])
+    order = np.argsort(rows, kind="stable")
+    counts = np.bincount(rows, minlength=len(frame))
+    return np.concatenate([[0], np.cumsum(counts)]), hashes[order]

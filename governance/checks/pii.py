@@ -1,0 +1,198 @@
+"""Values that look like personal data in string columns not declared as PII.
+
+Findings name the column, the kinds of data and the rows, never the values:
+a report must not become a second copy of the personal data it warns about.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+import pandas as pd
+
+from governance.checks.findings import Finding, FindingType, Severity
+from governance.checks.frames import ColumnKind, ScanContext
+from governance.checks.registry import detector, make_finding, share
+
+
+class PiiKind(StrEnum):
+    email = "email addresses"
+    phone = "phone numbers"
+    national_id = "national ID numbers"
+    payment_card = "payment card numbers"
+
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+# North American numbers need separators, so bare digit runs (order numbers, ids)
+# do not count; international numbers need their leading "+".
+_PHONE = re.compile(
+    r"(?<![\d+])(?:\+?1[-.\s]?)?(?:\(\d{3}\)\s?|\d{3}[-.\s])\d{3}[-.\s]\d{4}(?!\d)"
+    r"|(?<![\w+])\+\d(?:[\s().-]?\d){7,14}(?!\d)"
+)
+_NATIONAL_ID = re.compile(
+    # US SSN, without the never-issued areas 000, 666 and 9xx, group 00 or serial 0000.
+    r"(?<![\d-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\d-])"
+    # UK National Insurance number.
+    r"|(?<![A-Za-z0-9])(?!BG|GB|KN|NK|NT|TN|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
+    r"\s?\d{2}\s?\d{2}\s?\d{2}\s?[A-D](?![A-Za-z0-9])"
+)
+_CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+_NON_DIGIT = re.compile(r"\D")
+# Every pattern above needs an "@" or 6+ digits in one run of digits and
+# separators (NINO "AB123456C", phone "(555) 555-0100"). Finding such runs with
+# numpy over the bytes of many values at once spares most values the regexes,
+# which cost microseconds each.
+_MIN_DIGITS = 6
+_DIGIT_BYTE = np.zeros(256, dtype=bool)
+_DIGIT_BYTE[ord("0") : ord("9") + 1] = True
+_RUN_BYTE = _DIGIT_BYTE.copy()
+_RUN_BYTE[list(b" \t().+-")] = True
+_CHUNK_VALUES = 100_000
+# A random digit string passes the Luhn check one time in ten.
+_LUHN_CHANCE = 0.1
+# Sample enough rows that a column at the reporting threshold shows about this
+# many matches: a column without any match in the sample is then below the
+# threshold with probability 1 - e^-20.
+_EXPECTED_SAMPLE_HITS = 20
+
+
+@detector(FindingType.pii)
+def pii(ctx: ScanContext) -> list[Finding]:
+    declared = set(ctx.config.pii_columns) | set(ctx.config.exclude_columns)
+    findings = []
+    for column in ctx.train.frame.columns:
+        if column in declared or column == ctx.roles.time_column or not _is_string(ctx, column):
+            continue
+        finding = _scan_column(ctx, column)
+        if finding is not None:
+            findings.append(finding)
+    return findings
+
+
+def _is_string(ctx: ScanContext, column: str) -> bool:
+    kind = ctx.roles.kinds.get(column)
+    if kind is not None:
+        return kind in (ColumnKind.category, ColumnKind.text)
+    return not any(
+        pd.api.types.is_numeric_dtype(split.frame[column])
+        or pd.api.types.is_datetime64_any_dtype(split.frame[column])
+        for split in (ctx.train, ctx.test)
+    )
+
+
+def _scan_column(ctx: ScanContext, column: str) -> Finding | None:
+    config = ctx.config
+    values = {split.name: split.frame[column] for split in (ctx.train, ctx.test)}
+    present = sum(int(v.notna().sum()) for v in values.values())
+    if not present:
+        return None
+    sample_size = math.ceil(_EXPECTED_SAMPLE_HITS / config.pii_min_fraction)
+    if present > sample_size and not _sample_matches(values, sample_size, present, config.seed):
+        return None
+    matches = {name: _matches(series) for name, series in values.items()}
+    found: dict[PiiKind, int] = {}
+    for kind in PiiKind:
+        count = sum(int(m.kinds[kind].sum()) for m in matches.values())
+        if count / present >= config.pii_min_fraction and _plausible(kind, matches.values()):
+            found[kind] = count
+    if not found:
+        return None
+    rows = {
+        name: np.flatnonzero(np.logical_or.reduce([m.kinds[kind] for kind in found]))
+        for name, m in matches.items()
+    }
+    count = len(rows["train"]) + len(rows["test"])
+    critical = count / present >= config.pii_critical_fraction
+    return make_finding(
+        ctx,
+        FindingType.pii,
+        Severity.critical if critical else Severity.warning,
+        count=count,
+        columns=[column],
+        train_rows=rows["train"],
+        test_rows=rows["test"],
+        detail=(
+            f"{column} is not declared as PII, yet {share(count, present)} of its values hold"
+            f" {', '.join(found)}; undeclared personal data escapes the controls on it."
+        ),
+    )
+
+
+def _sample_matches(values: dict[str, pd.Series], size: int, present: int, seed: int) -> bool:
+    """Whether about ``size`` non-missing values, drawn at random, hold any match."""
+    column = pd.concat(list(values.values()), ignore_index=True)
+    draw = min(len(column), math.ceil(size * len(column) / present))
+    picks = np.random.default_rng(seed).choice(len(column), size=draw, replace=False)
+    found = _matches(column.iloc[np.sort(picks)].dropna())
+    return any(hits.any() for hits in found.kinds.values())
+
+
+@dataclass(frozen=True)
+class _Matches:
+    kinds: dict[PiiKind, np.ndarray]  # row masks; cards must also pass the Luhn check
+    card_shaped: np.ndarray  # row mask of card-shaped values, Luhn-valid or not
+
+
+def _matches(series: pd.Series) -> _Matches:
+    """Classify each distinct value once, then spread the result over the rows."""
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    # One extra, always-False, entry at the end: code -1 (missing) reads it.
+    kinds = {kind: np.zeros(len(uniques) + 1, dtype=bool) for kind in PiiKind}
+    card_shaped = np.zeros(len(uniques) + 1, dtype=bool)
+    texts = [str(v) for v in uniques.to_numpy(dtype=object).tolist()]
+    for position in np.flatnonzero(_candidates(texts)):
+        text = texts[position]
+        kinds[PiiKind.email][position] = "@" in text and _EMAIL.search(text) is not None
+        kinds[PiiKind.phone][position] = _PHONE.search(text) is not None
+        kinds[PiiKind.national_id][position] = _NATIONAL_ID.search(text) is not None
+        cards = [d for m in _CARD.finditer(text) if _card_prefix(d := _NON_DIGIT.sub("", m[0]))]
+        card_shaped[position] = bool(cards)
+        kinds[PiiKind.payment_card][position] = any(_luhn(d) for d in cards)
+    return _Matches({kind: hits[codes] for kind, hits in kinds.items()}, card_shaped[codes])
+
+
+def _candidates(texts: list[str]) -> np.ndarray:
+    """Mask of texts holding an "@" or a run of ``_MIN_DIGITS`` digits (see above)."""
+    found = np.zeros(len(texts), dtype=bool)
+    for start in range(0, len(texts), _CHUNK_VALUES):
+        chunk = [t.replace("\x00", " ") for t in texts[start : start + _CHUNK_VALUES]]
+        data = np.frombuffer("\x00".join(chunk).encode("utf-8"), dtype=np.uint8)
+        separators = np.flatnonzero(data == 0)
+        found[start + np.searchsorted(separators, np.flatnonzero(data == ord("@")))] = True
+        edges = np.diff(_RUN_BYTE[data].view(np.int8), prepend=np.int8(0), append=np.int8(0))
+        run_starts, run_ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        digits_before = np.concatenate([[0], np.cumsum(_DIGIT_BYTE[data], dtype=np.int64)])
+        long_run = digits_before[run_ends] - digits_before[run_starts] >= _MIN_DIGITS
+        found[start + np.searchsorted(separators, run_starts[long_run])] = True
+    return found
+
+
+def _plausible(kind: PiiKind, matches: Iterable[_Matches]) -> bool:
+    """Cards only count when Luhn passes far more often than it does for random digits."""
+    if kind is not PiiKind.payment_card:
+        return True
+    matches = list(matches)
+    valid = sum(int(m.kinds[kind].sum()) for m in matches)
+    shaped = sum(int(m.card_shaped.sum()) for m in matches)
+    spread = math.sqrt(shaped * _LUHN_CHANCE * (1 - _LUHN_CHANCE))
+    return valid - _LUHN_CHANCE * shaped >= 3 * spread
+
+
+def _card_prefix(digits: str) -> bool:
+    """Issuer ranges of the major networks (Visa, Mastercard, Amex, Discover, JCB, Diners)."""
+    return digits[0] in "3456" or 2221 <= int(digits[:4]) <= 2720
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, char in enumerate(reversed(digits)):
+        d = int(char)
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0

@@ -1,0 +1,117 @@
+"""Run every leakage and contamination check over a train/test pair and references."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pandas as pd
+
+# Importing the detector modules registers them (see ``registry.detector``).
+from governance.checks import contamination, duplicates, leakage, near, pii  # noqa: F401
+from governance.checks.config import CheckConfig
+from governance.checks.findings import Finding, FindingType, Severity
+from governance.checks.frames import ScanContext, prepare
+from governance.checks.registry import DETECTORS
+from governance.errors import InputError
+
+__all__ = ["CheckConfig", "prepare_scan", "run_detectors", "scan"]
+
+_SEVERITY_ORDER = {severity: i for i, severity in enumerate(Severity)}
+_TYPE_ORDER = {kind: i for i, kind in enumerate(FindingType)}
+
+
+def scan(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    references: Mapping[str, pd.DataFrame] | None = None,
+    *,
+    config: CheckConfig | None = None,
+) -> list[Finding]:
+    """All findings for ``train`` vs ``test`` (and ``references`` vs train), worst first.
+
+    Raises ``InputError`` naming the frame and column when the inputs do not
+    fit the config (a declared column missing, train and test columns differing...).
+    """
+    return run_detectors(prepare_scan(train, test, references, config=config))
+
+
+def prepare_scan(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    references: Mapping[str, pd.DataFrame] | None = None,
+    *,
+    config: CheckConfig | None = None,
+) -> ScanContext:
+    """Validate the inputs and hash them once for every detector."""
+    config = config or CheckConfig()
+    references = dict(references or {})
+    problems = _problems(train, test, references, config)
+    if problems:
+        raise InputError("; ".join(problems))
+    return prepare(train, test, references, config)
+
+
+def run_detectors(ctx: ScanContext) -> list[Finding]:
+    findings = [finding for kind in FindingType for finding in DETECTORS[kind](ctx)]
+    return sorted(
+        findings,
+        key=lambda f: (
+            _SEVERITY_ORDER[f.severity],
+            _TYPE_ORDER[f.type],
+            f.reference or "",
+            f.columns,
+        ),
+    )
+
+
+def _problems(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    references: Mapping[str, pd.DataFrame],
+    config: CheckConfig,
+) -> list[str]:
+    """Every reason the inputs cannot be scanned, each naming the frame and column."""
+    frames = {
+        "train": train,
+        "test": test,
+        **{f"reference {n!r}": f for n, f in references.items()},
+    }
+    problems = []
+    for where, frame in frames.items():
+        if not len(frame):
+            problems.append(f"{where} has no rows")
+        repeated = frame.columns[frame.columns.duplicated()]
+        if len(repeated):
+            problems.append(f"{where} has duplicate column {repeated[0]!r}")
+        unnamed = [c for c in frame.columns if not isinstance(c, str)]
+        if unnamed:
+            problems.append(f"{where} has a column not named by a string: {unnamed[0]!r}")
+    only_train = [c for c in train.columns if c not in test.columns]
+    only_test = [c for c in test.columns if c not in train.columns]
+    if only_train or only_test:
+        problems.append(
+            f"train and test columns differ: only in train {only_train}, only in test {only_test}"
+        )
+    declared = {
+        "label": [config.label],
+        "id_column": [config.id_column],
+        "time_column": [config.time_column],
+        "pii_columns": list(config.pii_columns),
+        "exclude_columns": list(config.exclude_columns),
+    }
+    for field, columns in declared.items():
+        for column in columns:
+            for where, frame in (("train", train), ("test", test)):
+                if column is not None and column not in frame.columns:
+                    problems.append(f"{field} {column!r} is not a column of {where}")
+    ignored = {config.label, config.id_column, config.time_column, *config.exclude_columns}
+    features = [c for c in train.columns if c not in ignored]
+    if not features:
+        problems.append("no feature columns left to compare (all have a role or are excluded)")
+    for name, frame in references.items():
+        if not isinstance(name, str) or not name:
+            problems.append(f"reference name {name!r} must be a non-empty string")
+        missing = [c for c in features if c not in frame.columns]
+        if missing:
+            problems.append(f"reference {name!r} lacks feature column {missing[0]!r}")
+    return problems
