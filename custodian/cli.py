@@ -14,10 +14,16 @@ import sys
 import click
 
 from audits.errors import AuditError
+from audits.log import CheckpointFormatError, NoTrustedKeys
+from custodian import trail
+from custodian.commands.audit import audit
 from custodian.commands.check import check_command
 from custodian.commands.data import data
 from custodian.commands.ingest import ingest_command
+from custodian.commands.keys import keys
+from custodian.commands.manifest import manifest_command, verify
 from custodian.commands.split import split_command
+from custodian.commands.train import privacy_group, train_command
 from custodian.commands.validate import validate_command
 from governance.errors import CheckFailed, GovernanceError, InputError, PolicyViolation
 from privacy.errors import BudgetExceeded, PrivacyError, PrivacyInputError
@@ -31,6 +37,8 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (InputError, EXIT_BAD_INPUT),
     (PrivacyInputError, EXIT_BAD_INPUT),
     (TrainingInputError, EXIT_BAD_INPUT),
+    (CheckpointFormatError, EXIT_BAD_INPUT),
+    (NoTrustedKeys, EXIT_BAD_INPUT),
     (PolicyViolation, EXIT_CHECK_FAILED),
     (CheckFailed, EXIT_CHECK_FAILED),
     (BudgetExceeded, EXIT_CHECK_FAILED),
@@ -57,7 +65,13 @@ cli.add_command(data)
 cli.add_command(ingest_command)
 cli.add_command(validate_command)
 cli.add_command(split_command)
+cli.add_command(audit)
+cli.add_command(keys)
+cli.add_command(manifest_command)
+cli.add_command(verify)
 cli.add_command(check_command)
+cli.add_command(train_command)
+cli.add_command(privacy_group)
 
 
 def exit_code_for(error: BaseException) -> int:
@@ -68,7 +82,10 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     try:
-        returned = cli.main(args=args, prog_name="custodian", standalone_mode=False)
+        with trail.recording(args, cli, _is_refusal) as recorded:
+            returned = cli.main(args=args, prog_name="custodian", standalone_mode=False)
+            if recorded is not None and isinstance(returned, int):
+                recorded.exit_code = returned
     except click.ClickException as err:
         err.show()
         sys.exit(EXIT_BAD_INPUT if isinstance(err, click.UsageError) else err.exit_code)
@@ -82,6 +99,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exit_code_for(err))
     # Without standalone mode click returns the code of an explicit ctx.exit().
     sys.exit(returned if isinstance(returned, int) else 0)
+
+
+def _is_refusal(err: BaseException) -> bool:
+    """A check, policy or budget said no (exit 1), as opposed to a failure."""
+    return isinstance(err, HANDLED) and exit_code_for(err) == EXIT_CHECK_FAILED
 
 
 def _one_line(err: BaseException) -> str:

@@ -83,6 +83,31 @@ class CheckParams(Section):
     thresholds: dict[str, float | int] = Field(default_factory=dict)
 
 
+class PrivacyParams(Section):
+    target_epsilon: float = Field(gt=0)
+    # None: the largest power of ten at most 1/(10 N); values >= 1/N are refused.
+    delta: float | None = Field(default=None, gt=0, lt=1)
+    max_grad_norm: float = Field(gt=0)
+    accountant: str = "prv"
+    lifetime_epsilon: float = Field(gt=0)
+
+
+class TrainParams(Section):
+    epochs: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    learning_rate: float = Field(gt=0)
+    optimizer: str = "sgd"
+    momentum: float = Field(default=0.0, ge=0, lt=1)
+    patience: int | None = Field(default=3, gt=0)
+    precision: str = "bf16"
+    device: str = "auto"
+    hidden: list[int] = Field(min_length=1)
+    activation: str = "relu"
+    include_sensitive: bool = False
+    checkpoint_every: int = Field(default=200, gt=0)
+    seed: int = 0
+
+
 def load_section(model: type[S], key: str, path: Path = PARAMS_FILE) -> S:
     if not path.is_file():
         raise InputError(f"{path}: file not found (run from the project root)")

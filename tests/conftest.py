@@ -60,6 +60,14 @@ PROJECT_FILES = (
 )
 
 
+@pytest.fixture(autouse=True, scope="session")
+def custodian_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Private keys of every CLI run in the tests go to a throwaway home, never ~/.config."""
+    home = tmp_path_factory.mktemp("custodian-home")
+    os.environ["CUSTODIAN_HOME"] = str(home)
+    return home
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A git + DVC copy of this project, committed, in a temporary directory."""

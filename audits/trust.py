@@ -1,0 +1,260 @@
+"""The trust store: the public keys a project accepts signatures from, with roles and revocation.
+
+Layout of the store's directory:
+
+``index.json``
+    ``{"format": "custodian-trust/v1", "keys": [...]}``: one record per key (name,
+    role, fingerprint, time added, revoked flag, and when and why it was revoked),
+    sorted by name. Replaced atomically under ``.lock``.
+``<name>.pem``
+    The key's SubjectPublicKeyInfo PEM. Its fingerprint is checked against the
+    index every time it is loaded, so a swapped file is refused, not trusted.
+
+Only public keys live here. Whoever can add a key to the store can sign
+checkpoints that verify, so the store belongs under review like code
+(committed, changes read in review), and checkpoints exported outside the
+project (see :mod:`audits.log`) remain the defence against someone who
+rewrites the log, its checkpoints and the store together.
+
+Revocation is permanent and fails closed: a revoked key verifies nothing,
+including what it signed before it was revoked, because a key is revoked when
+it can no longer be trusted, and a leaked key's old signatures can be forged
+as easily as new ones. Revoking the key that signed a log's checkpoints makes
+that log fail verification until it is re-anchored; that is the point.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from filelock import FileLock
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+from audits.errors import AuditError
+from audits.files import atomic_write_bytes, atomic_write_json
+from audits.keys import PublicKey, SigningKeyError, load_public_key
+
+TRUST_FORMAT = "custodian-trust/v1"
+INDEX_NAME = "index.json"
+
+# Names become file names (<name>.pem here, and private key files elsewhere).
+KeyName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+Fingerprint = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class TrustStoreError(AuditError):
+    """The trust store is unreadable, inconsistent, or cannot do what was asked."""
+
+
+class KeyNameTaken(TrustStoreError):
+    """A key with this name (or this public key under another name) is already in the store."""
+
+
+class UnknownKeyName(TrustStoreError):
+    """No key of this name is in the store."""
+
+
+class KeyAlreadyRevoked(TrustStoreError):
+    """The key is already revoked; revocation is permanent and happens once."""
+
+
+class KeyRole(StrEnum):
+    """What a key is trusted to sign."""
+
+    PIPELINE = "pipeline"
+    REVIEWER = "reviewer"
+    PRIVACY_OFFICER = "privacy_officer"
+    RELEASE = "release"
+
+
+class TrustedKey(BaseModel):
+    """One record of the index: a named public key with its role and revocation status."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: KeyName
+    role: KeyRole
+    fingerprint: Fingerprint
+    added: AwareDatetime
+    revoked: bool = False
+    revoked_at: AwareDatetime | None = None
+    revoked_reason: str | None = None
+
+    @model_validator(mode="after")
+    def _revocation_is_complete(self) -> TrustedKey:
+        has_details = self.revoked_at is not None and bool(self.revoked_reason)
+        if self.revoked != has_details:
+            raise ValueError("a revoked key needs revoked_at and revoked_reason, others neither")
+        return self
+
+
+class _Index(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: Literal["custodian-trust/v1"] = TRUST_FORMAT
+    keys: tuple[TrustedKey, ...] = Field(default_factory=tuple)
+
+    @model_validator(mode="after")
+    def _unique(self) -> _Index:
+        names = [key.name for key in self.keys]
+        fingerprints = [key.fingerprint for key in self.keys]
+        if len(set(names)) != len(names) or len(set(fingerprints)) != len(fingerprints):
+            raise ValueError("names and fingerprints must be unique")
+        return self
+
+
+class TrustStore:
+    """The trust store in ``directory`` (nothing is created until a key is added)."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self.index_path = self.directory / INDEX_NAME
+        self._lock = FileLock(self.directory / ".lock")
+
+    def __repr__(self) -> str:
+        return f"TrustStore({str(self.directory)!r})"
+
+    # ---- reading
+
+    def entries(self) -> tuple[TrustedKey, ...]:
+        """Every key record, revoked ones included, sorted by name."""
+        return self._read().keys
+
+    def get(self, name: str) -> TrustedKey:
+        """The record named ``name``; :class:`UnknownKeyName` if there is none."""
+        for entry in self.entries():
+            if entry.name == name:
+                return entry
+        raise UnknownKeyName(f"no key named {name!r} in the trust store {self.directory}")
+
+    def by_fingerprint(self, fingerprint: str) -> TrustedKey | None:
+        """The record of the key with ``fingerprint``, revoked or not, if the store has one."""
+        return next((e for e in self.entries() if e.fingerprint == fingerprint), None)
+
+    def public_key(self, entry: TrustedKey) -> PublicKey:
+        """The PEM of ``entry``, refused unless its fingerprint is the one the index records."""
+        path = self._pem_path(entry.name)
+        try:
+            key = load_public_key(path)
+        except SigningKeyError as exc:
+            raise TrustStoreError(f"trust store: key {entry.name!r}: {exc}") from exc
+        if key.fingerprint != entry.fingerprint:
+            raise TrustStoreError(
+                f"trust store: {path} has fingerprint {key.fingerprint[:16]}... but the index "
+                f"records {entry.fingerprint[:16]}... for {entry.name!r}; refusing to trust it"
+            )
+        return key
+
+    def trusted_keys(self) -> list[PublicKey]:
+        """Public keys of every key that is not revoked."""
+        return [self.public_key(entry) for entry in self.entries() if not entry.revoked]
+
+    def revoked(self) -> list[tuple[TrustedKey, PublicKey]]:
+        """Revoked records with their public keys (to tell "revoked" from "unknown")."""
+        return [(entry, self.public_key(entry)) for entry in self.entries() if entry.revoked]
+
+    # ---- changing
+
+    def add(self, name: str, role: KeyRole, key: PublicKey) -> TrustedKey:
+        """Trust ``key`` as ``name`` in ``role``; :class:`KeyNameTaken` if either is known."""
+        with self._changing() as index:
+            for entry in index.keys:
+                if entry.name == name:
+                    raise KeyNameTaken(f"a key named {name!r} is already in the trust store")
+                if entry.fingerprint == key.fingerprint:
+                    raise KeyNameTaken(
+                        f"this public key is already in the trust store as {entry.name!r}"
+                    )
+            return self._insert(index, name, role, key)
+
+    def ensure(self, name: str, role: KeyRole, key: PublicKey) -> TrustedKey:
+        """The record of ``key``, adding it as ``name`` (or ``name-<fingerprint>``) if new.
+
+        Returns a revoked record as it is: refusing to use it is the caller's decision.
+        """
+        with self._changing() as index:
+            for entry in index.keys:
+                if entry.fingerprint == key.fingerprint:
+                    return entry
+            taken = {entry.name for entry in index.keys}
+            # Two users' keys can claim the same name in one project; the fingerprint tells
+            # them apart.
+            chosen = name if name not in taken else f"{name}-{key.fingerprint[:12]}"
+            return self._insert(index, chosen, role, key)
+
+    def revoke(self, name: str, reason: str) -> TrustedKey:
+        """Mark ``name`` revoked with ``reason``; it stays listed but verifies nothing."""
+        if not reason.strip():
+            raise TrustStoreError("a revocation needs a reason")
+        with self._changing() as index:
+            matches = [entry for entry in index.keys if entry.name == name]
+            if not matches:
+                raise UnknownKeyName(f"no key named {name!r} in the trust store {self.directory}")
+            if matches[0].revoked:
+                raise KeyAlreadyRevoked(f"key {name!r} is already revoked")
+            revoked = matches[0].model_copy(
+                update={
+                    "revoked": True,
+                    "revoked_at": datetime.now(UTC),
+                    "revoked_reason": " ".join(reason.split()),
+                }
+            )
+            self._write(tuple(revoked if e.name == name else e for e in index.keys))
+        return revoked
+
+    # ---- internals
+
+    def _insert(self, index: _Index, name: str, role: KeyRole, key: PublicKey) -> TrustedKey:
+        try:
+            entry = TrustedKey(
+                name=name, role=role, fingerprint=key.fingerprint, added=datetime.now(UTC)
+            )
+        except ValidationError as exc:
+            raise TrustStoreError(f"key name {name!r}: {exc.errors()[0]['msg']}") from exc
+        # The PEM first: an index record never names a file that is not there.
+        atomic_write_bytes(self._pem_path(name), key.to_pem())
+        self._write((*index.keys, entry))
+        return entry
+
+    def _write(self, keys: tuple[TrustedKey, ...]) -> None:
+        index = _Index(keys=tuple(sorted(keys, key=lambda entry: entry.name)))
+        atomic_write_json(self.index_path, index.model_dump(mode="json"))
+
+    @contextmanager
+    def _changing(self) -> Iterator[_Index]:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            yield self._read()
+
+    def _read(self) -> _Index:
+        try:
+            data = self.index_path.read_bytes()
+        except FileNotFoundError:
+            return _Index()
+        except OSError as exc:
+            raise TrustStoreError(f"cannot read {self.index_path}: {exc.strerror}") from exc
+        try:
+            return _Index.model_validate_json(data)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"]) or "index"
+            raise TrustStoreError(
+                f"{self.index_path} is not a trust store index: {where}: {error['msg']}"
+            ) from exc
+
+    def _pem_path(self, name: str) -> Path:
+        return self.directory / f"{name}.pem"

@@ -1,0 +1,228 @@
+"""Benchmark: durable audit-log appends per second, and verifying a log of 1,000,000 entries.
+
+Run: ``python bench/bench_audit.py [--appends N] [--rounds R] [--entries N] [--dir DIR] [--json]``
+
+Appends
+    ``AuditLog.append`` N times into a fresh log (each append takes the file
+    lock, reads the tail, writes one line and ``fsync``s), beside bare
+    ``write`` + ``fsync`` of a line of the same size on the same disk, in R
+    alternating rounds, so the ratio shows the library's overhead over what
+    the disk allows at that moment. Target >= 1,000/s.
+Verification
+    The big log is written directly in the library's line format (the RFC 8785
+    canonical JSON of each entry and a newline, chained by SHA-256), because a
+    million durable appends would take the disk's fsync rate times a million
+    (15-60 minutes here). The generator's lines are checked byte for byte
+    against ``AuditEntry.line()`` for sampled entries first; all entries carry
+    the same timestamp, which verification does not read. The library's own
+    writer then signs a checkpoint over all of it (timed: it hashes every
+    entry), and ``AuditLog.verify`` is timed, as is the scan for privacy-spend
+    events that ``custodian audit verify`` adds. Target <= 10 s in all.
+    Finally one more append and an incremental checkpoint show what every
+    command pays at the end on a log that size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from audits.canonical import canonical_bytes
+from audits.keys import SigningKey
+from audits.log import ZERO_HASH, AuditEntry, AuditEvent, AuditLog, EventKind
+from custodian.trail import logged_privacy_spends
+
+APPENDS_GOAL = 1_000.0
+VERIFY_GOAL_S = 10.0
+TIME = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
+EVENT = AuditEvent(
+    actor="ci",
+    command="custodian train --out models",
+    kind=EventKind.COMMAND_SUCCEEDED,
+    stage="train",
+    inputs={"data/split/train.csv": "ab" * 32},
+    outputs={"models/model.safetensors": "cd" * 32},
+    details={"invocation": "0123456789abcdef", "duration_s": 12.5, "exit_code": 0},
+)
+SPEND = AuditEvent(
+    actor="ci",
+    command="custodian train --out models",
+    kind=EventKind.DECISION,
+    stage="train",
+    details={
+        "invocation": "0123456789abcdef",
+        "privacy_spend": {
+            "dataset_sha256": "ef" * 32,
+            "run_id": "run-1",
+            "noise_multiplier": 1.1,
+            "sample_rate": 0.01,
+            "steps": 100,
+            "accountant": "prv",
+            "delta": 1e-5,
+        },
+    },
+)
+SPEND_EVERY = 100_000
+
+
+def bench_appends(directory: Path, count: int, rounds: int) -> dict[str, float]:
+    """Durable appends/s of the library and of bare write + fsync, interleaved round by round.
+
+    The disk's fsync rate drifts with whatever else the machine is doing, so
+    the two are measured in alternating rounds of ``count // rounds`` and each
+    total is divided by its own time.
+    """
+    line = _line(0, ZERO_HASH) + b"\n"
+    log = AuditLog(directory / "appends.jsonl", directory / "appends-checkpoint.json")
+    log.append(EVENT)  # creates the file and the lock: not what is measured
+    fd = os.open(directory / "bare.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    per_round = max(1, count // rounds)
+    library_s = bare_s = 0.0
+    try:
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for _ in range(per_round):
+                log.append(EVENT)
+            library_s += time.perf_counter() - start
+            start = time.perf_counter()
+            for _ in range(per_round):
+                os.write(fd, line)
+                os.fsync(fd)
+            bare_s += time.perf_counter() - start
+    finally:
+        os.close(fd)
+    total = per_round * rounds
+    return {
+        "appends": total,
+        "library_per_s": total / library_s,
+        "bare_fsync_per_s": total / bare_s,
+        "entry_bytes": len(line),
+    }
+
+
+def bench_verify(directory: Path, entries: int) -> dict[str, float]:
+    """Time a checkpoint over, and verification of, a log of ``entries`` entries."""
+    log = AuditLog(directory / "big.jsonl", directory / "big-checkpoint.json")
+    key = SigningKey.generate()
+    start = time.perf_counter()
+    size = _generate(log.path, entries)
+    generated = time.perf_counter() - start
+
+    start = time.perf_counter()
+    log.write_checkpoint(key)
+    first_checkpoint = time.perf_counter() - start
+
+    start, cpu = time.perf_counter(), time.process_time()
+    report = log.verify([key.public_key])
+    verify_s, verify_cpu_s = time.perf_counter() - start, time.process_time() - cpu
+    if not report.ok or report.covered != entries:
+        raise SystemExit(f"benchmark log does not verify: {report.summary()}")
+
+    start = time.perf_counter()
+    spends = sum(1 for _ in logged_privacy_spends(log, report.entries))
+    scan_s = time.perf_counter() - start
+    if spends != entries // SPEND_EVERY:
+        raise SystemExit(f"the scan found {spends} spends, {entries // SPEND_EVERY} were planted")
+
+    start = time.perf_counter()
+    log.append(EVENT)
+    log.write_checkpoint(key)
+    incremental = time.perf_counter() - start
+    return {
+        "entries": entries,
+        "log_mb": size / 1e6,
+        "generate_s": generated,
+        "first_checkpoint_s": first_checkpoint,
+        "verify_s": verify_s,
+        "verify_cpu_s": verify_cpu_s,
+        "spend_scan_s": scan_s,
+        "spends_found": spends,
+        "append_and_checkpoint_s": incremental,
+    }
+
+
+def _line(seq: int, prev: str, event: AuditEvent = EVENT) -> bytes:
+    return AuditEntry(seq=seq, time=TIME, prev=prev, event=event).line()
+
+
+def _generate(path: Path, entries: int) -> int:
+    """Write ``entries`` chained entries in the library's line format; return the byte size."""
+    # Canonical JSON sorts keys (event, prev, seq, time) and integers print as digits,
+    # so only prev and seq change from one line to the next.
+    event = canonical_bytes(EVENT.model_dump(mode="json"))
+    first = AuditEntry(seq=0, time=TIME, prev=ZERO_HASH, event=EVENT)
+    stamp = canonical_bytes(first.model_dump(mode="json")["time"])
+    head, middle, tail = b'{"event":' + event + b',"prev":"', b'","seq":', b',"time":' + stamp
+    prev, written, batch = ZERO_HASH, 0, []
+    with open(path, "wb") as handle:
+        for seq in range(entries):
+            if seq % SPEND_EVERY == SPEND_EVERY - 1:
+                line = _line(seq, prev, SPEND)  # a few spends for the ledger scan to find
+            else:
+                line = b"".join((head, prev.encode(), middle, str(seq).encode(), tail, b"}"))
+            if seq in (0, 1, 12_345):
+                assert line == _line(seq, prev), "generator drifted from the library's format"
+            batch.append(line + b"\n")
+            prev = hashlib.sha256(line).hexdigest()
+            if len(batch) == 10_000:
+                written += handle.write(b"".join(batch))
+                batch = []
+        written += handle.write(b"".join(batch))
+        handle.flush()
+        os.fsync(handle.fileno())
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--appends", type=int, default=2_000)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--dir", type=Path, default=None, help="where to write (default: temp)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-audit-", dir=args.dir) as work:
+        appends = bench_appends(Path(work), args.appends, args.rounds)
+        verify = bench_verify(Path(work), args.entries)
+    if args.json:
+        print(json.dumps({"appends": appends, "verify": verify}, indent=2))
+        return
+    total = verify["verify_s"] + verify["spend_scan_s"]
+    print(
+        f"durable appends ({appends['appends']:.0f} in {args.rounds} interleaved rounds, "
+        f"{appends['entry_bytes']} B lines)"
+    )
+    print(
+        f"  library  {appends['library_per_s']:9.0f}/s   goal {APPENDS_GOAL:.0f}/s   "
+        f"{appends['library_per_s'] / APPENDS_GOAL:.2f}x goal"
+    )
+    print(
+        f"  bare write+fsync {appends['bare_fsync_per_s']:7.0f}/s   library/bare "
+        f"{appends['library_per_s'] / appends['bare_fsync_per_s']:.2f}"
+    )
+    print(f"verification of {verify['entries']:,} entries ({verify['log_mb']:.0f} MB)")
+    print(f"  generate (direct lines)       {verify['generate_s']:7.2f} s")
+    print(f"  first checkpoint (all)        {verify['first_checkpoint_s']:7.2f} s")
+    print(
+        f"  verify                        {verify['verify_s']:7.2f} s   "
+        f"({verify['verify_cpu_s']:.2f} s CPU)"
+    )
+    print(
+        f"  privacy-spend scan            {verify['spend_scan_s']:7.2f} s   "
+        f"({verify['spends_found']} spends found)"
+    )
+    print(
+        f"  verify + scan                 {total:7.2f} s   goal {VERIFY_GOAL_S:.0f} s   "
+        f"{VERIFY_GOAL_S / total:.2f}x headroom"
+    )
+    print(f"  append + incremental checkpoint {verify['append_and_checkpoint_s'] * 1e3:6.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""``custodian audit path|show|verify|checkpoint``: review the audit log and anchor it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from audits.errors import AuditError
+from audits.log import (
+    AuditLog,
+    NoTrustedKeys,
+    ProblemKind,
+    SignedCheckpoint,
+    VerifyReport,
+    format_timeline,
+    load_checkpoint,
+)
+from audits.trust import TrustStore
+from custodian import trail
+from custodian.project import Project
+
+
+class LogNotVerified(AuditError):
+    """The audit log, its checkpoints or the privacy ledger failed verification (exit 1)."""
+
+
+@click.group("audit")
+def audit() -> None:
+    """Review the tamper-evident audit log."""
+
+
+@audit.command("path")
+def path_command() -> None:
+    """Print the audit log's path."""
+    click.echo(str(Project.discover().audit_log_path))
+
+
+@audit.command("show")
+@click.option("--stage", help="Only events of this pipeline stage.")
+@click.option("--since", help="Only events at or after this ISO time (UTC unless it has a zone).")
+@click.option("--actor", help="Only events by this actor.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def show_command(stage: str | None, since: str | None, actor: str | None, as_json: bool) -> None:
+    """Print the log as a timeline, oldest first."""
+    log = Project.discover().audit_log()
+    entries = log.read(stage=stage, since=_parse_since(since), actor=actor)
+    if as_json:
+        click.echo(json.dumps([entry.model_dump(mode="json") for entry in entries], indent=2))
+    elif entries:
+        click.echo(format_timeline(entries))
+    else:
+        filtered = stage is not None or since is not None or actor is not None
+        click.echo(f"no events in {log.path}" + (" match the filters" if filtered else ""))
+
+
+@audit.command("verify")
+@click.option(
+    "--log",
+    "log_path",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Verify this log (its checkpoint beside it) instead of the project's.",
+)
+@click.option(
+    "--against",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A checkpoint exported earlier (audit checkpoint --out): prove the log extends it.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+def verify_command(log_path: Path | None, against: Path | None, as_json: bool) -> None:
+    """Check the log's chain, signatures and checkpoints, and the privacy ledger against it.
+
+    Exit 0 if intact (warnings allowed), 1 naming the first bad entry and why.
+    The privacy ledger is cross-checked when the project's own log is verified.
+    """
+    project = Project.discover()
+    log = project.audit_log(log_path)
+    anchor = load_checkpoint(against) if against is not None else None
+    report, failure = _verify_signed(log, project.trust_store(), anchor)
+    ledger: list[str] = []
+    if failure is None and report.first_problem is not None:
+        failure = report.first_problem.message
+    if failure is None and log.path.resolve() == project.audit_log_path.resolve():
+        ledger = _check_privacy_ledger(project, log, report)
+        failure = ledger[0] if ledger else None
+    if as_json:
+        payload = {**report.model_dump(mode="json"), "ledger_disagreements": ledger}
+        click.echo(json.dumps({**payload, "ok": failure is None}, indent=2))
+    else:
+        problems = [problem.message for problem in report.problems] + ledger
+        for line in ([failure] if failure and failure not in problems else []) + problems:
+            click.echo(f"problem: {line}")
+    for warning in report.warnings:
+        # On failure stderr carries the one error line; the warnings join the problems.
+        click.echo(f"custodian: warning: {warning}", err=failure is None)
+    if failure is not None:
+        raise LogNotVerified(failure)
+    if not as_json:
+        click.echo(f"{log.path}: {report.summary()}")
+
+
+@audit.command("checkpoint")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="Where to write the signed checkpoint (keep it outside the project).",
+)
+def checkpoint_command(out: Path) -> None:
+    """Sign a fresh checkpoint of the log and export it for anchoring outside the project."""
+    active = trail.current()
+    active.sign()
+    signed = active.log.export_checkpoint(out)
+    head = signed.tree_head
+    click.echo(
+        f"wrote {out}: {head.tree_size} entries, root {head.root_hash[:16]}..., "
+        f"signed by {head.key_fingerprint[:16]}...; verify later with "
+        f"`custodian audit verify --against {out}`"
+    )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _parse_since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 time (e.g. 2026-01-31 or 2026-01-31T09:30:00Z)",
+            param_hint="--since",
+        ) from None
+    # The timeline is shown in UTC, so a time without a zone means UTC there too.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _verify_signed(
+    log: AuditLog, store: TrustStore, anchor: SignedCheckpoint | None
+) -> tuple[VerifyReport, str | None]:
+    """Verify against the trusted keys, and name a revoked key if one signed checkpoints.
+
+    To the log, a revoked key is just an unknown one; only when that is the
+    complaint (or no key is trusted at all) is it worth a second pass with the
+    revoked keys let in, to tell the reviewer which key and why.
+    """
+    trusted = store.trusted_keys()
+    report = log.verify(trusted, against=anchor) if trusted else None
+    suspicious = report is None or ProblemKind.UNKNOWN_KEY in _kinds(report)
+    revoked = store.revoked() if suspicious else []
+    if revoked:
+        again = log.verify([*trusted, *(key for _, key in revoked)], against=anchor)
+        if ProblemKind.UNKNOWN_KEY not in _kinds(again) and (
+            report is not None or again.checkpoint is not None
+        ):
+            signer = again.checkpoint.key_fingerprint if again.checkpoint else None
+            entry = next((e for e, _ in revoked if e.fingerprint == signer), revoked[0][0])
+            return again, (
+                f"checkpoints are signed by revoked key {entry.name!r} "
+                f"({entry.fingerprint[:16]}...), revoked {entry.revoked_at:%Y-%m-%d %H:%M:%S} "
+                f"UTC: {entry.revoked_reason}"
+            )
+    if report is None:
+        raise NoTrustedKeys(
+            f"the trust store {store.directory} trusts no key (none added, or all revoked)"
+        )
+    return report, None
+
+
+def _kinds(report: VerifyReport) -> set[ProblemKind]:
+    return {problem.kind for problem in report.problems}
+
+
+@dataclass(frozen=True)
+class _Run:
+    dataset_sha256: str
+    run_id: str
+
+
+def _check_privacy_ledger(project: Project, log: AuditLog, report: VerifyReport) -> list[str]:
+    """Each run's steps in the privacy ledger must equal the latest spend the log recorded."""
+    # Imported here: the ledger pulls in Opacus and torch, seconds that no other command needs.
+    from privacy.ledger import LedgerCorrupted, PrivacyLedger
+
+    logged: dict[_Run, int] = {}
+    for spend in trail.logged_privacy_spends(log, report.entries):
+        run = _Run(spend.dataset_sha256, spend.run_id)
+        logged[run] = max(logged.get(run, 0), spend.steps)
+    ledger = PrivacyLedger(project.privacy_ledger_path)
+    if not logged and not ledger.path.exists():
+        return []
+    try:
+        ledger.verify()
+    except LedgerCorrupted as exc:
+        return [f"privacy ledger {ledger.path}: {exc}"]
+    recorded = {
+        _Run(dataset.dataset_sha256, run.run_id): run.steps
+        for dataset in ledger.summary()
+        for run in dataset.runs
+    }
+    problems = []
+    for run in sorted(logged.keys() | recorded.keys(), key=lambda r: (r.dataset_sha256, r.run_id)):
+        in_log, in_ledger = logged.get(run, 0), recorded.get(run, 0)
+        if in_log == in_ledger:
+            continue
+        why = (
+            "the ledger was deleted, truncated or rolled back"
+            if in_ledger < in_log
+            else "a reservation was not logged (a crash between ledger and log, or a forged ledger)"
+        )
+        problems.append(
+            f"privacy ledger {ledger.path} disagrees with the audit log for dataset "
+            f"{run.dataset_sha256}: run {run.run_id!r} has {in_log} steps in the log, "
+            f"{in_ledger} in the ledger ({why})"
+        )
+    return problems

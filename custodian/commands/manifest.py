@@ -1,0 +1,187 @@
+"""``custodian manifest`` and ``custodian verify artifacts``: hashes of every pipeline file.
+
+The files are every stage's ``deps``, ``outs``, ``metrics`` and ``plots`` in
+dvc.yaml, plus the params files its stages read, with directories expanded:
+the same list DVC works from, never a second copy of it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+import click
+import yaml
+from pydantic import ValidationError
+
+from audits.errors import AuditError
+from audits.files import atomic_write_json
+from audits.manifest import (
+    DifferenceKind,
+    Manifest,
+    ManifestDifference,
+    build_manifest,
+    check_manifest,
+    sha256_file,
+)
+from custodian import trail
+from custodian.project import Project
+from governance.errors import InputError
+
+DEFAULT_MANIFEST = Path("reports/manifest.json")
+# Interpreter caches appear next to code deps whenever it is imported; they are not inputs.
+ALWAYS_EXCLUDED = ("__pycache__", "*.pyc")
+_FILE_KEYS = ("deps", "outs", "metrics", "plots")
+
+
+class ArtifactsChanged(AuditError):
+    """Files differ from the manifest (exit 1)."""
+
+
+@click.command("manifest")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=DEFAULT_MANIFEST,
+    show_default=True,
+    help="Where to write the manifest.",
+)
+def manifest_command(out: Path) -> None:
+    """Hash every input and output of the pipeline, bound to the git commit and dvc.lock."""
+    project = Project.discover()
+    out_name = _inside(project, out)
+    # The manifest cannot hash itself, even where dvc.yaml declares it as an output.
+    itself = () if out_name is None else (out_name,)
+    paths = [path for path in pipeline_paths(project) if path not in itself]
+    lock = project.dvc_lock_path
+    manifest = build_manifest(
+        project.root,
+        paths,
+        git_commit=project.git_commit(),
+        dvc_lock_sha256=sha256_file(lock) if lock.is_file() else None,
+        exclude=(*ALWAYS_EXCLUDED, *itself),
+    )
+    atomic_write_json(out, manifest.model_dump(mode="json"))
+    trail.current().record_outputs({out_name or str(out.resolve()): sha256_file(out)})
+    click.echo(
+        f"wrote {out}: {len(manifest.files)} files under {len(manifest.paths)} paths, "
+        f"commit {(manifest.git_commit or 'none')[:12]}, "
+        f"dvc.lock {(manifest.dvc_lock_sha256 or 'absent')[:12]}"
+    )
+
+
+@click.group("verify")
+def verify() -> None:
+    """Check the project's evidence against what is on disk."""
+
+
+@verify.command("artifacts")
+@click.option(
+    "--manifest",
+    "manifest_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=DEFAULT_MANIFEST,
+    show_default=True,
+    help="The manifest to check against.",
+)
+def artifacts_command(manifest_path: Path) -> None:
+    """Exit 0 if every file matches the manifest; 1 naming each changed, missing or added file."""
+    project = Project.discover()
+    manifest = _load_manifest(manifest_path)
+    differences = check_manifest(project.root, manifest) + _lock_difference(project, manifest)
+    commit = project.git_commit()
+    if manifest.git_commit and commit != manifest.git_commit:
+        click.echo(
+            f"note: HEAD is {(commit or 'not a commit')[:12]}, the manifest was built at "
+            f"{manifest.git_commit[:12]}"
+        )
+    for difference in differences:
+        click.echo(str(difference))
+    if differences:
+        named = ", ".join(f"{d.path} ({d.kind.value})" for d in differences)
+        raise ArtifactsChanged(f"{len(differences)} file(s) differ from {manifest_path}: {named}")
+    click.echo(f"all {len(manifest.files)} files and dvc.lock match {manifest_path}")
+
+
+def pipeline_paths(project: Project) -> list[str]:
+    """Every path dvc.yaml's stages name as a dependency, output, metric, plot or params file."""
+    try:
+        content = yaml.safe_load(project.dvc_yaml_path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"{project.dvc_yaml_path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        where = project.dvc_yaml_path
+        raise InputError(f"{where}: not valid YAML ({type(exc).__name__})") from None
+    stages = content.get("stages") if isinstance(content, dict) else None
+    if not isinstance(stages, dict) or not stages:
+        raise InputError(f"{project.dvc_yaml_path}: no stages")
+    paths: set[str] = set()
+    for name, stage in stages.items():
+        paths.update(_stage_paths(project, str(name), stage))
+    return sorted(paths)
+
+
+def _stage_paths(project: Project, name: str, stage: object) -> set[str]:
+    where = f"{project.dvc_yaml_path.name}: stages.{name}"
+    if not isinstance(stage, dict):
+        raise InputError(f"{where}: not a stage")
+    if "foreach" in stage or "matrix" in stage:
+        raise InputError(f"{where}: templated stages (foreach/matrix) are not supported")
+    wdir = PurePosixPath(str(stage.get("wdir", ".")))
+    names: list[str] = []
+    for key in _FILE_KEYS:
+        names += [_entry_path(entry, f"{where}.{key}") for entry in stage.get(key) or []]
+    for entry in stage.get("params") or []:
+        # A bare key is read from params.yaml; a mapping names its own params file.
+        names += [str(file) for file in entry] if isinstance(entry, dict) else ["params.yaml"]
+    resolved = {(wdir / name).as_posix() for name in names}
+    templated = sorted(path for path in resolved if "${" in path)
+    if templated:
+        raise InputError(f"{where}: templated path {templated[0]!r} is not supported")
+    return {str(PurePosixPath(path)) for path in resolved}
+
+
+def _entry_path(entry: object, where: str) -> str:
+    if isinstance(entry, str):
+        return entry
+    if isinstance(entry, dict) and len(entry) == 1:
+        return str(next(iter(entry)))
+    raise InputError(f"{where}: {entry!r} is not a path or a {{path: options}} mapping")
+
+
+def _inside(project: Project, path: Path) -> str | None:
+    """``path`` relative to the project root, or None if it lies outside the project."""
+    resolved = path.resolve()
+    if not resolved.is_relative_to(project.root):
+        return None
+    return resolved.relative_to(project.root).as_posix()
+
+
+def _load_manifest(path: Path) -> Manifest:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror} (run custodian manifest)") from None
+    try:
+        return Manifest.model_validate_json(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "manifest"
+        raise InputError(f"{path}: not a manifest: {where}: {error['msg']}") from None
+
+
+def _lock_difference(project: Project, manifest: Manifest) -> list[ManifestDifference]:
+    """dvc.lock is bound by hash rather than listed, so compare it here."""
+    expected = manifest.dvc_lock_sha256
+    lock = project.dvc_lock_path
+    actual = sha256_file(lock) if lock.is_file() else None
+    if expected == actual:
+        return []
+    if expected is None:
+        kind = DifferenceKind.ADDED
+    else:
+        kind = DifferenceKind.MISSING if actual is None else DifferenceKind.CHANGED
+    return [
+        ManifestDifference(
+            kind=kind, path="dvc.lock", expected_sha256=expected, actual_sha256=actual
+        )
+    ]

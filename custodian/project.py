@@ -1,0 +1,114 @@
+"""Where a project keeps its evidence and where a user keeps private keys: the one place that knows.
+
+Library code gets these paths as arguments; only the CLI layer decides them.
+
+Project root
+    ``$DVC_ROOT`` when DVC runs a stage, else the nearest directory at or above
+    the working directory that holds ``.dvc/``, else the working directory.
+``<root>/.custodian/``
+    Evidence that must survive reruns, so it lives outside DVC outputs (DVC
+    deletes a stage's outputs before running it again):
+
+    - ``audit/log.jsonl``: the audit log;
+    - ``audit/checkpoint.json`` and ``audit/checkpoint.history.jsonl``: its
+      latest signed checkpoint and every earlier one;
+    - ``trust/``: the trust store, public keys only;
+    - ``privacy-ledger.jsonl``: the privacy budget ledger.
+``$CUSTODIAN_HOME`` (default ``~/.config/custodian``)
+    ``keys/<name>.pem``: private keys, mode 0600, never inside the project.
+    ``keys/pipeline.pem`` signs the audit log's checkpoints; it is created on
+    first use.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from audits.log import AuditLog
+from audits.trust import TrustStore
+
+EVIDENCE_DIR = ".custodian"
+PIPELINE_KEY_NAME = "pipeline"
+_GIT_COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Project:
+    """A Custodian project: a DVC repository and the evidence kept beside its outputs."""
+
+    root: Path
+
+    @classmethod
+    def discover(cls, start: Path | None = None) -> Project:
+        """The project containing ``start`` (default: the working directory)."""
+        dvc_root = os.environ.get("DVC_ROOT")
+        if dvc_root:
+            return cls(Path(dvc_root).resolve())
+        here = (start or Path.cwd()).resolve()
+        for candidate in (here, *here.parents):
+            if (candidate / ".dvc").is_dir():
+                return cls(candidate)
+        return cls(here)
+
+    @property
+    def evidence_dir(self) -> Path:
+        return self.root / EVIDENCE_DIR
+
+    @property
+    def audit_log_path(self) -> Path:
+        return self.evidence_dir / "audit" / "log.jsonl"
+
+    @property
+    def privacy_ledger_path(self) -> Path:
+        return self.evidence_dir / "privacy-ledger.jsonl"
+
+    @property
+    def params_path(self) -> Path:
+        return self.root / "params.yaml"
+
+    @property
+    def dvc_yaml_path(self) -> Path:
+        return self.root / "dvc.yaml"
+
+    @property
+    def dvc_lock_path(self) -> Path:
+        return self.root / "dvc.lock"
+
+    def audit_log(self, path: Path | None = None) -> AuditLog:
+        """The project's audit log, or the log at ``path`` with its checkpoint beside it."""
+        log_path = self.audit_log_path if path is None else path
+        return AuditLog(log_path, log_path.parent / "checkpoint.json")
+
+    def trust_store(self) -> TrustStore:
+        return TrustStore(self.evidence_dir / "trust")
+
+    def git_commit(self) -> str | None:
+        """``git rev-parse HEAD`` in the project, or None outside git or before a first commit."""
+        try:
+            result = subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                cwd=self.root,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        commit = result.stdout.strip()
+        return commit if result.returncode == 0 and _GIT_COMMIT.fullmatch(commit) else None
+
+
+def custodian_home() -> Path:
+    """``$CUSTODIAN_HOME``, or ``~/.config/custodian``."""
+    configured = os.environ.get("CUSTODIAN_HOME")
+    return Path(configured) if configured else Path.home() / ".config" / "custodian"
+
+
+def private_key_path(name: str) -> Path:
+    """Where the private key called ``name`` lives."""
+    return custodian_home() / "keys" / f"{name}.pem"

@@ -1,0 +1,470 @@
+"""The audit trail around every state-changing command: who ran what, on what, with what outcome.
+
+:func:`custodian.cli.main` runs each invocation inside :func:`recording`, which
+appends to the project's audit log (:mod:`custodian.project` says where):
+
+1. ``command_started``: actor (``$CUSTODIAN_ACTOR`` or the OS user), the command
+   line, the pipeline stage, the SHA-256 of ``params.yaml`` and the git commit;
+   then a checkpoint signed by the pipeline key. If the log cannot be extended
+   (tampered, untrusted checkpoint, revoked key) the command does not run.
+2. ``decision`` / ``waiver`` events, appended by the command as they happen
+   through :func:`current` (``current().decision({...})``, ``current().waiver(...)``,
+   :func:`record_privacy_spend`).
+3. ``command_succeeded`` with the input and output hashes the command recorded
+   (``current().record_inputs({...})`` / ``record_outputs({...})``; none by
+   default), or ``refused`` (a check, policy or budget said no: exit 1) or
+   ``command_failed`` (bad input, or anything else) with the one-line error;
+   then another signed checkpoint, so every entry is covered by a signature
+   when the command ends.
+
+Every event of one invocation carries the same ``details.invocation`` id, so
+interleaved commands stay apart in the log. Logging never hides the command's
+own error: if recording the outcome fails after the command failed, the
+command's error is what the user gets, with a warning. If it fails after the
+command succeeded, the command fails closed (exit 1).
+
+Read-only commands are not logged (reading the evidence must not change it):
+``audit path|show|verify``, ``data list|show|schema``, ``keys list``,
+``verify artifacts``, and anything asking for ``--help``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import re
+import secrets
+import shlex
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import click
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, NonNegativeInt, ValidationError
+
+from audits.canonical import NotCanonicalizable, canonical_sha256, sha256_hex
+from audits.errors import AuditError
+from audits.keys import SigningKey, load_or_create_signing_key
+from audits.log import AuditEntry, AuditEvent, AuditLog, EventKind, Sha256Hex, SignedCheckpoint
+from audits.trust import KeyRole, TrustStore
+from custodian.project import PIPELINE_KEY_NAME, Project, private_key_path
+
+READ_ONLY: frozenset[tuple[str, ...]] = frozenset(
+    {
+        ("audit", "path"),
+        ("audit", "show"),
+        ("audit", "verify"),
+        ("data", "list"),
+        ("data", "show"),
+        ("data", "schema"),
+        ("keys", "list"),
+        ("verify", "artifacts"),
+    }
+)
+_HELP = frozenset({"--help", "-h"})
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+_SPEND_MARKER = b'"privacy_spend"'
+_SCAN_CHUNK = 1 << 20
+
+_CURRENT: ContextVar[Trail | None] = ContextVar("custodian_trail", default=None)
+
+
+class RevokedSigningKey(AuditError):
+    """The pipeline's signing key is revoked in the trust store; it signs nothing more."""
+
+
+class MalformedSpend(AuditError):
+    """A logged privacy spend does not parse: the writer, not the reader, is wrong."""
+
+
+class NoActiveTrail(RuntimeError):
+    """A command asked for the trail outside :func:`recording` (a bug, not a user error)."""
+
+
+class PrivacySpend(BaseModel):
+    """One reservation of DP-SGD steps, as the privacy ledger recorded it (cumulative steps)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dataset_sha256: Sha256Hex
+    run_id: Annotated[str, Field(min_length=1, max_length=200)]
+    noise_multiplier: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    sample_rate: Annotated[float, Field(gt=0, le=1)]
+    steps: NonNegativeInt
+    accountant: Annotated[str, Field(min_length=1)]
+    delta: Annotated[float, Field(gt=0, lt=1)]
+
+
+@dataclass
+class Trail:
+    """One command's place in the audit log: what it reads, writes and decides."""
+
+    log: AuditLog
+    store: TrustStore
+    key: SigningKey
+    actor: str
+    command: str
+    stage: str | None
+    invocation: str = field(default_factory=lambda: secrets.token_hex(4))
+    exit_code: int = 0
+    _inputs: dict[str, str] = field(default_factory=dict)
+    _outputs: dict[str, str] = field(default_factory=dict)
+    _started: float = field(default_factory=time.monotonic)
+
+    def record_inputs(self, hashes: Mapping[str, str]) -> None:
+        """Add ``path -> SHA-256`` of files the command read to its outcome event."""
+        self._inputs.update(_checked_hashes(hashes))
+
+    def record_outputs(self, hashes: Mapping[str, str]) -> None:
+        """Add ``path -> SHA-256`` of files the command wrote to its outcome event."""
+        self._outputs.update(_checked_hashes(hashes))
+
+    def decision(self, details: Mapping[str, JsonValue]) -> AuditEntry:
+        """Append a ``decision`` event now (e.g. a gate's verdict, a spend of privacy budget)."""
+        return self._append(EventKind.DECISION, details)
+
+    def waiver(
+        self, subject: str, reason: str, details: Mapping[str, JsonValue] | None = None
+    ) -> AuditEntry:
+        """Append a ``waiver`` event now: ``subject`` was let through, for ``reason``."""
+        return self._append(
+            EventKind.WAIVER, {"waiver": subject, "reason": reason, **(details or {})}
+        )
+
+    def sign(self) -> SignedCheckpoint:
+        """Write a checkpoint over every entry so far, signed by the pipeline key."""
+        entry = self.store.by_fingerprint(self.key.fingerprint)
+        if entry is None or entry.revoked:
+            raise RevokedSigningKey(_revoked_message(self.key))
+        return self.log.write_checkpoint(self.key, self.store.trusted_keys())
+
+    def _append(
+        self,
+        kind: EventKind,
+        details: Mapping[str, JsonValue],
+        *,
+        inputs: Mapping[str, str] | None = None,
+        outputs: Mapping[str, str] | None = None,
+        params_sha256: str | None = None,
+        git_commit: str | None = None,
+        error: str | None = None,
+    ) -> AuditEntry:
+        event = AuditEvent(
+            actor=self.actor,
+            command=self.command,
+            kind=kind,
+            stage=self.stage,
+            inputs=dict(inputs or {}),
+            outputs=dict(outputs or {}),
+            params_sha256=params_sha256,
+            git_commit=git_commit,
+            details={**details, "invocation": self.invocation},
+            error=error,
+        )
+        return self.log.append(event)
+
+    def _finish(self, kind: EventKind, error: str | None, details: dict[str, JsonValue]) -> None:
+        self._append(
+            kind,
+            {"duration_s": round(time.monotonic() - self._started, 3), **details},
+            inputs=self._inputs,
+            outputs=self._outputs,
+            error=error,
+        )
+        try:
+            self.sign()
+        except RevokedSigningKey as exc:
+            # Only `keys revoke pipeline` gets here: the revocation itself succeeded.
+            _warn(f"the outcome is logged but not signed: {exc}")
+
+
+def current() -> Trail:
+    """The trail of the command now running; :class:`NoActiveTrail` outside :func:`recording`."""
+    trail = _CURRENT.get()
+    if trail is None:
+        raise NoActiveTrail("no audit trail is active: run commands through custodian.cli.main")
+    return trail
+
+
+def record_privacy_spend(
+    dataset_sha256: str,
+    run_id: str,
+    noise_multiplier: float,
+    sample_rate: float,
+    steps: int,
+    accountant: str,
+    delta: float,
+) -> AuditEntry:
+    """Log that the privacy ledger reserved ``steps`` (cumulative) for ``run_id`` on a dataset.
+
+    Call it right after each successful ``LedgerRun.record_steps``: it appends a
+    ``decision`` event with ``details = {"privacy_spend": {...}}``.
+
+    The audit log is the authoritative copy of what was spent: it is
+    hash-chained and covered by signed checkpoints. The privacy ledger is the
+    fast index the budget check reads. ``custodian audit verify`` checks that
+    both agree run by run, so a ledger file that was deleted, truncated or
+    rolled back to hide spent budget is reported, naming the dataset. A crash
+    between the ledger's reservation and this call leaves the ledger one
+    reservation ahead of the log: reported too, for a human to confirm.
+    """
+    spend = PrivacySpend(
+        dataset_sha256=dataset_sha256,
+        run_id=run_id,
+        noise_multiplier=noise_multiplier,
+        sample_rate=sample_rate,
+        steps=steps,
+        accountant=accountant,
+        delta=delta,
+    )
+    return current().decision({"privacy_spend": spend.model_dump(mode="json")})
+
+
+def logged_privacy_spends(log: AuditLog, entries: int) -> Iterator[PrivacySpend]:
+    """The privacy spends among the first ``entries`` entries (those verified), in log order.
+
+    The file is searched a megabyte at a time and only lines that mention a
+    spend are parsed: on a log of a million entries, parsing every line would
+    cost more than verifying it.
+    """
+    if entries == 0:
+        return  # the file may not exist yet
+    seen = 0
+    pending = b""
+    with open(log.path, "rb") as handle:
+        while seen < entries:
+            chunk = handle.read(_SCAN_CHUNK)
+            if not chunk:
+                return
+            data = pending + chunk
+            cut = data.rfind(b"\n") + 1
+            complete, pending = data[:cut], data[cut:]
+            if _SPEND_MARKER not in complete:
+                seen += complete.count(b"\n")
+                continue
+            for line in complete.split(b"\n")[:-1]:
+                if seen == entries:
+                    return
+                seen += 1
+                spend = _spend_on(line) if _SPEND_MARKER in line else None
+                if spend is not None:
+                    yield spend
+
+
+def _spend_on(line: bytes) -> PrivacySpend | None:
+    # Uncovered entries count as verified (with a warning), so a line here may be forged.
+    try:
+        entry = AuditEntry.model_validate_json(line)
+        spend = entry.event.details.get("privacy_spend")
+        return None if spend is None else PrivacySpend.model_validate(spend)
+    except ValidationError as exc:
+        seq = json.loads(line).get("seq")
+        raise MalformedSpend(
+            f"entry {seq}: a privacy_spend event that does not parse: {exc.errors()[0]['msg']}"
+        ) from exc
+
+
+# --------------------------------------------------------------------------- the CLI wrapper
+
+
+@contextmanager
+def recording(
+    argv: Sequence[str], group: click.Group, is_refusal: Callable[[BaseException], bool]
+) -> Iterator[Trail | None]:
+    """Log the command ``argv`` of ``group`` around its run; yield None for read-only ones.
+
+    ``is_refusal`` tells a refusal (a check, policy or budget said no) from a failure.
+    The caller sets ``trail.exit_code`` when the command returns a code instead of raising.
+    """
+    path = command_path(group, argv)
+    if path is None or path in READ_ONLY or _HELP.intersection(argv):
+        yield None
+        return
+    project = Project.discover()
+    command = shlex.join(["custodian", *argv])
+    with session(project, command, _stage(project, path), is_refusal) as trail:
+        yield trail
+
+
+@contextmanager
+def session(
+    project: Project,
+    command: str,
+    stage: str | None,
+    is_refusal: Callable[[BaseException], bool] = lambda error: False,
+) -> Iterator[Trail]:
+    """Log one command in ``project``: started and signed, then its outcome and signed again."""
+    trail = _start(project, command, stage)
+    token = _CURRENT.set(trail)
+    try:
+        yield trail
+    except BaseException as error:
+        _record_error(trail, error, is_refusal)
+        raise
+    else:
+        trail._finish(_kind_for_code(trail.exit_code), None, {"exit_code": trail.exit_code})
+    finally:
+        _CURRENT.reset(token)
+
+
+def command_path(group: click.Group, argv: Sequence[str]) -> tuple[str, ...] | None:
+    """The sub-command names ``argv`` selects, e.g. ``("audit", "show")``; None if no command.
+
+    Options before a sub-command are skipped: Custodian's groups take only flags
+    (``--debug``, ``--help``), never options with a value.
+    """
+    names: list[str] = []
+    command: click.Command = group
+    for token in argv:
+        if not isinstance(command, click.Group):
+            break
+        if token.startswith("-"):
+            continue
+        sub = command.commands.get(token)
+        if sub is None:
+            return None
+        names.append(token)
+        command = sub
+    if not names or isinstance(command, click.Group):
+        return None
+    return tuple(names)
+
+
+def pipeline_key(store: TrustStore) -> SigningKey:
+    """The pipeline's signing key, created on first use and registered in ``store``."""
+    key = load_or_create_signing_key(private_key_path(PIPELINE_KEY_NAME))
+    entry = store.ensure(PIPELINE_KEY_NAME, KeyRole.PIPELINE, key.public_key)
+    if entry.revoked:
+        raise RevokedSigningKey(_revoked_message(key))
+    return key
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _start(project: Project, command: str, stage: str | None) -> Trail:
+    store = project.trust_store()
+    trail = Trail(
+        log=project.audit_log(),
+        store=store,
+        key=pipeline_key(store),
+        actor=_actor(),
+        command=command,
+        stage=stage,
+    )
+    params_sha256, params_hashed = _params_sha256(project)
+    details: dict[str, JsonValue] = {"params_hashed": params_hashed} if params_hashed else {}
+    trail._append(
+        EventKind.COMMAND_STARTED,
+        details,
+        params_sha256=params_sha256,
+        git_commit=project.git_commit(),
+    )
+    # Signed before the command runs: a log that cannot be extended stops it here.
+    trail.sign()
+    return trail
+
+
+def _record_error(
+    trail: Trail, error: BaseException, is_refusal: Callable[[BaseException], bool]
+) -> None:
+    if isinstance(error, SystemExit):
+        code = error.code if isinstance(error.code, int) else (0 if error.code is None else 1)
+        kind, message, details = _kind_for_code(code), None, {"exit_code": code}
+    else:
+        kind = EventKind.REFUSED if is_refusal(error) else EventKind.COMMAND_FAILED
+        message, details = _one_line(error), {"error_type": type(error).__name__}
+    try:
+        trail._finish(kind, message, details)
+    except (AuditError, OSError) as audit_error:
+        # The command's own error is what the user must see; this one is secondary.
+        _warn(f"the audit log could not record this outcome: {_one_line(audit_error)}")
+
+
+def _kind_for_code(code: int) -> EventKind:
+    if code == 0:
+        return EventKind.COMMAND_SUCCEEDED
+    return EventKind.REFUSED if code == 1 else EventKind.COMMAND_FAILED
+
+
+def _stage(project: Project, path: tuple[str, ...]) -> str | None:
+    """The pipeline stage: DVC names it when it runs one; else the stage whose cmd this is."""
+    running = os.environ.get("DVC_STAGE")
+    if running:
+        return running
+    return _stage_commands(project).get(path[0]) if len(path) == 1 else None
+
+
+def _stage_commands(project: Project) -> dict[str, str]:
+    """``custodian`` sub-command -> stage name, from the stages' ``cmd`` in dvc.yaml."""
+    try:
+        content = yaml.safe_load(project.dvc_yaml_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    stages = content.get("stages") if isinstance(content, dict) else None
+    found: dict[str, str] = {}
+    for name, stage in (stages or {}).items():
+        cmd = stage.get("cmd") if isinstance(stage, dict) else None
+        for line in [cmd] if isinstance(cmd, str) else (cmd or []):
+            words = str(line).split()
+            if len(words) > 1 and words[0] == "custodian":
+                found.setdefault(words[1], str(name))
+    return found
+
+
+def _params_sha256(project: Project) -> tuple[str | None, str | None]:
+    """Canonical SHA-256 of params.yaml's content, and how it was hashed.
+
+    A file that does not parse, or holds values JSON cannot carry (dates), is
+    hashed byte for byte instead: a broken params.yaml is evidence too.
+    """
+    try:
+        raw = project.params_path.read_bytes()
+    except FileNotFoundError:
+        return None, None
+    try:
+        return canonical_sha256(yaml.safe_load(raw)), None
+    except (yaml.YAMLError, NotCanonicalizable):
+        return sha256_hex(raw), "bytes"
+
+
+def _actor() -> str:
+    configured = os.environ.get("CUSTODIAN_ACTOR", "").strip()
+    if configured:
+        return configured
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        # No login name (a container without a passwd entry): the uid still identifies.
+        return f"uid:{os.getuid()}"
+
+
+def _checked_hashes(hashes: Mapping[str, str]) -> dict[str, str]:
+    bad = [path for path, value in hashes.items() if not _SHA256.fullmatch(str(value))]
+    if bad:
+        raise ValueError(f"not a lower-case hex SHA-256 for {', '.join(sorted(bad))}")
+    return dict(hashes)
+
+
+def _revoked_message(key: SigningKey) -> str:
+    path = private_key_path(PIPELINE_KEY_NAME)
+    return (
+        f"the pipeline signing key {path} ({key.fingerprint[:16]}...) is revoked in the trust "
+        f"store; move it away so a new one is made on next use (checkpoints it signed no "
+        f"longer verify)"
+    )
+
+
+def _one_line(error: BaseException) -> str:
+    text = error.format_message() if isinstance(error, click.ClickException) else str(error)
+    return " ".join(text.split()) or type(error).__name__
+
+
+def _warn(message: str) -> None:
+    click.echo(f"custodian: warning: {message}", err=True)

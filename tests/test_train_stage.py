@@ -1,0 +1,80 @@
+"""The train stage end to end: DP model, privacy report, composed budget, refusal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from dp_accounting import dp_event, pld
+
+from privacy.accounting import SgdSteps, epsilon_of
+from tests.conftest import custodian, dvc
+
+pytestmark = pytest.mark.slow
+
+SPEC_KEYS = {
+    "epsilon",
+    "delta",
+    "noise_multiplier",
+    "sample_rate",
+    "steps",
+    "accountant",
+    "max_grad_norm",
+    "precision",
+    "dataset_sha256",
+    "budget",
+}
+
+
+def pld_epsilon(sigma: float, q: float, steps: int, delta: float) -> float:
+    """Google's dp-accounting PLD accountant: an independent reference."""
+    event = dp_event.SelfComposedDpEvent(
+        dp_event.PoissonSampledDpEvent(q, dp_event.GaussianDpEvent(sigma)), steps
+    )
+    return pld.PLDAccountant().compose(event).get_epsilon(delta)
+
+
+def set_params(repo: Path, section: str, **values) -> None:
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_dp_training_reports_reproducible_epsilon_and_composes_runs(project: Path) -> None:
+    set_params(project, "train", epochs=2)
+    dvc("repro", "train", cwd=project)
+    report = json.loads((project / "reports/privacy.json").read_text())
+    assert set(report) >= SPEC_KEYS
+    assert report["precision"] == "bf16" and report["accountant"] == "prv"
+    assert report["delta"] < 1 / 14000 and report["epsilon"] <= 3.0
+    reference = pld_epsilon(
+        report["noise_multiplier"], report["sample_rate"], report["steps"], report["delta"]
+    )
+    assert reference <= report["epsilon"] <= reference * 1.02
+    assert report["budget"]["spent_epsilon"] == pytest.approx(report["epsilon"])
+    assert (project / "models/model.safetensors").is_file()
+    curve = json.loads((project / "reports/train_curve.json").read_text())
+    assert [row["epoch"] for row in curve] == [1, 2]
+
+    # A second run on the same data: the ledger composes both histories.
+    dvc("repro", "train", "--force", "--single-item", cwd=project)
+    second = json.loads((project / "reports/privacy.json").read_text())
+    both = epsilon_of(
+        [SgdSteps(r["noise_multiplier"], r["sample_rate"], r["steps"]) for r in (report, second)],
+        report["delta"],
+    )
+    assert second["budget"]["spent_epsilon"] == pytest.approx(both, rel=1e-3)
+    assert both < report["epsilon"] + second["epsilon"]
+    ledger = json.loads(custodian("privacy", "ledger", "--json", cwd=project, check=True).stdout)
+    assert len(ledger[0]["runs"]) == 2
+
+    # A third run that would exceed the lifetime budget is refused before it starts.
+    set_params(project, "privacy", lifetime_epsilon=4.0)
+    refused = dvc("repro", "train", "--force", "--single-item", cwd=project, check=False)
+    assert refused.returncode != 0
+    assert "privacy budget exceeded for dataset fe64f3c8e987" in refused.stderr + refused.stdout
+    verify = custodian("audit", "verify", cwd=project)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
