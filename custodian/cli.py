@@ -7,6 +7,7 @@ or input). ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -16,15 +17,6 @@ import click
 from audits.errors import AuditError
 from audits.log import CheckpointFormatError, NoTrustedKeys
 from custodian import trail
-from custodian.commands.audit import audit
-from custodian.commands.check import check_command
-from custodian.commands.data import data
-from custodian.commands.ingest import ingest_command
-from custodian.commands.keys import keys
-from custodian.commands.manifest import manifest_command, verify
-from custodian.commands.split import split_command
-from custodian.commands.train import privacy_group, train_command
-from custodian.commands.validate import validate_command
 from governance.errors import CheckFailed, GovernanceError, InputError, PolicyViolation
 from privacy.errors import BudgetExceeded, PrivacyError, PrivacyInputError
 from training.errors import TrainingError, TrainingInputError
@@ -51,7 +43,39 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
 HANDLED = tuple(cls for cls, _ in EXIT_CODES)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Sub-command -> "module:attribute". Commands are imported only when invoked:
+# Great Expectations and torch take seconds to import, and most commands need
+# neither.
+COMMANDS = {
+    "data": "custodian.commands.data:data",
+    "ingest": "custodian.commands.ingest:ingest_command",
+    "validate": "custodian.commands.validate:validate_command",
+    "split": "custodian.commands.split:split_command",
+    "check": "custodian.commands.check:check_command",
+    "train": "custodian.commands.train:train_command",
+    "privacy": "custodian.commands.train:privacy_group",
+    "audit": "custodian.commands.audit:audit",
+    "keys": "custodian.commands.keys:keys",
+    "manifest": "custodian.commands.manifest:manifest_command",
+    "verify": "custodian.commands.manifest:verify",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose sub-commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, attribute = target.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
 def cli(debug: bool) -> None:
     """Custodian: governed datasets, private training, signed evidence."""
@@ -60,18 +84,6 @@ def cli(debug: bool) -> None:
         format="%(levelname)s %(name)s: %(message)s",
     )
 
-
-cli.add_command(data)
-cli.add_command(ingest_command)
-cli.add_command(validate_command)
-cli.add_command(split_command)
-cli.add_command(audit)
-cli.add_command(keys)
-cli.add_command(manifest_command)
-cli.add_command(verify)
-cli.add_command(check_command)
-cli.add_command(train_command)
-cli.add_command(privacy_group)
 
 
 def exit_code_for(error: BaseException) -> int:

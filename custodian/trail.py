@@ -326,7 +326,7 @@ def command_path(group: click.Group, argv: Sequence[str]) -> tuple[str, ...] | N
             break
         if token.startswith("-"):
             continue
-        sub = command.commands.get(token)
+        sub = command.get_command(click.Context(command), token)
         if sub is None:
             return None
         names.append(token)
