@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import dvc, run
+from tests.conftest import custodian, dvc, run
 
 pytestmark = pytest.mark.slow
 
@@ -99,3 +99,19 @@ def test_row_level_split_is_stopped_by_group_leakage(project: Path) -> None:
     checks = json.loads((project / "reports/checks.json").read_text())
     group = [f for f in checks["findings"] if f["type"] == "group_leakage"]
     assert group[0]["severity"] == "critical" and group[0]["columns"] == ["zper"]
+
+
+def test_waived_finding_passes_and_is_logged(project: Path) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["split"]["strategy"] = "random"
+    params["check"]["waivers"] = {
+        "group_leakage": "demonstration only: persons repeat across years",
+        "exact_duplicate": "demonstration only: twins with identical records",
+    }
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc("repro", "check", cwd=project)
+    checks = json.loads((project / "reports/checks.json").read_text())
+    assert checks["waived"]["group_leakage"].startswith("demonstration only")
+    log = json.loads(custodian("audit", "show", "--json", cwd=project, check=True).stdout)
+    waivers = [e for e in log if e["event"]["kind"] == "waiver"]
+    assert any("group_leakage" in json.dumps(e) for e in waivers)

@@ -17,6 +17,7 @@ import click
 from pydantic import ValidationError
 
 from audits.files import atomic_directory, atomic_write_json
+from custodian import trail
 from custodian.commands.datasets import load_dataset
 from custodian.params import CheckParams, load_section
 from governance.checks import CheckConfig, Finding, Severity, scan
@@ -89,6 +90,7 @@ def check_command(
     if out is not None:
         atomic_write_json(out, report)
     _print(report, as_json)
+    _log_waivers(report)
     blocking = [
         f
         for f in _all_findings(report)
@@ -100,6 +102,22 @@ def check_command(
             f"{len(blocking)} critical finding(s): {', '.join(kinds)}"
             + (f"; see {out}" if out else "")
         )
+
+
+def _log_waivers(report: dict) -> None:
+    """A critical finding let through by a waiver is evidence: it goes into the audit log."""
+    for kind, reason in report["waived"].items():
+        waived = [
+            f
+            for f in _all_findings(report)
+            if f["type"] == kind and f["severity"] == Severity.critical
+        ]
+        if waived:
+            trail.current().waiver(
+                f"check:{kind}",
+                reason,
+                {"findings": len(waived), "count": sum(f["count"] for f in waived)},
+            )
 
 
 def _config(**values) -> CheckConfig:
