@@ -18,9 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import random
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ import safetensors.torch
 import torch
 from safetensors import SafetensorError
 
+from audits.files import atomic_write_bytes
 from training.errors import TrainingError, TrainingInputError
 from training.model import Mlp, ModelConfig
 
@@ -80,25 +79,6 @@ class SavedModel:
     feature_names: tuple[str, ...]
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
 def _json_bytes(data: Mapping[str, Any]) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
 
@@ -137,7 +117,7 @@ def _load_tensors(path: Path, sha256: str | None = None) -> dict[str, torch.Tens
 def save_model(directory: Path, model: Mlp, feature_names: Sequence[str] = ()) -> None:
     """Write ``model.safetensors`` and ``model.json`` (config, shapes, features, SHA-256)."""
     data = _tensor_bytes(model.state_dict())
-    _atomic_write(directory / MODEL_TENSORS_FILE, data)
+    atomic_write_bytes(directory / MODEL_TENSORS_FILE, data)
     config = {
         "format": _MODEL_FORMAT,
         "version": _FORMAT_VERSION,
@@ -148,7 +128,7 @@ def save_model(directory: Path, model: Mlp, feature_names: Sequence[str] = ()) -
         "tensors_sha256": hashlib.sha256(data).hexdigest(),
     }
     # The config is written last: a model.json always describes a complete tensor file.
-    _atomic_write(directory / MODEL_CONFIG_FILE, _json_bytes(config))
+    atomic_write_bytes(directory / MODEL_CONFIG_FILE, _json_bytes(config))
 
 
 def load_model(directory: Path) -> SavedModel:
@@ -194,7 +174,7 @@ def save_checkpoint(run_dir: Path, checkpoint: Checkpoint) -> None:
     data = _tensor_bytes(checkpoint.tensors)
     sha256 = hashlib.sha256(data).hexdigest()
     tensors_name = f"checkpoint-{sha256[:16]}.safetensors"
-    _atomic_write(run_dir / tensors_name, data)
+    atomic_write_bytes(run_dir / tensors_name, data)
     pointer = {
         "format": _CHECKPOINT_FORMAT,
         "version": _FORMAT_VERSION,
@@ -202,7 +182,7 @@ def save_checkpoint(run_dir: Path, checkpoint: Checkpoint) -> None:
         "tensors_sha256": sha256,
         "meta": dict(checkpoint.meta),
     }
-    _atomic_write(run_dir / CHECKPOINT_FILE, _json_bytes(pointer))
+    atomic_write_bytes(run_dir / CHECKPOINT_FILE, _json_bytes(pointer))
     for stale in run_dir.glob(_TENSORS_GLOB):
         if stale.name != tensors_name:
             stale.unlink(missing_ok=True)
@@ -230,7 +210,7 @@ def load_checkpoint(run_dir: Path) -> Checkpoint | None:
 
 def write_reservation(run_dir: Path, steps: int) -> None:
     """Durably record that accounted steps up to ``steps`` may be taken."""
-    _atomic_write(run_dir / RESERVATION_FILE, _json_bytes({"reserved_steps": steps}))
+    atomic_write_bytes(run_dir / RESERVATION_FILE, _json_bytes({"reserved_steps": steps}))
 
 
 def read_reservation(run_dir: Path) -> int:
