@@ -59,6 +59,14 @@ def test_dp_training_reports_reproducible_epsilon_and_composes_runs(project: Pat
     curve = json.loads((project / "reports/train_curve.json").read_text())
     assert [row["epoch"] for row in curve] == [1, 2]
 
+    # The audit stage binds every artifact; a changed model is named.
+    dvc("repro", "audit", cwd=project)
+    assert custodian("verify", "artifacts", cwd=project).returncode == 0
+    config = project / "models/model.json"
+    config.write_text(config.read_text().replace("relu", "tanh"))
+    changed = custodian("verify", "artifacts", cwd=project)
+    assert changed.returncode == 1 and "models/model.json (changed)" in changed.stderr
+
     # A second run on the same data: the ledger composes both histories.
     dvc("repro", "train", "--force", "--single-item", cwd=project)
     second = json.loads((project / "reports/privacy.json").read_text())

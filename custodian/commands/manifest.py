@@ -13,6 +13,7 @@ import click
 import yaml
 from pydantic import ValidationError
 
+from audits.canonical import canonical_sha256
 from audits.errors import AuditError
 from audits.files import atomic_write_json
 from audits.manifest import (
@@ -52,12 +53,11 @@ def manifest_command(out: Path) -> None:
     # The manifest cannot hash itself, even where dvc.yaml declares it as an output.
     itself = () if out_name is None else (out_name,)
     paths = [path for path in pipeline_paths(project) if path not in itself]
-    lock = project.dvc_lock_path
     manifest = build_manifest(
         project.root,
         paths,
         git_commit=project.git_commit(),
-        dvc_lock_sha256=sha256_file(lock) if lock.is_file() else None,
+        dvc_lock_sha256=lock_digest(project, itself),
         exclude=(*ALWAYS_EXCLUDED, *itself),
     )
     atomic_write_json(out, manifest.model_dump(mode="json"))
@@ -87,7 +87,9 @@ def artifacts_command(manifest_path: Path) -> None:
     """Exit 0 if every file matches the manifest; 1 naming each changed, missing or added file."""
     project = Project.discover()
     manifest = _load_manifest(manifest_path)
-    differences = check_manifest(project.root, manifest) + _lock_difference(project, manifest)
+    differences = check_manifest(project.root, manifest) + _lock_difference(
+        project, manifest, manifest_path
+    )
     commit = project.git_commit()
     if manifest.git_commit and commit != manifest.git_commit:
         click.echo(
@@ -169,11 +171,48 @@ def _load_manifest(path: Path) -> Manifest:
         raise InputError(f"{path}: not a manifest: {where}: {error['msg']}") from None
 
 
-def _lock_difference(project: Project, manifest: Manifest) -> list[ManifestDifference]:
-    """dvc.lock is bound by hash rather than listed, so compare it here."""
-    expected = manifest.dvc_lock_sha256
+def lock_digest(project: Project, manifests: tuple[str, ...]) -> str | None:
+    """SHA-256 of dvc.lock's canonical JSON, without the entries of stages writing ``manifests``.
+
+    When the manifest is itself a pipeline stage, DVC records that stage in
+    dvc.lock only after it ran: binding the whole file would make every
+    manifest stale the moment it is written. Every other stage's entry is final
+    by then, and those are what the manifest binds.
+    """
     lock = project.dvc_lock_path
-    actual = sha256_file(lock) if lock.is_file() else None
+    if not lock.is_file():
+        return None
+    try:
+        content = yaml.safe_load(lock.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"{lock}: not valid YAML ({type(exc).__name__})") from None
+    if "stages" in content:
+        writers = _stages_writing(project, manifests)
+        content["stages"] = {k: v for k, v in content["stages"].items() if k not in writers}
+    return canonical_sha256(content)
+
+
+def _stages_writing(project: Project, paths: tuple[str, ...]) -> set[str]:
+    content = yaml.safe_load(project.dvc_yaml_path.read_text(encoding="utf-8")) or {}
+    return {
+        name
+        for name, stage in (content.get("stages") or {}).items()
+        if isinstance(stage, dict)
+        and any(
+            _entry_path(entry, name) in paths
+            for key in ("outs", "metrics", "plots")
+            for entry in stage.get(key) or []
+        )
+    }
+
+
+def _lock_difference(
+    project: Project, manifest: Manifest, manifest_path: Path
+) -> list[ManifestDifference]:
+    """dvc.lock is bound by digest rather than listed, so compare it here."""
+    expected = manifest.dvc_lock_sha256
+    written_by = _inside(project, manifest_path)
+    actual = lock_digest(project, () if written_by is None else (written_by,))
     if expected == actual:
         return []
     if expected is None:
