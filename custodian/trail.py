@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated
 
 import click
@@ -51,6 +52,7 @@ from audits.canonical import NotCanonicalizable, canonical_sha256, sha256_hex
 from audits.errors import AuditError
 from audits.keys import SigningKey, load_or_create_signing_key
 from audits.log import AuditEntry, AuditEvent, AuditLog, EventKind, Sha256Hex, SignedCheckpoint
+from audits.manifest import sha256_file
 from audits.trust import KeyRole, TrustStore
 from custodian.project import PIPELINE_KEY_NAME, Project, private_key_path
 
@@ -308,9 +310,48 @@ def session(
         _record_error(trail, error, is_refusal)
         raise
     else:
+        if stage is not None and os.environ.get("DVC_STAGE") == stage:
+            inputs, outputs = stage_file_hashes(project, stage)
+            trail.record_inputs(inputs)
+            trail.record_outputs(outputs)
         trail._finish(_kind_for_code(trail.exit_code), None, {"exit_code": trail.exit_code})
     finally:
         _CURRENT.reset(token)
+
+
+def stage_file_hashes(project: Project, stage: str) -> tuple[dict[str, str], dict[str, str]]:
+    """SHA-256 of the deps and of the outs dvc.yaml declares for ``stage``, as DVC ran it.
+
+    A directory is summarised by one digest over its files' relative paths and
+    hashes (interpreter caches left out), so an event stays small.
+    """
+    content = yaml.safe_load(project.dvc_yaml_path.read_text(encoding="utf-8")) or {}
+    spec = (content.get("stages") or {}).get(stage) or {}
+
+    def named(keys: tuple[str, ...]) -> dict[str, str]:
+        paths = [
+            entry if isinstance(entry, str) else str(next(iter(entry)))
+            for key in keys
+            for entry in spec.get(key) or []
+        ]
+        return {
+            path: _path_digest(project.root / path)
+            for path in paths
+            if (project.root / path).exists()
+        }
+
+    return named(("deps",)), named(("outs", "metrics", "plots"))
+
+
+def _path_digest(path: Path) -> str:
+    if path.is_file():
+        return sha256_file(path)
+    files = sorted(
+        [p.relative_to(path).as_posix(), sha256_file(p)]
+        for p in path.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    )
+    return canonical_sha256(files)
 
 
 def command_path(group: click.Group, argv: Sequence[str]) -> tuple[str, ...] | None:

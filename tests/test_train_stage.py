@@ -59,6 +59,25 @@ def test_dp_training_reports_reproducible_epsilon_and_composes_runs(project: Pat
     curve = json.loads((project / "reports/train_curve.json").read_text())
     assert [row["epoch"] for row in curve] == [1, 2]
 
+    # Each stage's outcome event carries the hashes of its deps and outs.
+    events = json.loads(custodian("audit", "show", "--json", cwd=project, check=True).stdout)
+    trained = [
+        e["event"]
+        for e in events
+        if e["event"]["stage"] == "train" and e["event"]["kind"] == "command_succeeded"
+    ]
+    assert set(trained[-1]["inputs"]) == {
+        "data/split",
+        "reports/checks.json",
+        "training",
+        "privacy",
+    }
+    assert set(trained[-1]["outputs"]) == {
+        "models",
+        "reports/privacy.json",
+        "reports/train_curve.json",
+    }
+
     # The audit stage binds every artifact; a changed model is named.
     dvc("repro", "audit", cwd=project)
     assert custodian("verify", "artifacts", cwd=project).returncode == 0
