@@ -85,7 +85,6 @@ def cli(debug: bool) -> None:
     )
 
 
-
 def exit_code_for(error: BaseException) -> int:
     return next(code for cls, code in EXIT_CODES if isinstance(error, cls))
 

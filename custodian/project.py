@@ -25,11 +25,16 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from audits.log import AuditLog
 from audits.trust import TrustStore
+from governance.errors import InputError
 
 EVIDENCE_DIR = ".custodian"
 PIPELINE_KEY_NAME = "pipeline"
@@ -78,6 +83,18 @@ class Project:
     def dvc_lock_path(self) -> Path:
         return self.root / "dvc.lock"
 
+    def dvc_stages(self) -> dict[str, Any]:
+        """The ``stages`` of dvc.yaml; InputError naming the file when it cannot be read."""
+        where = self.dvc_yaml_path
+        try:
+            content = yaml.safe_load(where.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise InputError(f"{where}: cannot read: {exc.strerror}") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise InputError(f"{where}: not valid YAML ({type(exc).__name__})") from None
+        stages = content.get("stages") if isinstance(content, dict) else None
+        return stages if isinstance(stages, dict) else {}
+
     def audit_log(self, path: Path | None = None) -> AuditLog:
         """The project's audit log, or the log at ``path`` with its checkpoint beside it."""
         log_path = self.audit_log_path if path is None else path
@@ -101,6 +118,19 @@ class Project:
             return None
         commit = result.stdout.strip()
         return commit if result.returncode == 0 and _GIT_COMMIT.fullmatch(commit) else None
+
+
+def stage_entry_paths(stage: Mapping[str, Any], keys: Sequence[str], where: str) -> list[str]:
+    """The paths a stage lists under ``keys`` (entries are a path or ``{path: options}``)."""
+    return [_entry_path(entry, f"{where}.{key}") for key in keys for entry in stage.get(key) or []]
+
+
+def _entry_path(entry: object, where: str) -> str:
+    if isinstance(entry, str):
+        return entry
+    if isinstance(entry, dict) and len(entry) == 1:
+        return str(next(iter(entry)))
+    raise InputError(f"{where}: {entry!r} is not a path or a {{path: options}} mapping")
 
 
 def custodian_home() -> Path:

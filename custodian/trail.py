@@ -54,7 +54,8 @@ from audits.keys import SigningKey, load_or_create_signing_key
 from audits.log import AuditEntry, AuditEvent, AuditLog, EventKind, Sha256Hex, SignedCheckpoint
 from audits.manifest import sha256_file
 from audits.trust import KeyRole, TrustStore
-from custodian.project import PIPELINE_KEY_NAME, Project, private_key_path
+from custodian.project import PIPELINE_KEY_NAME, Project, private_key_path, stage_entry_paths
+from governance.errors import InputError
 
 READ_ONLY: frozenset[tuple[str, ...]] = frozenset(
     {
@@ -325,15 +326,10 @@ def stage_file_hashes(project: Project, stage: str) -> tuple[dict[str, str], dic
     A directory is summarised by one digest over its files' relative paths and
     hashes (interpreter caches left out), so an event stays small.
     """
-    content = yaml.safe_load(project.dvc_yaml_path.read_text(encoding="utf-8")) or {}
-    spec = (content.get("stages") or {}).get(stage) or {}
+    spec = project.dvc_stages().get(stage) or {}
 
     def named(keys: tuple[str, ...]) -> dict[str, str]:
-        paths = [
-            entry if isinstance(entry, str) else str(next(iter(entry)))
-            for key in keys
-            for entry in spec.get(key) or []
-        ]
+        paths = stage_entry_paths(spec, keys, f"stages.{stage}")
         return {
             path: _path_digest(project.root / path)
             for path in paths
@@ -445,12 +441,11 @@ def _stage(project: Project, path: tuple[str, ...]) -> str | None:
 def _stage_commands(project: Project) -> dict[str, str]:
     """``custodian`` sub-command -> stage name, from the stages' ``cmd`` in dvc.yaml."""
     try:
-        content = yaml.safe_load(project.dvc_yaml_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        stages = project.dvc_stages()
+    except InputError:
         return {}
-    stages = content.get("stages") if isinstance(content, dict) else None
     found: dict[str, str] = {}
-    for name, stage in (stages or {}).items():
+    for name, stage in stages.items():
         cmd = stage.get("cmd") if isinstance(stage, dict) else None
         for line in [cmd] if isinstance(cmd, str) else (cmd or []):
             words = str(line).split()

@@ -138,6 +138,15 @@ class Provenance(Frozen):
         """The single column with ``role`` (identifier, label or time), if declared."""
         return next((c.name for c in self.columns if c.role is role), None)
 
+    @property
+    def source_sha256(self) -> str:
+        """The hash of the dataset this one was derived from (its own, if not derived).
+
+        Privacy budgets and reports are keyed by it: a re-split of the same
+        records is the same data.
+        """
+        return self.parents[0].sha256 if self.parents else self.sha256
+
     def columns_with(self, role: ColumnRole) -> list[str]:
         return [c.name for c in self.columns if c.role is role]
 

@@ -163,9 +163,7 @@ def _pipeline_check(splits: Path, ingested: Path, gx_dir: Path, docs: Path) -> d
         context = context_copy(gx_dir, Path(work), staging_docs)
         outcomes = run_leakage_suite(context, comparisons, config, dict(params.waivers))
     report: dict = {
-        "dataset_sha256": train_record.parents[0].sha256
-        if train_record.parents
-        else train_record.sha256,
+        "dataset_sha256": train_record.source_sha256,
         "config": config.model_dump(mode="json"),
         "waived": {k.value: v for k, v in params.waivers.items()},
     }

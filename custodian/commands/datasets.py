@@ -10,7 +10,7 @@ import pandas as pd
 from governance.errors import InputError
 from governance.provenance import Provenance
 from governance.registry import parse_model
-from governance.tables import read_csv, sha256_file
+from governance.tables import read_csv_bytes, sha256_bytes
 
 
 def load_record(path: Path) -> Provenance:
@@ -29,9 +29,10 @@ def load_dataset(directory: Path, name: str) -> tuple[Provenance, pd.DataFrame]:
     data_path = directory / f"{name}.csv"
     if not data_path.is_file():
         raise InputError(f"{data_path}: file not found")
-    if sha256_file(data_path) != record.sha256:
+    content = data_path.read_bytes()
+    if sha256_bytes(content) != record.sha256:
         raise InputError(f"{data_path}: content does not match the sha256 in its record")
-    return record, read_csv(data_path)
+    return record, read_csv_bytes(content, where=str(data_path))
 
 
 def load_ingested(directory: Path) -> list[tuple[Provenance, pd.DataFrame]]:

@@ -25,13 +25,14 @@ from audits.manifest import (
     sha256_file,
 )
 from custodian import trail
-from custodian.project import Project
+from custodian.project import Project, stage_entry_paths
 from governance.errors import InputError
 
 DEFAULT_MANIFEST = Path("reports/manifest.json")
 # Interpreter caches appear next to code deps whenever it is imported; they are not inputs.
 ALWAYS_EXCLUDED = ("__pycache__", "*.pyc")
-_FILE_KEYS = ("deps", "outs", "metrics", "plots")
+_OUTPUT_KEYS = ("outs", "metrics", "plots")
+_FILE_KEYS = ("deps", *_OUTPUT_KEYS)
 
 
 class ArtifactsChanged(AuditError):
@@ -106,15 +107,8 @@ def artifacts_command(manifest_path: Path) -> None:
 
 def pipeline_paths(project: Project) -> list[str]:
     """Every path dvc.yaml's stages name as a dependency, output, metric, plot or params file."""
-    try:
-        content = yaml.safe_load(project.dvc_yaml_path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"{project.dvc_yaml_path}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        where = project.dvc_yaml_path
-        raise InputError(f"{where}: not valid YAML ({type(exc).__name__})") from None
-    stages = content.get("stages") if isinstance(content, dict) else None
-    if not isinstance(stages, dict) or not stages:
+    stages = project.dvc_stages()
+    if not stages:
         raise InputError(f"{project.dvc_yaml_path}: no stages")
     paths: set[str] = set()
     for name, stage in stages.items():
@@ -129,9 +123,7 @@ def _stage_paths(project: Project, name: str, stage: object) -> set[str]:
     if "foreach" in stage or "matrix" in stage:
         raise InputError(f"{where}: templated stages (foreach/matrix) are not supported")
     wdir = PurePosixPath(str(stage.get("wdir", ".")))
-    names: list[str] = []
-    for key in _FILE_KEYS:
-        names += [_entry_path(entry, f"{where}.{key}") for entry in stage.get(key) or []]
+    names = stage_entry_paths(stage, _FILE_KEYS, where)
     for entry in stage.get("params") or []:
         # A bare key is read from params.yaml; a mapping names its own params file.
         names += [str(file) for file in entry] if isinstance(entry, dict) else ["params.yaml"]
@@ -140,14 +132,6 @@ def _stage_paths(project: Project, name: str, stage: object) -> set[str]:
     if templated:
         raise InputError(f"{where}: templated path {templated[0]!r} is not supported")
     return {str(PurePosixPath(path)) for path in resolved}
-
-
-def _entry_path(entry: object, where: str) -> str:
-    if isinstance(entry, str):
-        return entry
-    if isinstance(entry, dict) and len(entry) == 1:
-        return str(next(iter(entry)))
-    raise InputError(f"{where}: {entry!r} is not a path or a {{path: options}} mapping")
 
 
 def _inside(project: Project, path: Path) -> str | None:
@@ -193,16 +177,11 @@ def lock_digest(project: Project, manifests: tuple[str, ...]) -> str | None:
 
 
 def _stages_writing(project: Project, paths: tuple[str, ...]) -> set[str]:
-    content = yaml.safe_load(project.dvc_yaml_path.read_text(encoding="utf-8")) or {}
     return {
         name
-        for name, stage in (content.get("stages") or {}).items()
+        for name, stage in project.dvc_stages().items()
         if isinstance(stage, dict)
-        and any(
-            _entry_path(entry, name) in paths
-            for key in ("outs", "metrics", "plots")
-            for entry in stage.get(key) or []
-        )
+        and set(stage_entry_paths(stage, _OUTPUT_KEYS, f"stages.{name}")) & set(paths)
     }
 
 

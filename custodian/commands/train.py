@@ -98,9 +98,7 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
         hidden=tuple(params.hidden), activation=Activation(params.activation)
     )
 
-    # The budget belongs to the source dataset: a re-split of the same people
-    # must not get a fresh budget.
-    dataset_sha256 = _source_sha256(train_record)
+    dataset_sha256 = train_record.source_sha256
     ledger = PrivacyLedger(Project.discover().privacy_ledger_path)
     run_id, run_dir = _run(dataset_sha256, train_record, params, privacy, sigma)
     handle = ledger.open_run(
@@ -194,10 +192,6 @@ def _feature_spec(column: ColumnSpec) -> FeatureSpec:
         categories=column.categories,
         nullable=column.nullable,
     )
-
-
-def _source_sha256(record: Provenance) -> str:
-    return record.parents[0].sha256 if record.parents else record.sha256
 
 
 def _run(
