@@ -100,6 +100,7 @@ class TrainParams(Section):
     momentum: float = Field(default=0.0, ge=0, lt=1)
     patience: int | None = Field(default=3, gt=0)
     precision: str = "bf16"
+    clipping: str = "fast"
     device: str = "auto"
     hidden: list[int] = Field(min_length=1)
     activation: str = "relu"

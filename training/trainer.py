@@ -1,9 +1,10 @@
-"""DP-SGD training of the tabular model with Opacus, in mixed precision, resumable.
+"""DP-SGD training of the tabular model, in mixed precision, resumable.
 
-:func:`train_dp` reads top to bottom: build the model and optimizer, let Opacus'
-``PrivacyEngine`` make them private (Poisson sampling always: the accountants assume it),
-restore the last checkpoint if the run directory holds one, then run epochs of DP-SGD
-steps with early stopping on the validation loss. :func:`train_non_private` trains the
+:func:`train_dp` reads top to bottom: build the model and optimizer, pick the clipping
+engine (:mod:`training.private_steps`: Custodian's fast engine by default, or Opacus'
+hooks or ghost clipping; Poisson sampling always, as the accountants assume), restore the
+last checkpoint if the run directory holds one, then run epochs of DP-SGD steps with early
+stopping on the validation loss. :func:`train_non_private` trains the
 same model on the same data without DP, as the utility baseline.
 
 Accounting: reserve, then spend
@@ -46,10 +47,8 @@ What DP covers here, and what it does not
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
-import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -59,12 +58,8 @@ from types import MappingProxyType
 from typing import Any
 
 import torch
-from opacus import PrivacyEngine
-from opacus.optimizers import DPOptimizer
-from opacus.utils.batch_memory_manager import BatchMemoryManager
 from torch import nn
 from torch.nn import functional
-from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from privacy.accounting import AccountantKind, SgdSteps, check_delta, epsilon_of
@@ -84,6 +79,7 @@ from training.errors import TrainingError, TrainingInputError
 from training.features import EncodedTable
 from training.model import Mlp, ModelConfig
 from training.precision import LossScaler, Precision, PrecisionStrategy, precision_strategy
+from training.private_steps import ClippingMode, StepOutcome, StepSetup, private_stepper
 
 __all__ = [
     "DpConfig",
@@ -123,7 +119,8 @@ class TrainConfig:
     probability ``sample_rate`` (see :func:`plan_steps`). ``patience`` is the number of
     epochs without a validation-loss improvement of more than ``min_delta`` before
     stopping (None: run every epoch). ``max_physical_batch_size`` splits large Poisson
-    batches with Opacus' ``BatchMemoryManager``. ``checkpoint_every`` is in steps (every
+    batches into physical batches (Opacus' ``BatchMemoryManager`` under Opacus clipping).
+    ``clipping`` picks the per-sample clipping engine. ``checkpoint_every`` is in steps (every
     epoch end checkpoints too); ``reserve_chunk`` is how many steps one reservation covers.
     ``seed`` drives model initialisation and dropout only.
     """
@@ -138,6 +135,7 @@ class TrainConfig:
     min_delta: float = 0.0
     precision: Precision = Precision.FP32
     max_physical_batch_size: int | None = None
+    clipping: ClippingMode = ClippingMode.FAST
     checkpoint_every: int = 200
     reserve_chunk: int = 50
     seed: int = 0
@@ -147,6 +145,7 @@ class TrainConfig:
             *_positive_ints(self, "epochs", "batch_size", "checkpoint_every", "reserve_chunk"),
             *_enum_field(self, "optimizer", OptimizerKind),
             *_enum_field(self, "precision", Precision),
+            *_enum_field(self, "clipping", ClippingMode),
         ]
         if not _is_real(self.learning_rate) or not self.learning_rate > 0:
             problems.append(f"learning_rate must be > 0, got {self.learning_rate!r}")
@@ -295,42 +294,51 @@ def train_dp(
 
     torch.manual_seed(config.seed)
     model = Mlp(model_config, train.width).to(device)
-    engine = PrivacyEngine(accountant=dp.accountant.value)
-    dp_model, dp_optimizer, loader = engine.make_private(
-        module=model,
-        optimizer=_build_optimizer(model.parameters(), config),
-        data_loader=_data_loader(train, config.batch_size),
-        noise_multiplier=dp.noise_multiplier,
-        max_grad_norm=dp.max_grad_norm,
-        poisson_sampling=True,
-        noise_generator=_entropy_seeded_generator(device),
-    )
-    _check_plan(loader, plan)
+    optimizer = _build_optimizer(model.parameters(), config)
     scaler = LossScaler(enabled=strategy.loss_scaling)
-    state = _restore(run_dir, identity, model, dp_optimizer, scaler)
+    stepper = private_stepper(
+        config.clipping,
+        StepSetup(
+            model=model,
+            optimizer=optimizer,
+            train=train,
+            batch_size=config.batch_size,
+            sample_rate=plan.sample_rate,
+            steps_per_epoch=plan.steps_per_epoch,
+            noise_multiplier=dp.noise_multiplier,
+            max_grad_norm=dp.max_grad_norm,
+            accountant=dp.accountant.value,
+            strategy=strategy,
+            scaler=scaler,
+            device=device,
+            max_physical_batch_size=config.max_physical_batch_size,
+        ),
+    )
+    state = _restore(run_dir, identity, model, optimizer, scaler)
     state.begin_session(max(read_reservation(run_dir), already_reserved))
 
-    step = _DpStep(dp_model, dp_optimizer, engine, strategy, scaler, device, dp, plan)
     run_dir.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=plan.total_steps, initial=state.step, disable=_bar_disabled(progress))
-    with _physical_batches(loader, dp_optimizer, config.max_physical_batch_size) as physical:
+    try:
         while not state.done(config):
             started = time.perf_counter()
             # Fresh Poisson draws; a resumed epoch takes only the steps it has left.
-            batches = iter(physical)
+            batches = stepper.epoch()
             for _ in _epoch_steps(state, plan, config, run_dir, reserve_steps):
-                state.take(step(batches))
+                state.take(stepper.step(batches))
                 bar.set_postfix(loss=f"{state.running_loss():.4f}", eps=state.last_epsilon())
                 bar.update(1)
                 if state.step % config.checkpoint_every == 0:
-                    _save(run_dir, identity, state, model, dp_optimizer, scaler)
+                    _save(run_dir, identity, state, model, optimizer, scaler)
             state.epoch_seconds += time.perf_counter() - started
             epsilon = epsilon_of(state.history(dp, plan), dp.delta, dp.accountant)
             state.end_epoch(_mean_loss(model, val, strategy, device), epsilon, model, config)
-            _save(run_dir, identity, state, model, dp_optimizer, scaler)
+            _save(run_dir, identity, state, model, optimizer, scaler)
             bar.set_postfix(loss=f"{state.curve[-1].train_loss:.4f}", eps=f"{epsilon:.3f}")
-    bar.close()
-    step.check_against_opacus(state.step - state.resumed_from_step)
+    finally:
+        stepper.close()
+        bar.close()
+    stepper.check_accounting(state.step - state.resumed_from_step)
     history = state.history(dp, plan)
     return state.result(
         model_config, train.width, history, plan.sample_rate, _final_epsilon(state, history, dp)
@@ -371,20 +379,13 @@ def train_non_private(
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
-            state.take(_StepOutcome(float(loss.detach()) * len(batch), len(batch), skipped=False))
+            state.take(StepOutcome(float(loss.detach()) * len(batch), len(batch), skipped=False))
             bar.set_postfix(loss=f"{state.running_loss():.4f}")
             bar.update(1)
         state.epoch_seconds += time.perf_counter() - started
         state.end_epoch(_mean_loss(model, val, strategy, device), math.inf, model, config)
     bar.close()
     return state.result(model_config, train.width, (), 1.0, math.inf)
-
-
-@dataclass(frozen=True, slots=True)
-class _StepOutcome:
-    loss_sum: float
-    samples: int
-    skipped: bool
 
 
 @dataclass(slots=True)
@@ -417,7 +418,7 @@ class _State:
     def done(self, config: TrainConfig) -> bool:
         return self.stopped_early or self.epoch >= config.epochs
 
-    def take(self, outcome: _StepOutcome) -> None:
+    def take(self, outcome: StepOutcome) -> None:
         self.step += 1
         self.accounted += 1
         self.step_in_epoch += 1
@@ -521,80 +522,6 @@ def _record_from_json(data: Mapping[str, Any]) -> EpochRecord:
     return EpochRecord(**{k: math.nan if v is None else v for k, v in data.items()})
 
 
-class _DpStep:
-    """One logical DP-SGD step: physical batches until Opacus completes it, or an overflow.
-
-    Opacus' step hook (its accountant's) runs once per completed logical step, also under
-    ``BatchMemoryManager``; wrapping it tells this class where logical steps end.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        optimizer: DPOptimizer,
-        engine: PrivacyEngine,
-        strategy: PrecisionStrategy,
-        scaler: LossScaler,
-        device: torch.device,
-        dp: DpConfig,
-        plan: StepPlan,
-    ) -> None:
-        self._model, self._optimizer, self._engine = model, optimizer, engine
-        self._strategy, self._scaler, self._device = strategy, scaler, device
-        self._dp, self._plan = dp, plan
-        self._completed = 0
-        accountant_hook = optimizer.step_hook
-        if accountant_hook is None:
-            raise TrainingError("Opacus attached no accountant hook to the DP optimizer")
-
-        def count(optimizer: DPOptimizer) -> None:
-            accountant_hook(optimizer)
-            self._completed += 1
-
-        optimizer.attach_step_hook(count)
-
-    def __call__(self, batches: Iterator[list[torch.Tensor]]) -> _StepOutcome:
-        loss_sum, samples = 0.0, 0
-        before = self._completed
-        while self._completed == before:
-            batch = next(batches, None)
-            if batch is None:
-                raise TrainingError("the Poisson sampler ran out of batches within an epoch")
-            features, labels = (tensor.to(self._device) for tensor in batch)
-            with self._strategy.autocast(self._device):
-                loss = functional.cross_entropy(self._model(features), labels)
-            self._scaler.scale_loss(loss).backward()
-            # Per-sample gradients to fp32 and unscaled *before* Opacus clips them.
-            if not self._scaler.unscale_grad_samples(self._optimizer.params):
-                return self._skip(loss_sum, samples)
-            self._optimizer.step()
-            self._optimizer.zero_grad(set_to_none=True)
-            if len(labels):
-                loss_sum += float(loss.detach()) * len(labels)
-                samples += len(labels)
-        self._scaler.update(overflow=False)
-        return _StepOutcome(loss_sum, samples, skipped=False)
-
-    def _skip(self, loss_sum: float, samples: int) -> _StepOutcome:
-        """Drop an overflowed fp16 step; it still counts, in Opacus' accountant too."""
-        self._optimizer.zero_grad(set_to_none=True)
-        self._scaler.update(overflow=True)  # raises unless fp16: elsewhere it is divergence
-        self._engine.accountant.step(
-            noise_multiplier=self._dp.noise_multiplier, sample_rate=self._plan.sample_rate
-        )
-        self._completed += 1
-        return _StepOutcome(loss_sum, samples, skipped=True)
-
-    def check_against_opacus(self, steps: int) -> None:
-        """Fail closed if this process's step count and Opacus' accountant disagree."""
-        counted = sum(entry[2] for entry in self._engine.accountant.history)
-        if counted != steps or self._completed != steps:
-            raise TrainingError(
-                f"step count mismatch: trainer took {steps} steps, Opacus' accountant "
-                f"counted {counted}; refusing to report privacy from either"
-            )
-
-
 def _epoch_steps(
     state: _State, plan: StepPlan, config: TrainConfig, run_dir: Path, reserve: ReserveSteps
 ) -> Iterator[None]:
@@ -612,7 +539,7 @@ def _restore(
     run_dir: Path,
     identity: dict[str, Any],
     model: Mlp,
-    optimizer: DPOptimizer,
+    optimizer: torch.optim.Optimizer,
     scaler: LossScaler,
 ) -> _State:
     """The checkpointed state loaded into the model, optimizer and scaler, or a fresh one."""
@@ -625,7 +552,7 @@ def _restore(
     try:
         model.load_state_dict(_section(tensors, "model."))
         restore_optimizer(
-            optimizer.original_optimizer,
+            optimizer,
             {k: v for k, v in tensors.items() if k.startswith("optimizer.")},
             checkpoint.meta["optimizer"],
         )
@@ -643,10 +570,10 @@ def _save(
     identity: dict[str, Any],
     state: _State,
     model: Mlp,
-    optimizer: DPOptimizer,
+    optimizer: torch.optim.Optimizer,
     scaler: LossScaler,
 ) -> None:
-    optimizer_state = capture_optimizer(optimizer.original_optimizer)
+    optimizer_state = capture_optimizer(optimizer)
     rng = capture_rng()
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"best.{k}": v for k, v in (state.best_weights or {}).items()})
@@ -724,16 +651,6 @@ def _check_dp_inputs(config: TrainConfig, strategy: PrecisionStrategy, reserved:
         raise TrainingInputError(f"already_reserved must be an integer >= 0, got {reserved!r}")
 
 
-def _check_plan(loader: DataLoader, plan: StepPlan) -> None:
-    """Fail closed if Opacus samples differently from the plan the noise was calibrated for."""
-    actual = (loader.sample_rate, len(loader))
-    if actual != (plan.sample_rate, plan.steps_per_epoch):
-        raise TrainingError(
-            f"Opacus uses sample rate {actual[0]} and {actual[1]} steps per epoch, but the "
-            f"plan says {plan.sample_rate} and {plan.steps_per_epoch}"
-        )
-
-
 def _final_epsilon(state: _State, history: tuple[SgdSteps, ...], dp: DpConfig) -> float:
     # A resumed run may account for more steps than its last epoch record saw.
     if state.curve and state.curve[-1].steps == state.accounted:
@@ -776,73 +693,6 @@ _OPTIMIZERS: Mapping[
         ),
     }
 )
-
-
-class _Rows(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """In-memory rows; ``__getitems__`` gathers a whole batch with one index operation.
-
-    The DataLoader calls ``__getitems__`` with each Poisson batch's indices; the per-row
-    ``__getitem__`` path (one Python call and one collate entry per row) is an order of
-    magnitude slower on small tabular rows.
-    """
-
-    def __init__(self, table: EncodedTable) -> None:
-        self._features, self._labels = table.features, table.labels
-
-    def __len__(self) -> int:
-        return int(self._labels.shape[0])
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._features[index], self._labels[index]
-
-    def __getitems__(self, indices: list[int]) -> _Gathered:
-        index = torch.as_tensor(indices, dtype=torch.long)
-        return _Gathered(self._features[index], self._labels[index])
-
-
-@dataclass(frozen=True, slots=True)
-class _Gathered:
-    """A gathered batch; its length is what Opacus' collate wrapper tests for emptiness."""
-
-    features: torch.Tensor
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-
-def _collate(batch: _Gathered) -> list[torch.Tensor]:
-    return [batch.features, batch.labels]
-
-
-def _data_loader(train: EncodedTable, batch_size: int) -> DataLoader:
-    """Fixed-size batches that ``make_private`` turns into Poisson sampling.
-
-    The sampler draws from a generator seeded from OS entropy: batch membership must stay
-    secret for subsampling to amplify privacy.
-    """
-    return DataLoader(
-        _Rows(train),
-        batch_size=batch_size,
-        collate_fn=_collate,
-        generator=_entropy_seeded_generator(torch.device("cpu")),
-    )
-
-
-def _entropy_seeded_generator(device: torch.device) -> torch.Generator:
-    generator = torch.Generator(device=device)
-    generator.manual_seed(secrets.randbits(63))
-    return generator
-
-
-def _physical_batches(
-    loader: DataLoader, optimizer: DPOptimizer, max_physical_batch_size: int | None
-) -> contextlib.AbstractContextManager[DataLoader]:
-    if max_physical_batch_size is None:
-        return contextlib.nullcontext(loader)
-    return BatchMemoryManager(
-        data_loader=loader, max_physical_batch_size=max_physical_batch_size, optimizer=optimizer
-    )
 
 
 def _bar_disabled(progress: bool | None) -> bool | None:

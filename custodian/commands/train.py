@@ -86,6 +86,7 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
         momentum=params.momentum,
         patience=params.patience,
         precision=Precision(params.precision),
+        clipping=params.clipping,
         checkpoint_every=params.checkpoint_every,
         seed=params.seed,
     )
@@ -151,6 +152,7 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
             "accountant": kind.value,
             "max_grad_norm": privacy.max_grad_norm,
             "precision": config.precision.value,
+            "clipping": config.clipping.value,
             "dataset_sha256": dataset_sha256,
             "train_sha256": train_record.sha256,
             "target_epsilon": privacy.target_epsilon,

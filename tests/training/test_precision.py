@@ -1,4 +1,8 @@
-"""Mixed precision under DP: clipped per-sample norms stay within max_grad_norm."""
+"""Mixed precision under DP: clipped per-sample norms stay within max_grad_norm.
+
+These tests watch Opacus' own clipping (``clipping: opacus-hooks``); the fast engine's
+counterpart is in ``tests/privacy/test_clipping.py``.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from training.precision import (
     resolve_device,
     unscale_grad_samples,
 )
+from training.private_steps import ClippingMode
 from training.trainer import DpConfig, TrainConfig, train_dp
 
 CPU = torch.device("cpu")
@@ -71,7 +76,14 @@ def record_clipping(
         table(400, 0),
         table(100, 1),
         ModelConfig(hidden=(32, 32)),
-        TrainConfig(epochs=1, batch_size=40, learning_rate=0.5, precision=precision, patience=None),
+        TrainConfig(
+            epochs=1,
+            batch_size=40,
+            learning_rate=0.5,
+            precision=precision,
+            patience=None,
+            clipping=ClippingMode.OPACUS_HOOKS,
+        ),
         DpConfig(noise_multiplier=1.0, max_grad_norm=MAX_GRAD_NORM, delta=1e-5, accountant="rdp"),
         run_dir=tmp_path,
         reserve_steps=lambda total: None,

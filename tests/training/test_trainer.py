@@ -10,11 +10,13 @@ from opacus.data_loader import DPDataLoader
 from torch.utils.data import DataLoader, TensorDataset
 
 from privacy.accounting import epsilon_of
+from privacy.clipping import ClippingEngine
 from training.checkpoint import load_checkpoint
 from training.errors import TrainingInputError
 from training.features import EncodedTable
 from training.model import Activation, ModelConfig, predict_proba
 from training.precision import LossScaler
+from training.private_steps import ClippingMode
 from training.trainer import (
     DpConfig,
     TrainConfig,
@@ -63,9 +65,12 @@ def run(tmp_path: Path, reserved: list[int] | None = None, **changes: object):
     )
 
 
-def test_dp_training_beats_chance_and_non_private_baseline_too(tmp_path: Path) -> None:
+@pytest.mark.parametrize("clipping", list(ClippingMode))
+def test_dp_training_beats_chance_and_non_private_baseline_too(
+    tmp_path: Path, clipping: ClippingMode
+) -> None:
     reserved: list[int] = []
-    result = run(tmp_path, reserved)
+    result = run(tmp_path, reserved, clipping=clipping)
     baseline = train_non_private(TRAIN, VAL, MODEL, config(), progress=False)
 
     assert accuracy(result.model, VAL) > 0.8
@@ -160,11 +165,32 @@ def test_overflow_skipped_steps_are_still_counted(
             return finite and Overflowing.calls % 4 != 0
 
     monkeypatch.setattr("training.trainer.LossScaler", Overflowing)
-    result = run(tmp_path, epochs=1)
+    result = run(tmp_path, epochs=1, clipping=ClippingMode.OPACUS_HOOKS)
     # Skipped steps are steps: in the history, and (else train_dp fails) in Opacus' count.
     assert result.skipped_steps == 5
     assert result.steps == result.accounted_steps == 20
     assert result.history[0].steps == 20
+
+
+def test_fast_engine_overflow_skips_are_still_counted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The fast engine's fp16 skip path: every 4th step's unscaled gradients overflow."""
+    accumulate = ClippingEngine.accumulate
+    calls = 0
+
+    def overflowing(engine: ClippingEngine, losses: torch.Tensor, *, loss_scale: float) -> bool:
+        nonlocal calls
+        calls += 1
+        assert loss_scale > 1, "the loss scale must reach the engine to be divided out"
+        finite = accumulate(engine, losses, loss_scale=loss_scale)
+        return finite and calls % 4 != 0
+
+    monkeypatch.setattr("training.trainer.LossScaler", lambda enabled: LossScaler(enabled=True))
+    monkeypatch.setattr(ClippingEngine, "accumulate", overflowing)
+    result = run(tmp_path, epochs=1)
+    assert result.skipped_steps == 5
+    assert result.steps == result.accounted_steps == result.history[0].steps == 20
 
 
 def test_early_stopping_keeps_the_best_epoch(tmp_path: Path) -> None:
@@ -173,8 +199,9 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path: Path) -> None:
     assert result.accounted_steps == 40
 
 
-def test_physical_batches_with_batch_memory_manager(tmp_path: Path) -> None:
-    result = run(tmp_path, epochs=1, max_physical_batch_size=16)
+@pytest.mark.parametrize("clipping", [ClippingMode.FAST, ClippingMode.OPACUS_HOOKS])
+def test_physical_batches_with_batch_memory_manager(tmp_path: Path, clipping: ClippingMode) -> None:
+    result = run(tmp_path, epochs=1, max_physical_batch_size=16, clipping=clipping)
     assert result.steps == result.accounted_steps == 20
 
 

@@ -1,0 +1,66 @@
+"""Poisson sampling over in-memory rows, vectorised: one draw and one gather per step.
+
+Each row joins a step's batch independently with probability ``sample_rate``, exactly as
+Opacus' ``UniformWithReplacementSampler`` does (``torch.rand(n) < sample_rate``), and an
+epoch is ``int(1 / sample_rate)`` steps, so the accountants' subsampled-Gaussian analysis
+applies unchanged. Batches may be empty; the caller must still take (and count) the step.
+
+The generator must be secret: whoever can replay batch membership loses the amplification
+by subsampling. :func:`entropy_generator` seeds one from the operating system.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+
+import torch
+
+from privacy.errors import PrivacyInputError
+
+__all__ = ["PoissonSampler", "entropy_generator"]
+
+
+def entropy_generator(device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch generator seeded from the OS's entropy (not a CSPRNG; see the trainer notes)."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(secrets.randbits(63))
+    return generator
+
+
+class PoissonSampler:
+    """Index batches of ``rows`` rows, each row included with probability ``sample_rate``."""
+
+    def __init__(self, rows: int, sample_rate: float, generator: torch.Generator) -> None:
+        if not isinstance(rows, int) or isinstance(rows, bool) or rows <= 0:
+            raise PrivacyInputError(f"rows must be a positive integer, got {rows!r}")
+        if not isinstance(sample_rate, int | float) or not 0 < sample_rate <= 1:
+            raise PrivacyInputError(f"sample_rate must be in (0, 1], got {sample_rate!r}")
+        self.rows = rows
+        self.sample_rate = float(sample_rate)
+        self.steps_per_epoch = int(1 / self.sample_rate)
+        self._generator = generator
+
+    def draw(self) -> torch.Tensor:
+        """One step's row indices (int64, ascending, possibly empty)."""
+        mask = (
+            torch.rand(self.rows, generator=self._generator, device=self._generator.device)
+            < self.sample_rate
+        )
+        return mask.nonzero().view(-1)
+
+    def epoch(self) -> Iterator[torch.Tensor]:
+        """``steps_per_epoch`` fresh draws."""
+        for _ in range(self.steps_per_epoch):
+            yield self.draw()
+
+    @property
+    def expected_batch_size(self) -> int:
+        """Opacus' normaliser under ``loss_reduction="mean"``: ``int(rows * sample_rate)``."""
+        return int(self.rows * self.sample_rate)
+
+    def __repr__(self) -> str:
+        return (
+            f"PoissonSampler(rows={self.rows}, sample_rate={self.sample_rate:.6g}, "
+            f"steps_per_epoch={self.steps_per_epoch})"
+        )

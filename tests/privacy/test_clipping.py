@@ -1,0 +1,279 @@
+"""The fast clipping engine against Opacus' hooks-mode clipping, layer type by layer type."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from opacus import GradSampleModule
+from opacus.optimizers import DPOptimizer
+from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+from torch import nn
+from torch.nn import functional
+
+from privacy.clipping import ClippingEngine, UnsupportedModule, add_noise
+from privacy.errors import PrivacyInputError
+from privacy.sampling import PoissonSampler
+
+FP32_TOLERANCE = 1e-5
+# Under bf16 autocast Opacus forms per-sample gradients in bf16 (then casts them to fp32
+# for clipping); the fast engine forms its products in fp32 from the same bf16 factors.
+# The clipped sums then differ by bf16 rounding of per-sample gradients that largely cancel.
+BF16_TOLERANCE = 1e-2
+
+
+def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return functional.cross_entropy(logits.float(), labels, reduction="none")
+
+
+def opacus_clipped_sum(
+    model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, max_grad_norm: float, dtype=None
+) -> list[torch.Tensor]:
+    """Opacus' reference: hooks-mode per-sample gradients, its own clip_and_accumulate."""
+    reference = copy.deepcopy(model)
+    wrapped = GradSampleModule(reference, loss_reduction="sum")
+    optimizer = DPOptimizer(
+        torch.optim.SGD(reference.parameters(), lr=0.1),
+        noise_multiplier=0.0,
+        max_grad_norm=max_grad_norm,
+        expected_batch_size=len(labels),
+        loss_reduction="sum",
+    )
+    with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        logits = wrapped(inputs)
+    per_sample_loss(logits, labels).sum().backward()
+    for param in reference.parameters():
+        param.grad_sample = param.grad_sample.float()
+    optimizer.pre_step()
+    return [param.grad.detach().clone() for param in reference.parameters()]
+
+
+def fast_clipped_sum(
+    model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, max_grad_norm: float, dtype=None
+) -> list[torch.Tensor]:
+    engine = ClippingEngine(model, max_grad_norm=max_grad_norm)
+    with (
+        engine.capture(),
+        torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None),
+    ):
+        logits = model(inputs)
+    assert engine.accumulate(per_sample_loss(logits, labels))
+    sums = engine.take_sums()
+    engine.detach()
+    assert all(param.grad is None for param in model.parameters()), "p.grad must stay untouched"
+    return [sums[param] for param in model.parameters()]
+
+
+def max_relative_error(ours: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
+    return max(
+        float((a - b).norm() / b.norm().clamp(min=1e-12))
+        for a, b in zip(ours, reference, strict=True)
+    )
+
+
+class Tokens(nn.Module):
+    """Embedding -> LayerNorm -> Linear on sequences -> GroupNorm (Opacus fallback) -> Linear."""
+
+    def __init__(self, vocabulary: int = 40, width: int = 16, padding_idx: int | None = None):
+        super().__init__()
+        self.embedding = nn.Embedding(vocabulary, width, padding_idx=padding_idx)
+        self.norm = nn.LayerNorm(width)
+        self.mix = nn.Linear(width, 8)
+        self.group = nn.GroupNorm(2, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        hidden = self.mix(self.norm(self.embedding(ids)))  # (B, T, 8)
+        hidden = self.group(hidden.transpose(1, 2)).transpose(1, 2)
+        return self.head(hidden.mean(1))
+
+
+def mlp(width: int = 32) -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(12, width), nn.ReLU(), nn.Linear(width, width), nn.GELU(), nn.Linear(width, 2)
+    )
+
+
+def mlp_batch(rows: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(rows, 12, generator=generator) * 3, torch.randint(
+        0, 2, (rows,), generator=generator
+    )
+
+
+def token_batch(
+    rows: int = 48, steps: int = 10, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 40, (rows, steps), generator=generator)
+    ids[:, :3] = ids[:, 3:4]  # repeated tokens in a sample: their gradients add before the norm
+    return ids, torch.randint(0, 3, (rows,), generator=generator)
+
+
+@pytest.mark.parametrize("max_grad_norm", [0.01, 1.0, 1e6])  # all, some, none clipped
+@pytest.mark.parametrize("seed", [0, 1])
+def test_linear_layers_match_opacus_hooks(max_grad_norm: float, seed: int) -> None:
+    torch.manual_seed(seed)
+    model, (inputs, labels) = mlp(), mlp_batch(seed=seed)
+    reference = opacus_clipped_sum(model, inputs, labels, max_grad_norm)
+    assert max_relative_error(fast_clipped_sum(model, inputs, labels, max_grad_norm), reference) < (
+        FP32_TOLERANCE
+    )
+
+
+@pytest.mark.parametrize("max_grad_norm", [0.01, 1.0, 1e6])
+def test_embedding_layer_norm_sequences_and_fallback_match_opacus_hooks(
+    max_grad_norm: float,
+) -> None:
+    torch.manual_seed(0)
+    model, (ids, labels) = Tokens(), token_batch()
+    reference = opacus_clipped_sum(model, ids, labels, max_grad_norm)
+    assert max_relative_error(fast_clipped_sum(model, ids, labels, max_grad_norm), reference) < (
+        FP32_TOLERANCE
+    )
+
+
+@pytest.mark.parametrize(("steps", "width"), [(4, 64), (64, 4)])
+def test_sequence_linear_norms_by_ghost_and_direct_paths(steps: int, width: int) -> None:
+    """Both ways of computing a sequence layer's per-sample norm agree with Opacus."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(width, width), nn.Tanh(), nn.Flatten(), nn.Linear(steps * width, 2)
+    )
+    inputs = torch.randn(32, steps, width)
+    labels = torch.randint(0, 2, (32,))
+    reference = opacus_clipped_sum(model, inputs, labels, 0.5)
+    assert max_relative_error(fast_clipped_sum(model, inputs, labels, 0.5), reference) < (
+        FP32_TOLERANCE
+    )
+
+
+def test_embedding_padding_row_gets_no_gradient_like_autograd() -> None:
+    """padding_idx rows get no gradient in torch. (Opacus' embedding grad sampler does not
+    zero them, so the reference here is autograd, one sample at a time.)"""
+    torch.manual_seed(0)
+    model, (ids, labels) = Tokens(padding_idx=0), token_batch(rows=12)
+    ids[:, 5:] = 0
+    max_grad_norm = 0.3
+    expected = [torch.zeros_like(p) for p in model.parameters()]
+    for i in range(len(labels)):
+        model.zero_grad()
+        per_sample_loss(model(ids[i : i + 1]), labels[i : i + 1]).sum().backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        norm = torch.sqrt(sum(g.square().sum() for g in grads))
+        factor = min(1.0, max_grad_norm / (float(norm) + 1e-6))
+        expected = [e + factor * g for e, g in zip(expected, grads, strict=True)]
+    model.zero_grad(set_to_none=True)
+    ours = fast_clipped_sum(model, ids, labels, max_grad_norm)
+    assert max_relative_error(ours, expected) < FP32_TOLERANCE
+    assert ours[0][0].abs().max() == 0
+
+
+def test_bf16_autocast_matches_opacus_under_the_same_autocast() -> None:
+    torch.manual_seed(0)
+    model, (inputs, labels) = mlp(64), mlp_batch(512)
+    reference = opacus_clipped_sum(model, inputs, labels, 1.0, torch.bfloat16)
+    ours = fast_clipped_sum(model, inputs, labels, 1.0, torch.bfloat16)
+    assert max_relative_error(ours, reference) < BF16_TOLERANCE
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_every_clipped_per_sample_gradient_is_within_max_grad_norm(dtype) -> None:
+    """One sample at a time, the clipped sum is that sample's clipped gradient: norm <= C."""
+    torch.manual_seed(0)
+    model, (inputs, labels) = mlp(64), mlp_batch(64)
+    max_grad_norm = 0.05
+    norms = []
+    for i in range(len(labels)):
+        sums = fast_clipped_sum(model, inputs[i : i + 1], labels[i : i + 1], max_grad_norm, dtype)
+        norms.append(torch.sqrt(sum(s.double().square().sum() for s in sums)))
+    norms = torch.stack(norms)
+    assert norms.max() <= max_grad_norm * (1 + 1e-6)
+    assert (norms > max_grad_norm * 0.999).float().mean() > 0.9  # the bound binds
+
+
+def test_gradients_accumulate_over_physical_batches() -> None:
+    torch.manual_seed(0)
+    model, (inputs, labels) = mlp(), mlp_batch(100)
+    engine = ClippingEngine(model, max_grad_norm=0.5)
+    for part in torch.arange(100).split(30):
+        with engine.capture():
+            logits = model(inputs[part])
+        engine.accumulate(per_sample_loss(logits, labels[part]))
+    split = engine.take_sums()
+    whole = fast_clipped_sum(model, inputs, labels, 0.5)
+    assert max_relative_error([split[p] for p in model.parameters()], whole) < FP32_TOLERANCE
+
+
+def test_an_empty_batch_gives_zero_sums_then_pure_noise() -> None:
+    model = mlp()
+    engine = ClippingEngine(model, max_grad_norm=1.0)
+    with engine.capture():
+        logits = model(torch.zeros(0, 12))
+    assert engine.accumulate(per_sample_loss(logits, torch.zeros(0, dtype=torch.long)))
+    sums = engine.take_sums()
+    assert all(float(s.abs().max()) == 0 for s in sums.values())
+    generator = torch.Generator().manual_seed(0)
+    add_noise(sums, std=2.0, generator=generator, normaliser=4.0)
+    noise = torch.cat([p.grad.flatten() for p in model.parameters()])
+    assert noise.std() == pytest.approx(0.5, rel=0.05)  # std / normaliser
+
+
+def test_loss_scale_is_divided_out_and_overflow_reported() -> None:
+    torch.manual_seed(0)
+    model, (inputs, labels) = mlp(), mlp_batch(64)
+    plain = fast_clipped_sum(model, inputs, labels, 1e6)
+    engine = ClippingEngine(model, max_grad_norm=1e6)
+    with engine.capture():
+        logits = model(inputs)
+    assert engine.accumulate(per_sample_loss(logits, labels) * 1024.0, loss_scale=1024.0)
+    scaled = engine.take_sums()
+    assert max_relative_error([scaled[p] for p in model.parameters()], plain) < FP32_TOLERANCE
+    with engine.capture():
+        logits = model(inputs)
+    assert not engine.accumulate(per_sample_loss(logits, labels) * float("inf"), loss_scale=2.0)
+
+
+def test_models_it_cannot_clip_exactly_are_refused() -> None:
+    class Shared(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.layer(self.layer(x))
+
+    class Loose(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(4))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * self.scale
+
+    with pytest.raises(UnsupportedModule, match="Loose has trainable parameters"):
+        ClippingEngine(Loose(), max_grad_norm=1.0)
+    shared = Shared()
+    engine = ClippingEngine(shared, max_grad_norm=1.0)
+    with engine.capture():
+        out = shared(torch.randn(3, 4))
+    with pytest.raises(UnsupportedModule, match="more than once"):
+        engine.accumulate(out.sum(1))
+    with pytest.raises(PrivacyInputError, match="max_grad_norm"):
+        ClippingEngine(mlp(), max_grad_norm=0)
+
+
+@pytest.mark.parametrize(("rows", "rate"), [(1000, 0.01), (257, 1 / 3), (10, 0.1)])
+def test_poisson_sampling_draws_exactly_what_opacus_draws(rows: int, rate: float) -> None:
+    """Same generator state, same batches: one vectorised draw equals Opacus' sampler."""
+    ours = PoissonSampler(rows, rate, torch.Generator().manual_seed(7))
+    theirs = UniformWithReplacementSampler(
+        num_samples=rows, sample_rate=rate, generator=torch.Generator().manual_seed(7)
+    )
+    ours_batches = [batch.tolist() for batch in ours.epoch()]
+    theirs_batches = list(theirs)
+    assert ours.steps_per_epoch == len(theirs) == len(theirs_batches)
+    assert ours_batches == theirs_batches
+    if rows == 10:  # P(empty) = 0.9^10 per step: empty batches happen and are kept
+        assert any(not batch for batch in ours_batches)
