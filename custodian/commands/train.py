@@ -32,7 +32,7 @@ from privacy.accounting import (
 )
 from privacy.ledger import PrivacyLedger
 from training.checkpoint import save_model
-from training.features import ColumnRole, FeatureSpec, encode_table
+from training.features import ColumnRole, EncodedTable, FeatureSpec, encode_table
 from training.model import Activation, ModelConfig
 from training.precision import Precision, resolve_device
 from training.trainer import DpConfig, OptimizerKind, TrainConfig, plan_steps, train_dp
@@ -56,24 +56,8 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
     """Train the model with differential privacy; write the model and privacy report."""
     privacy = load_section(PrivacyParams, "privacy")
     params = load_section(TrainParams, "train")
-    train_record, train_frame = load_dataset(splits, "train")
-    _, val_frame = load_dataset(splits, "val")
-    label = train_record.column(SchemaRole.label)
-    columns = [_feature_spec(c) for c in train_record.columns]
-    train = encode_table(
-        train_frame,
-        columns,
-        label,
-        include_sensitive=params.include_sensitive,
-        source=str(splits / "train.csv"),
-    )
-    val = encode_table(
-        val_frame,
-        columns,
-        label,
-        include_sensitive=params.include_sensitive,
-        source=str(splits / "val.csv"),
-    )
+    train_record, train = encode_split(splits, "train", params.include_sensitive)
+    _, val = encode_split(splits, "val", params.include_sensitive)
 
     kind = AccountantKind.parse(privacy.accountant)
     delta = privacy.delta if privacy.delta is not None else default_delta(len(train))
@@ -183,6 +167,21 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
         f"{result.epsilon:.3f} at delta {delta:g} (sigma {sigma:.3f}, {kind.value}); "
         f"dataset budget spent {spent:.3f} of {privacy.lifetime_epsilon:g}"
     )
+
+
+def encode_split(
+    splits: Path, name: str, include_sensitive: bool
+) -> tuple[Provenance, EncodedTable]:
+    """Split ``name``'s provenance and its rows encoded by the declared schema."""
+    record, frame = load_dataset(splits, name)
+    table = encode_table(
+        frame,
+        [_feature_spec(c) for c in record.columns],
+        record.column(SchemaRole.label),
+        include_sensitive=include_sensitive,
+        source=str(splits / f"{name}.csv"),
+    )
+    return record, table
 
 
 def _feature_spec(column: ColumnSpec) -> FeatureSpec:

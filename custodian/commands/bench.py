@@ -1,0 +1,145 @@
+"""``custodian bench dp``: DP training throughput, non-private vs Opacus vs fast clipping.
+
+All variants run side by side in this process on the same model and data (see
+:mod:`training.dp_benchmark`); the printed ratios are what the speed goals are judged by.
+The default workload is an MLP 64-256-256-2 on 50,000 synthetic rows at an expected
+batch of 512; ``--model pipeline`` benchmarks the pipeline's own model on its training
+split (after ``dvc repro``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import torch
+
+from custodian.commands.train import encode_split
+from custodian.params import TrainParams, load_section
+from training.dp_benchmark import (
+    VARIANTS,
+    BenchResult,
+    Workload,
+    memory_in_subprocess,
+    run_benchmark,
+    synthetic_workload,
+)
+from training.errors import TrainingInputError
+from training.model import Activation, Mlp, ModelConfig
+from training.precision import resolve_device
+
+DEFAULT_MODEL = "64-256-256-2"
+
+
+@click.group("bench")
+def bench() -> None:
+    """Benchmarks that compare variants side by side in one process."""
+
+
+@bench.command("dp")
+@click.option(
+    "--model",
+    default=DEFAULT_MODEL,
+    show_default=True,
+    help="Layer widths of a synthetic MLP (e.g. 64-256-256-2), or 'pipeline'.",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), help="Expected batch size.")
+@click.option("--rows", type=click.IntRange(min=2), default=50_000, show_default=True)
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--seconds", type=click.FloatRange(min=0.1), default=2.0, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu | cuda | auto")
+@click.option("--variant", "variants", multiple=True, type=click.Choice(sorted(VARIANTS)))
+@click.option("--memory/--no-memory", default=True, help="Peak memory per variant.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def dp_command(
+    model: str,
+    batch_size: int | None,
+    rows: int,
+    rounds: int,
+    seconds: float,
+    device: str,
+    variants: tuple[str, ...],
+    memory: bool,
+    as_json: bool,
+) -> None:
+    """Samples/s of non-private, Opacus hooks, Opacus ghost and fast DP training."""
+    target = resolve_device(device)
+    if model == "pipeline":
+        workload = _pipeline_workload(batch_size)
+        measure = None  # the subprocess rebuilds synthetic workloads only
+    else:
+        widths = _widths(model)
+        batch = batch_size or 512
+        workload = synthetic_workload(widths, rows, batch)
+        args = [model, str(rows), str(batch), str(target), "20"]
+        measure = memory_in_subprocess(args) if memory else None
+
+    def progress(line: str) -> None:
+        if not as_json:
+            click.echo(line, err=True)
+
+    result = run_benchmark(
+        workload,
+        device=target,
+        rounds=rounds,
+        seconds_per_round=seconds,
+        variants=variants or tuple(VARIANTS),
+        memory=measure,
+        progress=progress,
+    )
+    click.echo(json.dumps(result.to_json(), indent=2) if as_json else _table(result))
+
+
+def _widths(model: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(part) for part in model.split("-"))
+    except ValueError:
+        raise TrainingInputError(
+            f"--model: expected widths like {DEFAULT_MODEL} or 'pipeline', got {model!r}"
+        ) from None
+    if len(widths) < 2 or min(widths) < 1:
+        raise TrainingInputError(f"--model: need at least two positive widths, got {model!r}")
+    return widths
+
+
+def _pipeline_workload(batch_size: int | None) -> Workload:
+    params = load_section(TrainParams, "train")
+    splits = Path("data/split")
+    if not (splits / "train.csv").is_file():
+        raise TrainingInputError(f"{splits / 'train.csv'}: not found; run `dvc repro split` first")
+    _, table = encode_split(splits, "train", params.include_sensitive)
+    config = ModelConfig(hidden=tuple(params.hidden), activation=Activation(params.activation))
+    batch = batch_size or params.batch_size
+    return Workload(
+        name=f"pipeline Mlp {list(params.hidden)} on {len(table)} training rows, batch {batch}",
+        make_model=lambda: Mlp(config, table.width),
+        features=table.features,
+        labels=table.labels,
+        batch_size=batch,
+    )
+
+
+def _table(result: BenchResult) -> str:
+    lines = [
+        f"workload: {result.workload}",
+        f"device: {result.device}, torch threads: {result.threads}, rounds: {result.rounds}",
+        "",
+        f"{'variant':<26}{'samples/s':>12}{'data path':>11}{'peak MiB':>10}",
+    ]
+    for name, rate in result.samples_per_second.items():
+        peak = result.peak_memory_mib.get(name)
+        lines.append(
+            f"{name:<26}{rate:>12,.0f}{result.data_fraction[name]:>10.1%}"
+            f"{'' if peak is None else f'{peak:.1f}':>10}"
+        )
+    lines += ["", "ratios:"]
+    lines += [f"  {name:<36}{value:6.2f}" for name, value in result.ratios().items()]
+    lines += [
+        "",
+        f"max relative error vs Opacus hooks: fp32 {result.max_rel_error_vs_opacus:.2e}, "
+        f"bf16 {result.max_rel_error_vs_opacus_bf16:.2e}",
+    ]
+    if torch.get_num_threads() == 1:
+        lines.append("note: torch runs single-threaded here")
+    return "\n".join(lines)

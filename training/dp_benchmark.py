@@ -1,0 +1,469 @@
+"""DP training throughput, side by side in one process: non-private vs Opacus vs fast clipping.
+
+Every variant trains the same model architecture (fresh weights from the same seed) on
+the same in-memory tensors with the same optimizer and the same (expected) batch size:
+
+``nonprivate``
+    a plain PyTorch step over shuffled fixed-size batches (one permutation per epoch);
+``opacus_hooks`` / ``opacus_ghost``
+    Opacus' ``GradSampleModule`` + ``DPOptimizer`` (hooks mode), or its fast-gradient-
+    clipping module, optimizer and loss wrapper (ghost mode), fed by the same vectorised
+    Poisson sampler as the fast engine: Opacus' best case;
+``opacus_ghost_loader``
+    ghost clipping once more through ``make_private``'s own Poisson DataLoader over a
+    ``TensorDataset``, Opacus' documented data path;
+``fast``
+    :class:`privacy.clipping.ClippingEngine` with :class:`privacy.sampling.PoissonSampler`.
+
+Variants are timed in interleaved rounds (each round runs every variant for
+``seconds_per_round``) so that drift on a shared machine spreads over all of them; the
+median over rounds is reported. Data-path time (sampling and gathering, or waiting on the
+DataLoader) is timed separately and included in samples/s. Peak memory is measured per
+variant in a fresh subprocess (CPU: growth of peak RSS; CUDA: ``max_memory_allocated``),
+since one process's allocator reuses what earlier variants freed.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from opacus import GradSampleModule, PrivacyEngine
+from opacus.grad_sample import GradSampleModuleFastGradientClipping
+from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
+from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
+from torch import nn
+from torch.nn import functional
+from torch.utils.data import DataLoader, TensorDataset
+
+from privacy.clipping import ClippingEngine, add_noise
+from privacy.sampling import PoissonSampler, entropy_generator
+from training.errors import TrainingInputError
+
+__all__ = ["VARIANTS", "Workload", "run_benchmark", "synthetic_workload"]
+
+NOISE_MULTIPLIER = 1.0
+MAX_GRAD_NORM = 1.0
+LEARNING_RATE = 0.05
+MOMENTUM = 0.9
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """A model factory and in-memory data: what every variant trains on."""
+
+    name: str
+    make_model: Callable[[], nn.Module]
+    features: torch.Tensor
+    labels: torch.Tensor
+    batch_size: int
+
+    @property
+    def rows(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def sample_rate(self) -> float:
+        return self.batch_size / self.rows
+
+
+def synthetic_workload(widths: tuple[int, ...], rows: int, batch_size: int) -> Workload:
+    """An MLP ``widths[0] -> ... -> widths[-1]`` on ``rows`` Gaussian rows, random labels."""
+    if len(widths) < 2 or any(width <= 0 for width in widths):
+        raise TrainingInputError(f"model widths must be >= 2 positive integers, got {widths}")
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(rows, widths[0], generator=generator)
+    labels = torch.randint(0, widths[-1], (rows,), generator=generator)
+
+    def make_model() -> nn.Module:
+        layers: list[nn.Module] = []
+        for fan_in, fan_out in zip(widths[:-2], widths[1:-1], strict=True):
+            layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+        layers.append(nn.Linear(widths[-2], widths[-1]))
+        return nn.Sequential(*layers)
+
+    name = f"mlp {'-'.join(map(str, widths))}, {rows} rows, batch {batch_size}"
+    return Workload(name, make_model, features, labels, batch_size)
+
+
+@dataclass(slots=True)
+class _Timing:
+    samples: int = 0
+    seconds: float = 0.0
+    data_seconds: float = 0.0
+
+
+class _Variant:
+    """One way to train: ``run(seconds)`` takes steps until the time is up, timing them."""
+
+    def __init__(self, workload: Workload, device: torch.device, dtype: torch.dtype | None):
+        self.workload, self.device, self.dtype = workload, device, dtype
+        torch.manual_seed(0)
+        self.model = workload.make_model().to(device)
+        self.features = workload.features.to(device)
+        self.labels = workload.labels.to(device)
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(
+            self.device.type, dtype=self.dtype or torch.bfloat16, enabled=self.dtype is not None
+        )
+
+    def optimizer(self, params: Iterator[nn.Parameter]) -> torch.optim.Optimizer:
+        return torch.optim.SGD(params, lr=LEARNING_RATE, momentum=MOMENTUM)
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        raise NotImplementedError
+
+    def step(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def run(self, seconds: float, timing: _Timing) -> None:
+        batches = self.batches()
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            fetch = time.perf_counter()
+            features, labels = next(batches)
+            timing.data_seconds += time.perf_counter() - fetch
+            self.step(features, labels)
+            timing.samples += len(labels)
+        _synchronise(self.device)
+        timing.seconds += time.perf_counter() - started
+
+
+class _NonPrivate(_Variant):
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self._optimizer = self.optimizer(self.model.parameters())
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while True:
+            order = torch.randperm(self.workload.rows, device=self.device)
+            for index in order.split(self.workload.batch_size):
+                if len(index) == self.workload.batch_size:
+                    yield self.features[index], self.labels[index]
+
+    def step(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        with self.autocast():
+            logits = self.model(features)
+        functional.cross_entropy(logits.float(), labels).backward()
+        self._optimizer.step()
+        self._optimizer.zero_grad(set_to_none=True)
+
+
+class _Poisson(_Variant):
+    """In-memory Poisson sampling: one vectorised draw and one gather per step."""
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        sampler = PoissonSampler(
+            self.workload.rows, self.workload.sample_rate, entropy_generator(self.device)
+        )
+        while True:
+            index = sampler.draw()
+            yield self.features[index], self.labels[index]
+
+
+class _Fast(_Poisson):
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self._optimizer = self.optimizer(self.model.parameters())
+        self._engine = ClippingEngine(self.model, max_grad_norm=MAX_GRAD_NORM)
+        self._generator = entropy_generator(self.device)
+
+    def step(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        with self._engine.capture(), self.autocast():
+            logits = self.model(features)
+        self._engine.accumulate(functional.cross_entropy(logits.float(), labels, reduction="none"))
+        add_noise(
+            self._engine.take_sums(),
+            std=NOISE_MULTIPLIER * MAX_GRAD_NORM,
+            generator=self._generator,
+            normaliser=self.workload.batch_size,
+        )
+        self._optimizer.step()
+        self._optimizer.zero_grad(set_to_none=True)
+
+
+class _OpacusHooks(_Poisson):
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.model = GradSampleModule(self.model)
+        self._optimizer = DPOptimizer(
+            self.optimizer(self.model.parameters()),
+            noise_multiplier=NOISE_MULTIPLIER,
+            max_grad_norm=MAX_GRAD_NORM,
+            expected_batch_size=self.workload.batch_size,
+        )
+
+    def step(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        with self.autocast():
+            logits = self.model(features)
+        functional.cross_entropy(logits.float(), labels).backward()
+        for param in self._optimizer.params:  # Opacus clips what it is given: fp32 norms
+            param.grad_sample = param.grad_sample.float()
+        self._optimizer.step()
+        self._optimizer.zero_grad(set_to_none=True)
+
+
+class _OpacusGhost(_Poisson):
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.model = GradSampleModuleFastGradientClipping(
+            self.model, max_grad_norm=MAX_GRAD_NORM, use_ghost_clipping=True
+        )
+        self._optimizer = DPOptimizerFastGradientClipping(
+            self.optimizer(self.model.parameters()),
+            noise_multiplier=NOISE_MULTIPLIER,
+            max_grad_norm=MAX_GRAD_NORM,
+            expected_batch_size=self.workload.batch_size,
+        )
+        self._loss = DPLossFastGradientClipping(self.model, self._optimizer, nn.CrossEntropyLoss())
+
+    def step(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        with self.autocast():
+            logits = self.model(features)
+        self._loss(logits.float(), labels).backward()
+        self._optimizer.step()
+        self._optimizer.zero_grad(set_to_none=True)
+
+
+class _OpacusGhostLoader(_OpacusGhost):
+    """Ghost clipping fed by ``make_private``'s Poisson DataLoader (per-item dataset path)."""
+
+    def __init__(self, *args: object) -> None:
+        _Variant.__init__(self, *args)
+        loader = DataLoader(
+            TensorDataset(self.workload.features, self.workload.labels),
+            batch_size=self.workload.batch_size,
+        )
+        self.model, self._optimizer, self._loss, self._loader = PrivacyEngine().make_private(
+            module=self.model,
+            optimizer=self.optimizer(self.model.parameters()),
+            data_loader=loader,
+            criterion=nn.CrossEntropyLoss(),
+            noise_multiplier=NOISE_MULTIPLIER,
+            max_grad_norm=MAX_GRAD_NORM,
+            poisson_sampling=True,
+            grad_sample_mode="ghost",
+        )
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while True:
+            for features, labels in self._loader:
+                yield features.to(self.device), labels.to(self.device)
+
+
+VARIANTS: dict[str, tuple[type[_Variant], torch.dtype | None]] = {
+    "nonprivate_fp32": (_NonPrivate, None),
+    "opacus_hooks_fp32": (_OpacusHooks, None),
+    "opacus_ghost_fp32": (_OpacusGhost, None),
+    "opacus_ghost_loader_fp32": (_OpacusGhostLoader, None),
+    "fast_fp32": (_Fast, None),
+    "nonprivate_bf16": (_NonPrivate, torch.bfloat16),
+    "fast_bf16": (_Fast, torch.bfloat16),
+}
+# Opacus hooks mode is ~50x slower: it gets a smaller share of each round's time budget,
+# and is still timed over whole steps.
+_SLOW = {"opacus_hooks_fp32": 0.5}
+
+
+@dataclass(slots=True)
+class BenchResult:
+    workload: str
+    device: str
+    threads: int
+    rounds: int
+    samples_per_second: dict[str, float] = field(default_factory=dict)
+    data_fraction: dict[str, float] = field(default_factory=dict)
+    peak_memory_mib: dict[str, float] = field(default_factory=dict)
+    max_rel_error_vs_opacus: float = float("nan")
+    max_rel_error_vs_opacus_bf16: float = float("nan")
+
+    def ratios(self) -> dict[str, float]:
+        sps = self.samples_per_second
+        pairs = {
+            "fast_fp32/nonprivate_fp32": ("fast_fp32", "nonprivate_fp32"),
+            "fast_fp32/opacus_ghost_fp32": ("fast_fp32", "opacus_ghost_fp32"),
+            "fast_fp32/opacus_hooks_fp32": ("fast_fp32", "opacus_hooks_fp32"),
+            "fast_fp32/opacus_ghost_loader_fp32": ("fast_fp32", "opacus_ghost_loader_fp32"),
+            "fast_bf16/nonprivate_bf16": ("fast_bf16", "nonprivate_bf16"),
+            "fast_bf16/fast_fp32": ("fast_bf16", "fast_fp32"),
+        }
+        return {k: sps[a] / sps[b] for k, (a, b) in pairs.items() if a in sps and b in sps}
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            **self.samples_per_second,
+            "max_rel_error_vs_opacus": self.max_rel_error_vs_opacus,
+            "max_rel_error_vs_opacus_bf16": self.max_rel_error_vs_opacus_bf16,
+            "ratios": self.ratios(),
+            "data_fraction": self.data_fraction,
+            "peak_memory_mib": self.peak_memory_mib,
+            "workload": self.workload,
+            "device": self.device,
+            "threads": self.threads,
+            "rounds": self.rounds,
+        }
+
+
+def run_benchmark(
+    workload: Workload,
+    *,
+    device: torch.device,
+    rounds: int = 3,
+    seconds_per_round: float = 2.0,
+    variants: tuple[str, ...] = tuple(VARIANTS),
+    memory: Callable[[str], float] | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> BenchResult:
+    """Time ``variants`` in ``rounds`` interleaved rounds; errors against Opacus first."""
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        raise TrainingInputError(f"unknown variants {unknown} (valid: {sorted(VARIANTS)})")
+    result = BenchResult(workload.name, str(device), torch.get_num_threads(), rounds)
+    result.max_rel_error_vs_opacus = clipping_error_vs_opacus(workload, device, None)
+    result.max_rel_error_vs_opacus_bf16 = clipping_error_vs_opacus(workload, device, torch.bfloat16)
+    built = {}
+    for name in variants:
+        cls, dtype = VARIANTS[name]
+        built[name] = cls(workload, device, dtype)
+        built[name].run(0.2, _Timing())  # warm-up: allocator, kernels, hooks
+    per_round: dict[str, list[_Timing]] = {name: [] for name in variants}
+    for round_ in range(rounds):
+        order = list(variants) if round_ % 2 == 0 else list(reversed(variants))
+        for name in order:
+            timing = _Timing()
+            built[name].run(seconds_per_round * _SLOW.get(name, 1.0), timing)
+            per_round[name].append(timing)
+            progress(
+                f"round {round_ + 1}/{rounds} {name}: {timing.samples / timing.seconds:,.0f}/s"
+            )
+    for name, timings in per_round.items():
+        result.samples_per_second[name] = statistics.median(t.samples / t.seconds for t in timings)
+        result.data_fraction[name] = sum(t.data_seconds for t in timings) / sum(
+            t.seconds for t in timings
+        )
+    if memory is not None:
+        for name in variants:
+            result.peak_memory_mib[name] = memory(name)
+            progress(f"peak memory {name}: {result.peak_memory_mib[name]:.1f} MiB")
+    return result
+
+
+def clipping_error_vs_opacus(
+    workload: Workload, device: torch.device, dtype: torch.dtype | None
+) -> float:
+    """Max relative error of the fast engine's clipped sum vs Opacus hooks (no noise).
+
+    One Poisson-sized batch of the workload, both engines under the same autocast; Opacus'
+    per-sample gradients go to fp32 before its ``clip_and_accumulate``.
+    """
+    torch.manual_seed(0)
+    model = workload.make_model().to(device)
+    features = workload.features[: workload.batch_size].to(device)
+    labels = workload.labels[: workload.batch_size].to(device)
+    autocast = torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+    engine = ClippingEngine(model, max_grad_norm=MAX_GRAD_NORM)
+    with engine.capture(), autocast:
+        logits = model(features)
+    engine.accumulate(functional.cross_entropy(logits.float(), labels, reduction="none"))
+    ours = engine.take_sums()
+    engine.detach()
+
+    wrapped = GradSampleModule(model, loss_reduction="sum")
+    optimizer = DPOptimizer(
+        torch.optim.SGD(model.parameters(), lr=0.0),
+        noise_multiplier=0.0,
+        max_grad_norm=MAX_GRAD_NORM,
+        expected_batch_size=len(labels),
+        loss_reduction="sum",
+    )
+    with autocast:
+        logits = wrapped(features)
+    functional.cross_entropy(logits.float(), labels, reduction="sum").backward()
+    for param in optimizer.params:
+        param.grad_sample = param.grad_sample.float()
+    optimizer.pre_step()
+    errors = [
+        float((ours[p] - p.grad).norm() / p.grad.norm().clamp(min=1e-12))
+        for p in model.parameters()
+    ]
+    wrapped._close()
+    return max(errors)
+
+
+def peak_memory_mib(workload: Workload, name: str, device: torch.device, steps: int) -> float:
+    """Peak memory growth of ``steps`` steps of one variant, in this (fresh) process."""
+    cls, dtype = VARIANTS[name]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+    else:
+        _reset_peak_rss()
+        before = _rss_kib() * 1024
+    variant = cls(workload, device, dtype)
+    batches = variant.batches()
+    for _ in range(steps):
+        variant.step(*next(batches))
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+    else:
+        peak = _peak_rss_kib() * 1024
+    return (peak - before) / 2**20
+
+
+def memory_in_subprocess(argv: list[str]) -> Callable[[str], float]:
+    """Measure each variant's memory in a fresh ``python -m training.dp_benchmark`` process."""
+
+    def measure(name: str) -> float:
+        done = subprocess.run(
+            [sys.executable, "-m", "training.dp_benchmark", name, *argv],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return float(done.stdout.strip().splitlines()[-1])
+
+    return measure
+
+
+def _reset_peak_rss() -> None:
+    # Writing 5 resets the kernel's peak-RSS counter (VmHWM) to the current RSS.
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def _status_kib(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise OSError(f"/proc/self/status has no {key}")
+
+
+def _rss_kib() -> int:
+    return _status_kib("VmRSS")
+
+
+def _peak_rss_kib() -> int:
+    return _status_kib("VmHWM")
+
+
+def _synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _memory_main(argv: list[str]) -> None:
+    """``python -m training.dp_benchmark VARIANT WIDTHS ROWS BATCH DEVICE STEPS``."""
+    name, widths, rows, batch, device, steps = argv
+    workload = synthetic_workload(tuple(int(w) for w in widths.split("-")), int(rows), int(batch))
+    print(peak_memory_mib(workload, name, torch.device(device), int(steps)))
+
+
+if __name__ == "__main__":
+    _memory_main(sys.argv[1:])
