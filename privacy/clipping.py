@@ -75,13 +75,13 @@ class _Rule:
 
 
 def _linear_squared_norms(layer: nn.Linear, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    a, g = a.float(), g.float()
     if g.dim() == 2:
-        g_sq = g.square().sum(1)
-        total = g_sq * a.square().sum(1) if layer.weight.requires_grad else 0 * g_sq
+        g_sq = _squared_row_norms(g)
+        total = g_sq * _squared_row_norms(a) if layer.weight.requires_grad else 0 * g_sq
         if layer.bias is not None and layer.bias.requires_grad:
             total = total + g_sq
         return total
+    a, g = a.float(), g.float()
     a, g = a.flatten(1, -2), g.flatten(1, -2)  # (B, T, in), (B, T, out)
     steps, d_in, d_out = a.shape[1], a.shape[2], g.shape[2]
     total = torch.zeros(len(g), dtype=torch.float32, device=g.device)
@@ -93,6 +93,11 @@ def _linear_squared_norms(layer: nn.Linear, a: torch.Tensor, g: torch.Tensor) ->
     if layer.bias is not None and layer.bias.requires_grad:
         total += g.sum(1).square().sum(1)
     return total.clamp_(min=0)
+
+
+def _squared_row_norms(rows: torch.Tensor) -> torch.Tensor:
+    # Accumulated in fp32 straight from bf16/fp16 rows, without an fp32 copy.
+    return torch.linalg.vector_norm(rows, dim=1, dtype=torch.float32).square()
 
 
 def _linear_clipped_sums(
@@ -317,7 +322,9 @@ class ClippingEngine:
     def take_sums(self) -> dict[nn.Parameter, torch.Tensor]:
         """The clipped sums since the last call (zeros for an empty batch), then reset."""
         sums = {
-            p: self._sums.get(p, torch.zeros_like(p, dtype=torch.float32)).view_as(p)
+            p: self._sums[p].view_as(p)
+            if p in self._sums
+            else torch.zeros_like(p, dtype=torch.float32)
             for p in self.params
         }
         self._sums = {}
@@ -374,9 +381,9 @@ def add_noise(
     ``std = noise_multiplier * max_grad_norm`` and ``normaliser`` the expected batch size.
     """
     for param, summed in sums.items():
-        noise = (
-            torch.normal(0.0, std, summed.shape, generator=generator, device=summed.device)
-            if std > 0
-            else 0.0
-        )
-        param.grad = ((summed + noise) / normaliser).to(param.dtype)
+        if std > 0:
+            grad = torch.randn(summed.shape, generator=generator, device=summed.device)
+            grad.mul_(std).add_(summed).div_(normaliser)
+        else:
+            grad = summed / normaliser
+        param.grad = grad.to(param.dtype)

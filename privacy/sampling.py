@@ -1,9 +1,14 @@
 """Poisson sampling over in-memory rows, vectorised: one draw and one gather per step.
 
-Each row joins a step's batch independently with probability ``sample_rate``, exactly as
-Opacus' ``UniformWithReplacementSampler`` does (``torch.rand(n) < sample_rate``), and an
+Each row joins a step's batch independently with probability ``sample_rate``, the same
+distribution as Opacus' ``UniformWithReplacementSampler`` (``torch.rand(n) < q``), and an
 epoch is ``int(1 / sample_rate)`` steps, so the accountants' subsampled-Gaussian analysis
 applies unchanged. Batches may be empty; the caller must still take (and count) the step.
+
+Instead of one uniform per row, the sampler draws the gaps between selected rows: in a
+Bernoulli(q) process they are independent Geometric(q) variables, so about ``n q`` draws
+(in float64, by inversion) give the same distribution as ``n`` coin flips. At 50,000 rows
+and q = 1%, that is ~600 draws per step instead of 50,000.
 
 The generator must be secret: whoever can replay batch membership loses the amplification
 by subsampling. :func:`entropy_generator` seeds one from the operating system.
@@ -11,6 +16,7 @@ by subsampling. :func:`entropy_generator` seeds one from the operating system.
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Iterator
 
@@ -40,14 +46,22 @@ class PoissonSampler:
         self.sample_rate = float(sample_rate)
         self.steps_per_epoch = int(1 / self.sample_rate)
         self._generator = generator
+        self._inverse_log_keep = 1 / math.log1p(-self.sample_rate) if self.sample_rate < 1 else 0.0
 
     def draw(self) -> torch.Tensor:
         """One step's row indices (int64, ascending, possibly empty)."""
-        mask = (
-            torch.rand(self.rows, generator=self._generator, device=self._generator.device)
-            < self.sample_rate
-        )
-        return mask.nonzero().view(-1)
+        device = self._generator.device
+        expected = self.rows * self.sample_rate
+        block = int(expected + 6 * math.sqrt(expected) + 16)
+        chosen, last = [], -1
+        while last < self.rows:
+            # log(1 - U) with U in [0, 1): never log(0). For q = 1 every gap is 1.
+            draws = torch.rand(block, generator=self._generator, dtype=torch.float64, device=device)
+            gaps = draws.neg_().log1p_().mul_(self._inverse_log_keep).floor_().add_(1)
+            positions = gaps.cumsum_(0).add_(last)
+            chosen.append(positions[positions < self.rows])
+            last = int(positions[-1])
+        return torch.cat(chosen).long()
 
     def epoch(self) -> Iterator[torch.Tensor]:
         """``steps_per_epoch`` fresh draws."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from opacus import GradSampleModule
 from opacus.optimizers import DPOptimizer
 from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+from scipy import stats
 from torch import nn
 from torch.nn import functional
 
@@ -264,16 +266,43 @@ def test_models_it_cannot_clip_exactly_are_refused() -> None:
         ClippingEngine(mlp(), max_grad_norm=0)
 
 
-@pytest.mark.parametrize(("rows", "rate"), [(1000, 0.01), (257, 1 / 3), (10, 0.1)])
-def test_poisson_sampling_draws_exactly_what_opacus_draws(rows: int, rate: float) -> None:
-    """Same generator state, same batches: one vectorised draw equals Opacus' sampler."""
-    ours = PoissonSampler(rows, rate, torch.Generator().manual_seed(7))
-    theirs = UniformWithReplacementSampler(
+@pytest.mark.parametrize(("rows", "rate"), [(20, 0.3), (7, 0.05), (5, 1.0)])
+def test_poisson_sampling_has_opacus_distribution(rows: int, rate: float) -> None:
+    """Each row in independently with probability q, like Opacus' per-row coin flips.
+
+    Checked on 40,000 draws: every row's inclusion rate, the batch-size distribution
+    against Binomial(n, q) and against Opacus' own sampler, and pairwise independence.
+    """
+    draws = 40_000
+    sampler = PoissonSampler(rows, rate, torch.Generator().manual_seed(7))
+    opacus = UniformWithReplacementSampler(
         num_samples=rows, sample_rate=rate, generator=torch.Generator().manual_seed(7)
     )
-    ours_batches = [batch.tolist() for batch in ours.epoch()]
-    theirs_batches = list(theirs)
-    assert ours.steps_per_epoch == len(theirs) == len(theirs_batches)
-    assert ours_batches == theirs_batches
-    if rows == 10:  # P(empty) = 0.9^10 per step: empty batches happen and are kept
-        assert any(not batch for batch in ours_batches)
+    included = torch.zeros(draws, rows, dtype=torch.bool)
+    opacus_sizes = []
+    for i in range(draws):
+        batch = sampler.draw()
+        assert batch.dtype == torch.long and torch.all(batch[1:] > batch[:-1])
+        included[i, batch] = True
+        if i % len(opacus) == 0:
+            opacus_batches = iter(opacus)
+        opacus_sizes.append(len(next(opacus_batches)))
+    if rate == 1.0:
+        assert included.all()
+        return
+    rates = included.float().mean(0)
+    sigma = (rate * (1 - rate) / draws) ** 0.5
+    assert (rates - rate).abs().max() < 5 * sigma
+    sizes = torch.bincount(included.sum(1), minlength=rows + 1).numpy()
+    expected = stats.binom.pmf(range(rows + 1), rows, rate) * draws
+    keep = expected > 5  # chi-square needs populated cells
+    observed = np.append(sizes[keep], sizes[~keep].sum())
+    expected = np.append(expected[keep], expected[~keep].sum())
+    assert stats.chisquare(observed, expected).pvalue > 1e-3
+    theirs = np.bincount(opacus_sizes, minlength=rows + 1)
+    table = np.stack([sizes, theirs])[:, sizes + theirs > 0]
+    assert stats.chi2_contingency(table).pvalue > 1e-3
+    both = (included[:, 0] & included[:, 1]).float().mean()
+    assert abs(float(both) - rate**2) < 5 * (rate**2 * (1 - rate**2) / draws) ** 0.5
+    if rows == 7:  # P(empty) = 0.95^7 = 70%: empty batches happen and are returned
+        assert sizes[0] > 0
