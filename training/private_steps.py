@@ -39,11 +39,12 @@ from torch import nn
 from torch.nn import functional
 from torch.utils.data import DataLoader, Dataset
 
-from privacy.clipping import ClippingEngine, add_noise
+from privacy.clipping import ClippingEngine
 from privacy.sampling import PoissonSampler, entropy_generator
 from training.errors import TrainingError, TrainingInputError
 from training.features import EncodedTable
 from training.precision import LossScaler, PrecisionStrategy
+from training.replicas import SINGLE, Replica, all_reduce_sum, any_replica
 
 __all__ = ["ClippingMode", "PrivateStepper", "StepOutcome", "StepSetup", "private_stepper"]
 
@@ -82,6 +83,7 @@ class StepSetup:
     scaler: LossScaler
     device: torch.device
     max_physical_batch_size: int | None
+    replica: Replica = SINGLE
 
 
 class PrivateStepper(Protocol):
@@ -110,23 +112,30 @@ def private_stepper(mode: ClippingMode, setup: StepSetup) -> PrivateStepper:
 
 
 class _FastStepper:
-    """:class:`privacy.clipping.ClippingEngine` over vectorised Poisson draws."""
+    """:class:`privacy.clipping.ClippingEngine` over vectorised Poisson draws.
+
+    With several replicas (:mod:`training.replicas`) each samples its shard of the rows
+    (every ``world_size``-th row from its rank on) at the global rate; the clipped sums
+    are all-reduced, with the noise drawn once, by rank 0.
+    """
 
     def __init__(self, setup: StepSetup) -> None:
         self._setup = setup
-        self._features = setup.train.features.to(setup.device)
-        self._labels = setup.train.labels.to(setup.device)
-        self._sampler = PoissonSampler(
-            len(setup.train), setup.sample_rate, entropy_generator(setup.device)
-        )
+        replica = setup.replica
+        shard = torch.arange(replica.rank, len(setup.train), replica.world_size)
+        self._features = setup.train.features[shard].to(setup.device)
+        self._labels = setup.train.labels[shard].to(setup.device)
+        self._sampler = PoissonSampler(len(shard), setup.sample_rate, entropy_generator())
         if self._sampler.steps_per_epoch != setup.steps_per_epoch:
             raise TrainingError(
                 f"the sampler takes {self._sampler.steps_per_epoch} steps per epoch, the plan "
                 f"{setup.steps_per_epoch}"
             )
-        self._normaliser = self._sampler.expected_batch_size
+        # Opacus' normaliser, for the global expected batch.
+        self._normaliser = int(len(setup.train) * setup.sample_rate)
         self._noise_generator = entropy_generator(setup.device)
         self._engine = ClippingEngine(setup.model, max_grad_norm=setup.max_grad_norm)
+        self._params = self._engine.params
         self._accountant = create_accountant(setup.accountant)
 
     def epoch(self) -> Iterator[torch.Tensor]:
@@ -136,31 +145,39 @@ class _FastStepper:
         index = next(batches, None)
         if not isinstance(index, torch.Tensor):
             raise TrainingError("the Poisson sampler ran out of batches within an epoch")
-        setup, scaler = self._setup, self._setup.scaler
+        setup, scaler, replica = self._setup, self._setup.scaler, self._setup.replica
+        index = index.to(setup.device)
         chunk = setup.max_physical_batch_size or max(1, len(index))
-        loss_sum = 0.0
+        loss_sum, finite = torch.zeros((), dtype=torch.float64, device=setup.device), True
         for part in index.split(chunk) if len(index) else [index]:
             features, labels = self._features[part], self._labels[part]
             with self._engine.capture(), setup.strategy.autocast(setup.device):
                 logits = setup.model(features)
             losses = functional.cross_entropy(logits.float(), labels, reduction="none")
-            if not self._engine.accumulate(scaler.scale_loss(losses), loss_scale=scaler.scale):
-                return self._skip()
-            loss_sum += float(losses.detach().sum())
-        add_noise(
-            self._engine.take_sums(),
-            std=setup.noise_multiplier * setup.max_grad_norm,
-            generator=self._noise_generator,
-            normaliser=self._normaliser,
-        )
+            finite = self._engine.accumulate(scaler.scale_loss(losses), loss_scale=scaler.scale)
+            if not finite:
+                break
+            loss_sum += losses.detach().sum()
+        if any_replica(not finite, replica, setup.device):
+            return self._skip()
+        grads = torch.cat([s.reshape(-1) for s in self._engine.take_sums().values()])
+        if replica.leader:  # noise once for the global batch
+            noise = torch.randn(grads.shape, generator=self._noise_generator, device=setup.device)
+            grads.add_(noise.mul_(setup.noise_multiplier * setup.max_grad_norm))
+        all_reduce_sum(grads, replica).div_(self._normaliser)
+        for param, grad in zip(
+            self._params, grads.split([p.numel() for p in self._params]), strict=True
+        ):
+            param.grad = grad.view_as(param).to(param.dtype)
         setup.optimizer.step()
         setup.optimizer.zero_grad(set_to_none=True)
         self._count()
         scaler.update(overflow=False)
-        return StepOutcome(loss_sum, len(index), skipped=False)
+        totals = all_reduce_sum(torch.stack([loss_sum, loss_sum.new_tensor(len(index))]), replica)
+        return StepOutcome(float(totals[0]), int(totals[1]), skipped=False)
 
     def _skip(self) -> StepOutcome:
-        """Drop an overflowed fp16 step; it still counts."""
+        """Drop an overflowed fp16 step (on every replica); it still counts."""
         self._engine.discard()
         self._setup.scaler.update(overflow=True)  # raises unless fp16: elsewhere divergence
         self._count()
@@ -272,6 +289,7 @@ class _OpacusStepper:
 
 
 def _hooks_stepper(setup: StepSetup) -> PrivateStepper:
+    _single_replica(setup)
     return _OpacusStepper(setup, ghost=False)
 
 
@@ -281,7 +299,16 @@ def _ghost_stepper(setup: StepSetup) -> PrivateStepper:
             "clipping opacus-ghost runs in fp32 only (Opacus computes its per-sample norms in "
             "the autocast dtype); use precision fp32 or clipping fast"
         )
+    _single_replica(setup)
     return _OpacusStepper(setup, ghost=True)
+
+
+def _single_replica(setup: StepSetup) -> None:
+    if setup.replica.distributed:
+        raise TrainingInputError(
+            "world_size > 1 runs with clipping fast only (Opacus clipping modes are wired for "
+            "one process here)"
+        )
 
 
 _STEPPERS: Mapping[ClippingMode, Callable[[StepSetup], PrivateStepper]] = MappingProxyType(

@@ -80,6 +80,7 @@ from training.features import EncodedTable
 from training.model import Mlp, ModelConfig
 from training.precision import LossScaler, Precision, PrecisionStrategy, precision_strategy
 from training.private_steps import ClippingMode, StepOutcome, StepSetup, private_stepper
+from training.replicas import SINGLE, Replica, broadcast_parameters
 
 __all__ = [
     "DpConfig",
@@ -279,16 +280,22 @@ def train_dp(
     already_reserved: int = 0,
     device: torch.device | None = None,
     progress: bool | None = None,
+    replica: Replica = SINGLE,
 ) -> TrainResult:
     """Train with DP-SGD; resume from ``run_dir``'s checkpoint if it holds one.
 
     ``already_reserved``: the steps the caller's ledger already holds for this run (0 for a
-    new run). ``progress``: show a progress bar (None: only on a terminal).
+    new run). ``progress``: show a progress bar (None: only on a terminal). ``replica``:
+    this process's place in data-parallel training (:mod:`training.replicas`); only the
+    leader calls ``reserve_steps`` and writes ``run_dir``, every replica reads it to resume.
     """
     device = device if device is not None else torch.device("cpu")
     strategy = precision_strategy(config.precision, device)
     _check_tables(train, val)
     _check_dp_inputs(config, strategy, already_reserved)
+    replica.check_initialised()
+    if not replica.leader:
+        reserve_steps = _follower_reserve
     plan = plan_steps(len(train), config.batch_size, config.epochs)
     identity = _run_identity(train, model_config, config, dp)
 
@@ -312,28 +319,35 @@ def train_dp(
             scaler=scaler,
             device=device,
             max_physical_batch_size=config.max_physical_batch_size,
+            replica=replica,
         ),
     )
     state = _restore(run_dir, identity, model, optimizer, scaler)
     state.begin_session(max(read_reservation(run_dir), already_reserved))
+    broadcast_parameters(model, replica)
+    save = _save if replica.leader else _follower_save
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=plan.total_steps, initial=state.step, disable=_bar_disabled(progress))
+    bar = tqdm(
+        total=plan.total_steps,
+        initial=state.step,
+        disable=_bar_disabled(progress) if replica.leader else True,
+    )
     try:
         while not state.done(config):
             started = time.perf_counter()
             # Fresh Poisson draws; a resumed epoch takes only the steps it has left.
             batches = stepper.epoch()
-            for _ in _epoch_steps(state, plan, config, run_dir, reserve_steps):
+            for _ in _epoch_steps(state, plan, config, run_dir, reserve_steps, replica):
                 state.take(stepper.step(batches))
                 bar.set_postfix(loss=f"{state.running_loss():.4f}", eps=state.last_epsilon())
                 bar.update(1)
                 if state.step % config.checkpoint_every == 0:
-                    _save(run_dir, identity, state, model, optimizer, scaler)
+                    save(run_dir, identity, state, model, optimizer, scaler)
             state.epoch_seconds += time.perf_counter() - started
             epsilon = epsilon_of(state.history(dp, plan), dp.delta, dp.accountant)
             state.end_epoch(_mean_loss(model, val, strategy, device), epsilon, model, config)
-            _save(run_dir, identity, state, model, optimizer, scaler)
+            save(run_dir, identity, state, model, optimizer, scaler)
             bar.set_postfix(loss=f"{state.curve[-1].train_loss:.4f}", eps=f"{epsilon:.3f}")
     finally:
         stepper.close()
@@ -523,16 +537,34 @@ def _record_from_json(data: Mapping[str, Any]) -> EpochRecord:
 
 
 def _epoch_steps(
-    state: _State, plan: StepPlan, config: TrainConfig, run_dir: Path, reserve: ReserveSteps
+    state: _State,
+    plan: StepPlan,
+    config: TrainConfig,
+    run_dir: Path,
+    reserve: ReserveSteps,
+    replica: Replica,
 ) -> Iterator[None]:
-    """Yield once per step left in the epoch, reserving each chunk before it starts."""
+    """Yield once per step left in the epoch, reserving each chunk before it starts.
+
+    With several replicas only the leader reserves; the others cannot complete a step
+    without the leader's share of the all-reduce, which it adds after reserving.
+    """
     while state.step_in_epoch < plan.steps_per_epoch:
         if state.accounted == state.reserved:
             chunk = min(config.reserve_chunk, plan.steps_per_epoch - state.step_in_epoch)
             reserve(state.accounted + chunk)  # the caller's ledger first: it may refuse
-            write_reservation(run_dir, state.accounted + chunk)
+            if replica.leader:
+                write_reservation(run_dir, state.accounted + chunk)
             state.reserved = state.accounted + chunk
         yield
+
+
+def _follower_reserve(total_steps: int) -> None:
+    """Replicas other than the leader reserve nothing: the leader's ledger holds the run."""
+
+
+def _follower_save(*args: object) -> None:
+    """Replicas other than the leader write no checkpoints: the leader's holds the run."""
 
 
 def _restore(
