@@ -18,10 +18,14 @@ parameters falls back to Opacus' registered grad sampler for it (per-sample grad
 materialised for that layer only).
 
 Mixed precision: under autocast the forward pass and the backward pass through the
-activations run in bf16 or fp16 (that is where low precision pays off). Norms, clip
-factors and the weighted products are computed in fp32 from the captured low-precision
-values, so each sample's clipped contribution is within C up to fp32 rounding, as in
-Opacus' fp32 clipping: a norm or product rounded to bf16 could exceed C by ~0.6%.
+activations run in bf16 or fp16 (where low precision pays off). Norms and clip factors
+are computed in fp32 from the captured values. The weighted products take fp32 inputs and
+give fp32 outputs; on CPU, after a bf16/fp16 forward pass, oneDNN may round their inputs
+to bf16 internally (its bf16 "fpmath" mode, twice as fast here), which moves each
+sample's contribution by less than 2^-6, so the clip factors are scaled by
+:data:`REDUCED_PRECISION_MARGIN` to keep every contribution within C. The *sum* is never
+rounded to bf16: that would move it by up to 2^-8 of its magnitude before the noise,
+which no per-sample margin bounds. On CUDA the products run in full fp32.
 
 Assumptions, checked where possible: samples are independent in the forward pass (no
 batch norm), every trainable parameter belongs to a module whose hooks see it, and no
@@ -31,7 +35,8 @@ uses is not the sum of their norms).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -42,7 +47,7 @@ from torch.nn import functional
 
 from privacy.errors import PrivacyError, PrivacyInputError
 
-__all__ = ["ClippingEngine", "UnsupportedModule", "add_noise"]
+__all__ = ["REDUCED_PRECISION_MARGIN", "ClippingEngine", "UnsupportedModule", "add_noise"]
 
 # Opacus' guard against division by zero in the clip factor (DPOptimizer.clip_and_accumulate).
 _NORM_EPSILON = 1e-6
@@ -81,7 +86,6 @@ def _linear_squared_norms(layer: nn.Linear, a: torch.Tensor, g: torch.Tensor) ->
         if layer.bias is not None and layer.bias.requires_grad:
             total = total + g_sq
         return total
-    a, g = a.float(), g.float()
     a, g = a.flatten(1, -2), g.flatten(1, -2)  # (B, T, in), (B, T, out)
     steps, d_in, d_out = a.shape[1], a.shape[2], g.shape[2]
     total = torch.zeros(len(g), dtype=torch.float32, device=g.device)
@@ -96,19 +100,15 @@ def _linear_squared_norms(layer: nn.Linear, a: torch.Tensor, g: torch.Tensor) ->
 
 
 def _squared_row_norms(rows: torch.Tensor) -> torch.Tensor:
-    # Accumulated in fp32 straight from bf16/fp16 rows, without an fp32 copy.
-    return torch.linalg.vector_norm(rows, dim=1, dtype=torch.float32).square()
+    return (rows * rows).sum(1)
 
 
 def _linear_clipped_sums(
     layer: nn.Linear, a: torch.Tensor, g: torch.Tensor, clip: torch.Tensor
 ) -> Iterable[tuple[nn.Parameter, torch.Tensor]]:
-    # fp32 throughout, from the very values the norms were computed from: a product in
-    # bf16 would round each clipped contribution (up to ~0.6% over max_grad_norm) and the
-    # sum itself, by 2^-9 of its magnitude, before the noise is added.
-    weighted = (g.float() * clip.view(-1, *([1] * (g.dim() - 1)))).reshape(-1, g.shape[-1])
+    weighted = (g * clip.view(-1, *([1] * (g.dim() - 1)))).reshape(-1, g.shape[-1])
     if layer.weight.requires_grad:
-        yield layer.weight, weighted.t() @ a.float().reshape(-1, a.shape[-1])
+        yield layer.weight, weighted.t() @ a.reshape(-1, a.shape[-1])
     if layer.bias is not None and layer.bias.requires_grad:
         yield layer.bias, weighted.sum(0)
 
@@ -225,6 +225,33 @@ def _rule_for(module: nn.Module) -> _Rule:
     )
 
 
+# A product whose inputs oneDNN rounds to bf16 (fpmath mode bf16) is off by at most
+# (1 + 2^-7)^2 - 1 < 2^-6 relative to the exact product of each sample's factors, even if
+# it truncated; its accumulation and output stay fp32. Scaling the clip factors by this
+# margin keeps each sample's contribution within max_grad_norm.
+REDUCED_PRECISION_MARGIN = 1 / (1 + 2**-6)
+
+
+@contextlib.contextmanager
+def _products(low_precision: bool, device: torch.device) -> Iterator[float]:
+    """Where the forward ran in bf16/fp16 on CPU, form the weighted products with oneDNN's
+    bf16 arithmetic (fp32 in, fp32 accumulation and out); yield the clip-factor margin.
+
+    A plain bf16 matrix product would round the clipped *sum* to bf16 before the noise is
+    added, by up to 2^-8 of its magnitude: a change no per-sample margin can bound.
+    """
+    backend = torch.backends.mkldnn
+    if not (low_precision and device.type == "cpu" and backend.is_available()):
+        yield 1.0
+        return
+    previous = backend.matmul.fp32_precision
+    backend.matmul.fp32_precision = "bf16"
+    try:
+        yield REDUCED_PRECISION_MARGIN
+    finally:
+        backend.matmul.fp32_precision = previous
+
+
 class ClippingEngine:
     """Flat per-sample clipping for ``model``, accumulated over physical batches.
 
@@ -284,40 +311,35 @@ class ClippingEngine:
         grads = torch.autograd.grad(
             per_sample_losses.sum(), [c.output for c in captures], allow_unused=True
         )
-        output_grads = []
+        low_precision = any(c.output.dtype != torch.float32 for c in captures)
+        layers = []
         for capture, grad in zip(captures, grads, strict=True):
             grad = torch.zeros_like(capture.output) if grad is None else grad
-            if loss_scale != 1.0:
-                grad = grad.float() / loss_scale
-                if not torch.isfinite(grad).all():
-                    return False
-            output_grads.append(grad)
+            # One fp32 copy of each low-precision tensor, shared by norms and products.
+            grad = grad.float() / loss_scale if loss_scale != 1.0 else grad.float()
+            if loss_scale != 1.0 and not torch.isfinite(grad).all():
+                return False
+            activation = capture.activation
+            if activation.is_floating_point():
+                activation = activation.float()
+            layers.append((capture.module, activation, grad))
         squared = torch.zeros(batch, dtype=torch.float32, device=per_sample_losses.device)
-        for capture, grad in zip(captures, output_grads, strict=True):
-            squared += self._rules[capture.module].squared_norms(
-                capture.module, capture.activation, grad
-            )
+        for module, activation, grad in layers:
+            squared += self._rules[module].squared_norms(module, activation, grad)
         if not torch.isfinite(squared).all():
             return False
         clip = (self.max_grad_norm / (squared.sqrt() + _NORM_EPSILON)).clamp(max=1.0)
-        for capture, grad in zip(captures, output_grads, strict=True):
-            rule = self._rules[capture.module]
-            for param, summed in rule.clipped_sums(capture.module, capture.activation, grad, clip):
-                if param in self._sums:
-                    self._sums[param] += summed
-                else:
-                    self._sums[param] = summed
+        with _products(low_precision, clip.device) as margin:
+            clip *= margin
+            for module, activation, grad in layers:
+                for param, summed in self._rules[module].clipped_sums(
+                    module, activation, grad, clip
+                ):
+                    if param in self._sums:
+                        self._sums[param] += summed
+                    else:
+                        self._sums[param] = summed
         return True
-
-    def per_sample_norms(self, per_sample_losses: torch.Tensor) -> torch.Tensor:
-        """The unclipped per-sample gradient norms of the captured forward pass (for tests)."""
-        captures = self._take_captures()
-        grads = torch.autograd.grad(per_sample_losses.sum(), [c.output for c in captures])
-        squared = sum(
-            self._rules[c.module].squared_norms(c.module, c.activation, g)
-            for c, g in zip(captures, grads, strict=True)
-        )
-        return squared.sqrt()
 
     def take_sums(self) -> dict[nn.Parameter, torch.Tensor]:
         """The clipped sums since the last call (zeros for an empty batch), then reset."""

@@ -14,7 +14,12 @@ from scipy import stats
 from torch import nn
 from torch.nn import functional
 
-from privacy.clipping import ClippingEngine, UnsupportedModule, add_noise
+from privacy.clipping import (
+    REDUCED_PRECISION_MARGIN,
+    ClippingEngine,
+    UnsupportedModule,
+    add_noise,
+)
 from privacy.errors import PrivacyInputError
 from privacy.sampling import PoissonSampler
 
@@ -177,7 +182,9 @@ def test_bf16_autocast_matches_opacus_under_the_same_autocast() -> None:
     model, (inputs, labels) = mlp(64), mlp_batch(512)
     reference = opacus_clipped_sum(model, inputs, labels, 1.0, torch.bfloat16)
     ours = fast_clipped_sum(model, inputs, labels, 1.0, torch.bfloat16)
-    assert max_relative_error(ours, reference) < BF16_TOLERANCE
+    # Every clip factor carries the margin for oneDNN's bf16 products (see privacy.clipping).
+    unmargined = [s / REDUCED_PRECISION_MARGIN for s in ours]
+    assert max_relative_error(unmargined, reference) < BF16_TOLERANCE
 
 
 @pytest.mark.parametrize("dtype", [None, torch.bfloat16])
@@ -192,7 +199,8 @@ def test_every_clipped_per_sample_gradient_is_within_max_grad_norm(dtype) -> Non
         norms.append(torch.sqrt(sum(s.double().square().sum() for s in sums)))
     norms = torch.stack(norms)
     assert norms.max() <= max_grad_norm * (1 + 1e-6)
-    assert (norms > max_grad_norm * 0.999).float().mean() > 0.9  # the bound binds
+    bound = max_grad_norm * (REDUCED_PRECISION_MARGIN if dtype is not None else 1.0)
+    assert (norms > bound * 0.999).float().mean() > 0.9  # the bound binds
 
 
 def test_gradients_accumulate_over_physical_batches() -> None:
