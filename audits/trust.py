@@ -73,12 +73,25 @@ class KeyAlreadyRevoked(TrustStoreError):
 
 
 class KeyRole(StrEnum):
-    """What a key is trusted to sign."""
+    """What a key is trusted to sign: the pipeline's audit checkpoints, or a person's sign-off."""
 
     PIPELINE = "pipeline"
     REVIEWER = "reviewer"
-    PRIVACY_OFFICER = "privacy_officer"
+    PRIVACY_OFFICER = "privacy-officer"
+    MODEL_OWNER = "model-owner"
     RELEASE = "release"
+
+    @classmethod
+    def _missing_(cls, value: object) -> KeyRole | None:
+        # Stores written before roles were spelt as on the command line say "privacy_officer".
+        if isinstance(value, str) and "_" in value:
+            return next((role for role in cls if role.value == value.replace("_", "-")), None)
+        return None
+
+    @property
+    def is_person(self) -> bool:
+        """A person's role (signs off a release), as opposed to the pipeline's own key."""
+        return self is not KeyRole.PIPELINE
 
 
 class TrustedKey(BaseModel):

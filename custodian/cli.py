@@ -58,6 +58,8 @@ COMMANDS = {
     "keys": "custodian.commands.keys:keys",
     "manifest": "custodian.commands.manifest:manifest_command",
     "verify": "custodian.commands.manifest:verify",
+    "signoff": "custodian.commands.signoff:signoff_command",
+    "release": "custodian.commands.release:release",
 }
 
 
