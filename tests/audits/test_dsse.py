@@ -33,8 +33,8 @@ SINGLE_SIGNATURE = {
     "payloadType": "application/vnd.in-toto+json",
     "signatures": [
         {
-            "sig": "2WAfaHm5jluo0w+0rk8uVkluELJYWjSmU9x7EUzx+AyteDGJ4/nqyJXfmAUVFIAoQafWm7AxBZNw5M9i"
-            "xNHiCA==",
+            "sig": "2WAfaHm5jluo0w+0rk8uVkluELJYWjSmU9x7EUzx+AyteDGJ4/nqyJXfmAUVFIAoQ"
+            "afWm7AxBZNw5M9ixNHiCA==",
             "keyid": "A",
         }
     ],
