@@ -348,17 +348,18 @@ def review_signoffs(
 
     counted: dict[KeyRole, list[_Candidate]] = {}
     for role in required_roles:
-        claims = [c for c in candidates if c.key.role is role]
-        usable = [c for c in claims if c.current and not c.key.revoked]
-        for revoked in (c for c in claims if c.current and c.key.revoked):
-            reasons.append(_revoked(revoked))
-            checks[revoked.file] = _check(revoked, SignoffStatus.REJECTED)
+        trusted = [c for c in candidates if c.key.role is role and not c.key.revoked]
+        revoked = [c for c in candidates if c.key.role is role and c.key.revoked and c.current]
+        for candidate in revoked:
+            reasons.append(_revoked(candidate))
+            checks[candidate.file] = _check(candidate, SignoffStatus.REJECTED)
+        usable = [c for c in trusted if c.current]
         if usable:
             counted[role] = usable
-        elif any(c.current and c.key.revoked for c in claims):
+        elif revoked:
             continue  # the revoked key's reason says it all
-        elif claims:
-            reasons.append(_stale(role, max(claims, key=_signed_at)))
+        elif trusted:
+            reasons.append(_stale(role, max(trusted, key=_signed_at)))
         else:
             reasons.append(
                 Reason(

@@ -194,3 +194,12 @@ def test_a_newer_valid_signoff_makes_an_old_revoked_one_irrelevant(reviewers: Re
 def test_no_required_role_is_a_programming_error(reviewers: Reviewers) -> None:
     with pytest.raises(ValueError, match="at least one"):
         review_signoffs({}, ARTIFACTS, (), reviewers.store)
+
+
+def test_a_revoked_keys_old_signoff_is_not_offered_as_the_stale_one(reviewers: Reviewers) -> None:
+    old = reviewers.signoff("olivia", {**ARTIFACTS, "models/model.safetensors": "e" * 64})
+    reviewers.store.revoke("olivia", "left the team in 2026")
+    files = {"old": old, "max": reviewers.signoff("max")}
+    review = review_signoffs(files, ARTIFACTS, ROLES, reviewers.store)
+    assert [reason.code for reason in review.reasons] == [ReasonCode.MISSING_ROLE]
+    assert "privacy-officer" in review.reasons[0].message
