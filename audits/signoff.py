@@ -74,8 +74,10 @@ STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://custodian.invalid/signoff/v1"
 COMPLIANCE_FORMAT = "custodian-compliance/v1"
 
+NOTE_LIMIT = 2000
+
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-Text = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=NOTE_LIMIT)]
 
 
 class SignoffError(AuditError):
@@ -173,7 +175,7 @@ class SignoffPredicate(_Frozen):
     key_fingerprint: Fingerprint
     actor: Text
     signed_at: AwareDatetime
-    note: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    note: Text | None = None
     git_commit: str | None
     policy: PolicyRecord
     compliance_passed: Literal[True]

@@ -21,6 +21,7 @@ from audits.files import atomic_write_text
 from audits.keys import SigningKey, SigningKeyError, load_signing_key
 from audits.manifest import sha256_file
 from audits.signoff import (
+    NOTE_LIMIT,
     ComplianceSummary,
     GateRecord,
     PolicyRecord,
@@ -49,6 +50,9 @@ from governance.errors import InputError
 @click.option("--note", help="What you reviewed, or conditions of your approval.")
 def signoff_command(name: str, note: str | None) -> None:
     """Sign the current model and reports as NAME; refused while a gate fails."""
+    note = " ".join(note.split()) if note else None
+    if note is not None and len(note) > NOTE_LIMIT:
+        raise click.BadParameter(f"at most {NOTE_LIMIT} characters", param_hint="--note")
     project = Project.discover()
     policy = load_section(PolicyParams, "policy", project.params_path)
     entry, key = _reviewer_key(project, name)
@@ -66,7 +70,7 @@ def signoff_command(name: str, note: str | None) -> None:
         key_fingerprint=entry.fingerprint,
         actor=active.actor,
         signed_at=datetime.now(UTC).replace(microsecond=0),
-        note=" ".join(note.split()) if note else None,
+        note=note,
         git_commit=project.git_commit(),
         policy=PolicyRecord(
             required_roles=tuple(policy.required_signoff_roles),

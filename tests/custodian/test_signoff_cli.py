@@ -425,3 +425,6 @@ def test_malformed_files_and_missing_artifacts_are_reasons(
 def test_bad_usage_exits_2(project: Path) -> None:
     assert invoke("release", "check", "--bogus", cwd=project).returncode == 2
     assert invoke("signoff", cwd=project).returncode == 2  # --as is required
+    long_note = invoke("signoff", "--as", "olivia", "--note", "x" * 2001, cwd=project)
+    assert long_note.returncode == 2 and "at most 2000 characters" in long_note.stderr
+    assert signoff_files(project) == []
