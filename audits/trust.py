@@ -11,10 +11,15 @@ Layout of the store's directory:
     index every time it is loaded, so a swapped file is refused, not trusted.
 
 Only public keys live here. Whoever can add a key to the store can sign
-checkpoints that verify, so the store belongs under review like code
-(committed, changes read in review), and checkpoints exported outside the
-project (see :mod:`audits.log`) remain the defence against someone who
-rewrites the log, its checkpoints and the store together.
+what verifies against it, so a store of reviewers' keys belongs under review
+like code (committed, changes read in review); the CLI keeps one there and a
+second, local one for the pipeline keys that sign a checkout's own audit log
+(:mod:`custodian.project`). Checkpoints exported outside the project (see
+:mod:`audits.log`) remain the defence against someone who rewrites the log,
+its checkpoints and the store together.
+
+Roles are spelt as on the command line (``privacy-officer``); an index written
+when they were spelt with underscores still loads.
 
 Revocation is permanent and fails closed: a revoked key verifies nothing,
 including what it signed before it was revoked, because a key is revoked when
@@ -73,12 +78,25 @@ class KeyAlreadyRevoked(TrustStoreError):
 
 
 class KeyRole(StrEnum):
-    """What a key is trusted to sign."""
+    """What a key is trusted to sign: the pipeline's audit checkpoints, or a person's sign-off."""
 
     PIPELINE = "pipeline"
     REVIEWER = "reviewer"
-    PRIVACY_OFFICER = "privacy_officer"
+    PRIVACY_OFFICER = "privacy-officer"
+    MODEL_OWNER = "model-owner"
     RELEASE = "release"
+
+    @classmethod
+    def _missing_(cls, value: object) -> KeyRole | None:
+        # Stores written before roles were spelt as on the command line say "privacy_officer".
+        if isinstance(value, str) and "_" in value:
+            return next((role for role in cls if role.value == value.replace("_", "-")), None)
+        return None
+
+    @property
+    def is_person(self) -> bool:
+        """A person's role (signs off a release), as opposed to the pipeline's own key."""
+        return self is not KeyRole.PIPELINE
 
 
 class TrustedKey(BaseModel):

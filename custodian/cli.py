@@ -59,6 +59,8 @@ COMMANDS = {
     "manifest": "custodian.commands.manifest:manifest_command",
     "verify": "custodian.commands.manifest:verify",
     "bench": "custodian.commands.bench:bench",
+    "signoff": "custodian.commands.signoff:signoff_command",
+    "release": "custodian.commands.release:release",
 }
 
 

@@ -13,6 +13,7 @@ from typing import Annotated, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from audits.trust import KeyRole
 from governance.checks import FindingType
 from governance.errors import InputError
 from governance.licenses import IntendedUse, normalize_expression
@@ -37,6 +38,11 @@ class PolicyParams(Section):
     intended_use: IntendedUse
     allowed_licenses: list[str] = Field(min_length=1)
     approved_license_refs: dict[str, Reason] = Field(default_factory=dict)
+    # Who must sign off the current artifacts before `custodian release check` passes;
+    # each role by a different person.
+    required_signoff_roles: list[KeyRole] = Field(
+        default=[KeyRole.PRIVACY_OFFICER, KeyRole.MODEL_OWNER], min_length=1
+    )
 
     @model_validator(mode="after")
     def _valid_ids(self) -> PolicyParams:
@@ -44,6 +50,16 @@ class PolicyParams(Section):
             if " " in license_id.strip():
                 raise ValueError(f"{license_id!r}: list single license ids, not expressions")
             normalize_expression(license_id)
+        return self
+
+    @model_validator(mode="after")
+    def _signoff_roles_are_people(self) -> PolicyParams:
+        roles = self.required_signoff_roles
+        if len(set(roles)) != len(roles):
+            raise ValueError("required_signoff_roles: list each role once")
+        machines = [role.value for role in roles if not role.is_person]
+        if machines:
+            raise ValueError(f"required_signoff_roles: {machines[0]!r} is not a person's role")
         return self
 
 

@@ -5,14 +5,25 @@ Library code gets these paths as arguments; only the CLI layer decides them.
 Project root
     ``$DVC_ROOT`` when DVC runs a stage, else the nearest directory at or above
     the working directory that holds ``.dvc/``, else the working directory.
-``<root>/.custodian/``
+``<root>/trust/`` (committed)
+    The project's trust store: the public keys of the people who review and
+    sign off (roles ``privacy-officer``, ``model-owner``, ...). It is versioned
+    so that every clone, CI's included, trusts the same reviewers, and a key
+    added or revoked is a change read in review like code.
+``<root>/signoffs/`` (committed)
+    ``<name>-<UTC time>-<digest>.dsse.json``: each sign-off, a DSSE envelope
+    around an in-toto statement (:mod:`audits.signoff`).
+``<root>/.custodian/`` (local, not committed)
     Evidence that must survive reruns, so it lives outside DVC outputs (DVC
     deletes a stage's outputs before running it again):
 
     - ``audit/log.jsonl``: the audit log;
     - ``audit/checkpoint.json`` and ``audit/checkpoint.history.jsonl``: its
       latest signed checkpoint and every earlier one;
-    - ``trust/``: the trust store, public keys only;
+    - ``trust/``: the local trust store, holding this checkout's pipeline key(s),
+      which sign this checkout's log. The log is local, so the keys that sign it
+      are too: committing them would make every clone trust every machine that
+      ever ran the pipeline, and dirty ``git status`` after each ``make run``;
     - ``privacy-ledger.jsonl``: the privacy budget ledger.
 ``$CUSTODIAN_HOME`` (default ``~/.config/custodian``)
     ``keys/<name>.pem``: private keys, mode 0600, never inside the project.
@@ -33,11 +44,26 @@ from typing import Any
 import yaml
 
 from audits.log import AuditLog
-from audits.trust import TrustStore
+from audits.trust import KeyRole, TrustStore
 from governance.errors import InputError
 
 EVIDENCE_DIR = ".custodian"
+TRUST_DIR = "trust"
+SIGNOFF_DIR = "signoffs"
 PIPELINE_KEY_NAME = "pipeline"
+
+# What a sign-off signs and the release gate compares, relative to the project root:
+# the model, and the reports that describe it. The manifest binds every other
+# pipeline input and output by hash, so signing it covers them too.
+COMPLIANCE_REPORT = "reports/compliance.json"
+MANIFEST = "reports/manifest.json"
+SIGNED_ARTIFACTS = (
+    "models/model.safetensors",
+    "models/model.json",
+    COMPLIANCE_REPORT,
+    "reports/compliance.html",
+    MANIFEST,
+)
 _GIT_COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
@@ -101,7 +127,20 @@ class Project:
         return AuditLog(log_path, log_path.parent / "checkpoint.json")
 
     def trust_store(self) -> TrustStore:
-        return TrustStore(self.evidence_dir / "trust")
+        """The committed trust store: reviewers' public keys."""
+        return TrustStore(self.root / TRUST_DIR)
+
+    def local_trust_store(self) -> TrustStore:
+        """The local trust store: the pipeline keys that sign this checkout's audit log."""
+        return TrustStore(self.evidence_dir / TRUST_DIR)
+
+    def trust_store_for(self, role: KeyRole) -> TrustStore:
+        """Where a key of ``role`` is trusted: a person's in the project, the pipeline's locally."""
+        return self.trust_store() if role.is_person else self.local_trust_store()
+
+    @property
+    def signoff_dir(self) -> Path:
+        return self.root / SIGNOFF_DIR
 
     def git_commit(self) -> str | None:
         """``git rev-parse HEAD`` in the project, or None outside git or before a first commit."""

@@ -25,7 +25,7 @@ command succeeded, the command fails closed (exit 1).
 
 Read-only commands are not logged (reading the evidence must not change it):
 ``audit path|show|verify``, ``data list|show|schema``, ``keys list``,
-``verify artifacts``, and anything asking for ``--help``.
+``verify artifacts``, ``release check``, and anything asking for ``--help``.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ READ_ONLY: frozenset[tuple[str, ...]] = frozenset(
         ("data", "schema"),
         ("keys", "list"),
         ("verify", "artifacts"),
+        ("release", "check"),
     }
 )
 _HELP = frozenset({"--help", "-h"})
@@ -331,7 +332,7 @@ def stage_file_hashes(project: Project, stage: str) -> tuple[dict[str, str], dic
     def named(keys: tuple[str, ...]) -> dict[str, str]:
         paths = stage_entry_paths(spec, keys, f"stages.{stage}")
         return {
-            path: _path_digest(project.root / path)
+            path: path_digest(project.root / path)
             for path in paths
             if (project.root / path).exists()
         }
@@ -339,7 +340,8 @@ def stage_file_hashes(project: Project, stage: str) -> tuple[dict[str, str], dic
     return named(("deps",)), named(("outs", "metrics", "plots"))
 
 
-def _path_digest(path: Path) -> str:
+def path_digest(path: Path) -> str:
+    """SHA-256 of a file, or of a directory's sorted (relative path, file SHA-256) pairs."""
     if path.is_file():
         return sha256_file(path)
     files = sorted(
@@ -386,7 +388,7 @@ def pipeline_key(store: TrustStore) -> SigningKey:
 
 
 def _start(project: Project, command: str, stage: str | None) -> Trail:
-    store = project.trust_store()
+    store = project.local_trust_store()
     trail = Trail(
         log=project.audit_log(),
         store=store,

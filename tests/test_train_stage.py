@@ -43,7 +43,26 @@ def set_params(repo: Path, section: str, **values) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def test_dp_training_reports_reproducible_epsilon_and_composes_runs(project: Path) -> None:
+def signed_off_by_two_people(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sign-off over the real manifest (git commit, dvc.lock), with a passing report written
+    here in the throwaway project: the report stage is not part of this test."""
+    gate = {"id": "privacy_budget", "passed": True, "evidence": ["reports/privacy.json"]}
+    report = {"format": "custodian-compliance/v1", "passed": True, "gates": [gate]}
+    (project / "reports/compliance.json").write_text(json.dumps(report))
+    (project / "reports/compliance.html").write_text("<html></html>")
+    for name, role in (("olivia", "privacy-officer"), ("max", "model-owner")):
+        custodian("keys", "generate", name, "--role", role, cwd=project, check=True)
+    assert custodian("release", "check", cwd=project).returncode == 1
+    for name in ("olivia", "max"):
+        monkeypatch.setenv("CUSTODIAN_ACTOR", name)
+        custodian("signoff", "--as", name, cwd=project, check=True)
+    released = custodian("release", "check", cwd=project)
+    assert released.returncode == 0, released.stdout + released.stderr
+
+
+def test_dp_training_reports_reproducible_epsilon_and_composes_runs(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     set_params(project, "train", epochs=2)
     dvc("repro", "train", cwd=project)
     report = json.loads((project / "reports/privacy.json").read_text())
@@ -81,10 +100,13 @@ def test_dp_training_reports_reproducible_epsilon_and_composes_runs(project: Pat
     # The audit stage binds every artifact; a changed model is named.
     dvc("repro", "audit", cwd=project)
     assert custodian("verify", "artifacts", cwd=project).returncode == 0
+    signed_off_by_two_people(project, monkeypatch)
     config = project / "models/model.json"
     config.write_text(config.read_text().replace("relu", "tanh"))
     changed = custodian("verify", "artifacts", cwd=project)
     assert changed.returncode == 1 and "models/model.json (changed)" in changed.stderr
+    blocked = custodian("release", "check", cwd=project)
+    assert blocked.returncode == 1 and "changed_artifact" in blocked.stderr
 
     # A second run on the same data: the ledger composes both histories.
     dvc("repro", "train", "--force", "--single-item", cwd=project)

@@ -79,7 +79,7 @@ def verify_command(log_path: Path | None, against: Path | None, as_json: bool) -
     project = Project.discover()
     log = project.audit_log(log_path)
     anchor = load_checkpoint(against) if against is not None else None
-    report, failure = _verify_signed(log, project.trust_store(), anchor)
+    report, failure = _verify_signed(log, project.local_trust_store(), anchor)
     ledger: list[str] = []
     if failure is None and report.first_problem is not None:
         failure = report.first_problem.message
@@ -100,6 +100,22 @@ def verify_command(log_path: Path | None, against: Path | None, as_json: bool) -
         raise LogNotVerified(failure)
     if not as_json:
         click.echo(f"{log.path}: {report.summary()}")
+
+
+def verify_project_log(project: Project) -> str | None:
+    """None if the project's audit log and privacy ledger verify, as `audit verify` checks them;
+    else the first problem, in one line."""
+    log = project.audit_log()
+    try:
+        report, failure = _verify_signed(log, project.local_trust_store(), None)
+    except NoTrustedKeys as exc:
+        return str(exc)
+    if failure is None and report.first_problem is not None:
+        failure = report.first_problem.message
+    if failure is None:
+        ledger = _check_privacy_ledger(project, log, report)
+        failure = ledger[0] if ledger else None
+    return failure
 
 
 @audit.command("checkpoint")

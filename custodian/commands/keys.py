@@ -7,7 +7,7 @@ import json
 import click
 
 from audits.keys import KeyFileExists, create_signing_key
-from audits.trust import KeyAlreadyRevoked, KeyNameTaken, KeyRole, UnknownKeyName
+from audits.trust import KeyAlreadyRevoked, KeyNameTaken, KeyRole, TrustStore, UnknownKeyName
 from custodian import trail
 from custodian.project import PIPELINE_KEY_NAME, Project, private_key_path
 
@@ -29,9 +29,11 @@ def generate_command(name: str, role: str) -> None:
             f"{name!r} is the pipeline's signing key; give this key another name",
             param_hint="NAME",
         )
-    store = Project.discover().trust_store()
-    # Checked before the private key exists, so a refusal leaves nothing behind.
-    if any(entry.name == name for entry in store.entries()):
+    project = Project.discover()
+    store = project.trust_store_for(KeyRole(role))
+    # Checked before the private key exists, so a refusal leaves nothing behind. Names are
+    # unique across both stores: a sign-off names its key, and so does `keys revoke`.
+    if _holding(project, name) is not None:
         raise click.BadParameter(
             f"a key named {name!r} is already in the trust store", param_hint="NAME"
         )
@@ -50,10 +52,11 @@ def generate_command(name: str, role: str) -> None:
     trail.current().decision(
         {"key_generated": {"name": name, "role": role, "fingerprint": entry.fingerprint}}
     )
+    scope = "commit it" if KeyRole(role).is_person else "this checkout only"
     click.echo(
         f"generated {name} ({role}), fingerprint {entry.fingerprint}\n"
         f"  private key: {path} (mode 0600; keep it out of the project)\n"
-        f"  trusted in:  {store.directory}"
+        f"  trusted in:  {store.directory} ({scope})"
     )
 
 
@@ -61,10 +64,15 @@ def generate_command(name: str, role: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_command(as_json: bool) -> None:
     """List the keys this project trusts, revoked ones included."""
-    entries = Project.discover().trust_store().entries()
+    project = Project.discover()
+    listed = [
+        (where, entry) for where, store in _stores(project).items() for entry in store.entries()
+    ]
     if as_json:
-        click.echo(json.dumps([entry.model_dump(mode="json") for entry in entries], indent=2))
+        records = [{**entry.model_dump(mode="json"), "store": where} for where, entry in listed]
+        click.echo(json.dumps(records, indent=2))
         return
+    entries = [entry for _, entry in listed]
     if not entries:
         click.echo("no keys in the trust store yet (the pipeline key is added on first use)")
         return
@@ -84,7 +92,8 @@ def revoke_command(name: str, reason: str) -> None:
     """Revoke key NAME: checkpoints it signed, before or after, no longer verify."""
     if not reason.strip():
         raise click.BadParameter("say why the key is revoked", param_hint="--reason")
-    store = Project.discover().trust_store()
+    project = Project.discover()
+    store = _holding(project, name) or project.trust_store()
     try:
         entry = store.revoke(name, reason)
     except (UnknownKeyName, KeyAlreadyRevoked) as exc:
@@ -93,3 +102,20 @@ def revoke_command(name: str, reason: str) -> None:
         {"key_revoked": {"name": name, "fingerprint": entry.fingerprint, "reason": reason}}
     )
     click.echo(f"revoked {name} ({entry.fingerprint[:16]}...): {entry.revoked_reason}")
+
+
+def _stores(project: Project) -> dict[str, TrustStore]:
+    """The committed store of people's keys and this checkout's store of pipeline keys."""
+    return {"project": project.trust_store(), "local": project.local_trust_store()}
+
+
+def _holding(project: Project, name: str) -> TrustStore | None:
+    """The store that has a key called ``name``, if either does."""
+    return next(
+        (
+            store
+            for store in _stores(project).values()
+            if any(entry.name == name for entry in store.entries())
+        ),
+        None,
+    )

@@ -87,10 +87,8 @@ def verify() -> None:
 def artifacts_command(manifest_path: Path) -> None:
     """Exit 0 if every file matches the manifest; 1 naming each changed, missing or added file."""
     project = Project.discover()
-    manifest = _load_manifest(manifest_path)
-    differences = check_manifest(project.root, manifest) + _lock_difference(
-        project, manifest, manifest_path
-    )
+    manifest = load_manifest(manifest_path)
+    differences = artifact_differences(project, manifest, manifest_path)
     commit = project.git_commit()
     if manifest.git_commit and commit != manifest.git_commit:
         click.echo(
@@ -103,6 +101,15 @@ def artifacts_command(manifest_path: Path) -> None:
         named = ", ".join(f"{d.path} ({d.kind.value})" for d in differences)
         raise ArtifactsChanged(f"{len(differences)} file(s) differ from {manifest_path}: {named}")
     click.echo(f"all {len(manifest.files)} files and dvc.lock match {manifest_path}")
+
+
+def artifact_differences(
+    project: Project, manifest: Manifest, manifest_path: Path
+) -> list[ManifestDifference]:
+    """Every file, and dvc.lock, that is not as ``manifest`` (read from ``manifest_path``) says."""
+    return check_manifest(project.root, manifest) + _lock_difference(
+        project, manifest, manifest_path
+    )
 
 
 def pipeline_paths(project: Project) -> list[str]:
@@ -142,7 +149,8 @@ def _inside(project: Project, path: Path) -> str | None:
     return resolved.relative_to(project.root).as_posix()
 
 
-def _load_manifest(path: Path) -> Manifest:
+def load_manifest(path: Path) -> Manifest:
+    """The manifest at ``path``; InputError naming the file and field if it is not one."""
     try:
         data = path.read_bytes()
     except OSError as exc:

@@ -81,3 +81,20 @@ def test_a_hand_edited_index_is_refused(store: TrustStore) -> None:
     store.index_path.write_text(json.dumps(index))
     with pytest.raises(TrustStoreError, match="not a trust store index"):
         store.entries()
+
+
+def test_roles_are_spelt_as_on_the_command_line_and_old_spellings_still_load(
+    store: TrustStore,
+) -> None:
+    store.add("alice", KeyRole.PRIVACY_OFFICER, SigningKey.generate().public_key)
+    store.add("bob", KeyRole.MODEL_OWNER, SigningKey.generate().public_key)
+    index = json.loads(store.index_path.read_text())
+    assert [key["role"] for key in index["keys"]] == ["privacy-officer", "model-owner"]
+    index["keys"][0]["role"] = "privacy_officer"  # as stores written before the rename say
+    store.index_path.write_text(json.dumps(index))
+    assert store.get("alice").role is KeyRole.PRIVACY_OFFICER
+    index["keys"][0]["role"] = "privacy officer"
+    store.index_path.write_text(json.dumps(index))
+    with pytest.raises(TrustStoreError, match="keys.0.role"):
+        store.entries()
+    assert [role.is_person for role in KeyRole] == [False, True, True, True, True]

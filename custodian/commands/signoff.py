@@ -1,0 +1,195 @@
+"""``custodian signoff --as NAME [--note TEXT]``: sign exactly the artifacts that were reviewed.
+
+The procedure: find the reviewer's key in the committed trust store and their
+private key under ``$CUSTODIAN_HOME``; refuse unless ``reports/compliance.json``
+exists, is well formed and every gate passed or was waived, and unless every
+file still matches ``reports/manifest.json``; hash the signed artifacts and the
+gates' evidence; write the DSSE envelope to ``signoffs/`` (commit it) and log
+the sign-off in the audit log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+
+import click
+
+from audits.canonical import canonical_sha256
+from audits.files import atomic_write_text
+from audits.keys import SigningKey, SigningKeyError, load_signing_key
+from audits.manifest import sha256_file
+from audits.signoff import (
+    NOTE_LIMIT,
+    ComplianceSummary,
+    GateRecord,
+    PolicyRecord,
+    SignoffPredicate,
+    SignoffRefused,
+    build_statement,
+    envelope_json,
+    sign_statement,
+)
+from audits.trust import TrustedKey, UnknownKeyName
+from custodian import trail
+from custodian.commands.manifest import artifact_differences, load_manifest
+from custodian.params import PolicyParams, load_section
+from custodian.project import (
+    COMPLIANCE_REPORT,
+    MANIFEST,
+    SIGNED_ARTIFACTS,
+    Project,
+    private_key_path,
+)
+from governance.errors import InputError
+
+
+@click.command("signoff")
+@click.option("--as", "name", required=True, help="Your key's name in the trust store.")
+@click.option("--note", help="What you reviewed, or conditions of your approval.")
+def signoff_command(name: str, note: str | None) -> None:
+    """Sign the current model and reports as NAME; refused while a gate fails."""
+    note = " ".join(note.split()) if note else None
+    if note is not None and len(note) > NOTE_LIMIT:
+        raise click.BadParameter(f"at most {NOTE_LIMIT} characters", param_hint="--note")
+    project = Project.discover()
+    policy = load_section(PolicyParams, "policy", project.params_path)
+    entry, key = _reviewer_key(project, name)
+    compliance = _passing_compliance(project)
+    _require_unchanged_since_manifest(project)
+    artifacts = current_artifacts(project)
+    missing = [path for path, digest in artifacts.items() if digest is None]
+    if missing:
+        raise SignoffRefused(f"nothing to sign: {', '.join(missing)} not found; run the pipeline")
+
+    active = trail.current()
+    predicate = SignoffPredicate(
+        reviewer=entry.name,
+        role=entry.role,
+        key_fingerprint=entry.fingerprint,
+        actor=active.actor,
+        signed_at=datetime.now(UTC).replace(microsecond=0),
+        note=note,
+        git_commit=project.git_commit(),
+        policy=PolicyRecord(
+            required_roles=tuple(policy.required_signoff_roles),
+            sha256=canonical_sha256(policy.model_dump(mode="json")),
+        ),
+        compliance_passed=True,
+        gates=tuple(
+            GateRecord(id=gate.id, passed=gate.passed, waived=gate.waived)
+            for gate in compliance.gates
+        ),
+        evidence=_evidence_digests(project, compliance),
+    )
+    statement = build_statement({k: v for k, v in artifacts.items() if v is not None}, predicate)
+    text = envelope_json(sign_statement(statement, key))
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    stamp = predicate.signed_at.strftime("%Y%m%dT%H%M%SZ")
+    path = project.signoff_dir / f"{entry.name}-{stamp}-{digest[:8]}.dsse.json"
+    atomic_write_text(path, text)
+
+    relative = path.relative_to(project.root).as_posix()
+    active.record_outputs({relative: digest})
+    active.decision(
+        {
+            "signoff": {
+                "file": relative,
+                "reviewer": entry.name,
+                "role": entry.role.value,
+                "key_fingerprint": entry.fingerprint,
+                "note": predicate.note,
+                "subjects": statement.digests(),
+            }
+        }
+    )
+    click.echo(
+        f"signed as {entry.name} ({entry.role.value}): {len(statement.subject)} artifacts, "
+        f"{len(compliance.gates)} gates\n  wrote {relative} (commit it)"
+    )
+
+
+def current_artifacts(project: Project) -> dict[str, str | None]:
+    """SHA-256 of each artifact a sign-off covers, None for one that is missing."""
+    return {
+        name: sha256_file(project.root / name) if (project.root / name).is_file() else None
+        for name in SIGNED_ARTIFACTS
+    }
+
+
+def _reviewer_key(project: Project, name: str) -> tuple[TrustedKey, SigningKey]:
+    try:
+        entry = project.trust_store().get(name)
+    except UnknownKeyName:
+        raise click.BadParameter(
+            f"no key named {name!r} in the trust store {project.trust_store().directory} "
+            f"(custodian keys generate {name} --role ROLE)",
+            param_hint="--as",
+        ) from None
+    if entry.revoked:
+        raise click.BadParameter(
+            f"key {name!r} is revoked ({entry.revoked_reason}); generate a new one",
+            param_hint="--as",
+        )
+    try:
+        key = load_signing_key(private_key_path(name))
+    except SigningKeyError as exc:
+        raise click.BadParameter(str(exc), param_hint="--as") from None
+    if key.fingerprint != entry.fingerprint:
+        raise click.BadParameter(
+            f"the private key {private_key_path(name)} is not the key the trust store "
+            f"holds as {name!r}",
+            param_hint="--as",
+        )
+    return entry, key
+
+
+def _passing_compliance(project: Project) -> ComplianceSummary:
+    path = project.root / COMPLIANCE_REPORT
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise SignoffRefused(
+            f"{COMPLIANCE_REPORT}: not found; run the pipeline (dvc repro) to write it"
+        ) from None
+    compliance = ComplianceSummary.parse(data, COMPLIANCE_REPORT)
+    refusal = compliance.refusal(COMPLIANCE_REPORT)
+    if refusal is not None:
+        raise SignoffRefused(refusal)
+    return compliance
+
+
+def _require_unchanged_since_manifest(project: Project) -> None:
+    manifest_path = project.root / MANIFEST
+    try:
+        manifest = load_manifest(manifest_path)
+    except InputError as exc:
+        raise SignoffRefused(f"{exc}; the evidence is incomplete") from None
+    differences = artifact_differences(project, manifest, manifest_path)
+    if differences:
+        named = ", ".join(f"{d.path} ({d.kind.value})" for d in differences)
+        raise SignoffRefused(
+            f"{len(differences)} file(s) differ from {MANIFEST}: {named}; rerun the pipeline "
+            f"(dvc repro) before signing"
+        )
+
+
+def _evidence_digests(project: Project, compliance: ComplianceSummary) -> dict[str, str]:
+    """SHA-256 of each file or directory a gate names as evidence."""
+    digests: dict[str, str] = {}
+    for gate in compliance.gates:
+        for name in gate.evidence:
+            pure = PurePosixPath(name)
+            if pure.is_absolute() or ".." in pure.parts:
+                raise SignoffRefused(
+                    f"{COMPLIANCE_REPORT}: gate {gate.id!r}: evidence {name!r} lies outside "
+                    f"the project"
+                )
+            target: Path = project.root / name
+            if not target.exists():
+                raise SignoffRefused(
+                    f"{COMPLIANCE_REPORT}: gate {gate.id!r}: evidence {name} not found"
+                )
+            digests[name] = trail.path_digest(target)
+    return digests
