@@ -58,6 +58,7 @@ COMMANDS = {
     "keys": "custodian.commands.keys:keys",
     "manifest": "custodian.commands.manifest:manifest_command",
     "verify": "custodian.commands.manifest:verify",
+    "report": "custodian.commands.report:report_command",
 }
 
 
