@@ -81,3 +81,47 @@ def calibration() -> list[dict[str, Any]]:
         {"bin": b, "confidence": conf, "accuracy": acc, "count": count}
         for b, conf, acc, count in bins
     ]
+
+
+EVIL = '<script>alert("x")</script><img src="http://evil.invalid/x.png">'
+
+
+def provenance(name: str = "survey", **changes: Any) -> dict[str, Any]:
+    """A provenance record (as ``Provenance.to_json`` writes it) whose free text is hostile."""
+    record = {
+        "schema_version": 1,
+        "name": name,
+        "title": f"Survey {EVIL}",
+        "source": "package://example/data/survey.csv",
+        "source_version": "example 1.0",
+        "citation": f"Doe, J. (2020) | {EVIL}",
+        "license": "CC-BY-4.0",
+        "retrieved_at": "2026-01-02T03:04:05Z",
+        "sha256": "ab" * 32,
+        "rows": 3,
+        "columns": [
+            {
+                "name": "pid",
+                "type": "integer",
+                "role": "identifier",
+                "pii": ["pseudonymous_identifier"],
+            },
+            {
+                "name": "age",
+                "type": "number",
+                "role": "sensitive",
+                "pii": ["age"],
+                "description": f"age {EVIL}",
+            },
+            {"name": "score", "type": "number", "role": "feature"},
+            {"name": "spent", "type": "number", "role": "excluded"},
+            {"name": "label", "type": "integer", "role": "label", "categories": [0, 1]},
+        ],
+        "pii_categories": ["age", "pseudonymous_identifier"],
+        "intended_use": f"Research only {EVIL}",
+        "restrictions": [f"No re-identification {EVIL}"],
+        "obligations": ["attribution"],
+        "parents": [],
+        "produced_by": None,
+    }
+    return record | changes
