@@ -193,11 +193,8 @@ def _load(inputs: Inputs) -> Loaded:
         if name not in splits:
             raise InputError(f"{inputs.splits}/{name}.provenance.json: file not found")
     metrics = _json(inputs.metrics, required=False)
-    if metrics is not None and not isinstance(metrics, dict):
-        raise InputError(f"{inputs.metrics}: not a JSON object")
     calibration = _json(inputs.calibration, required=False) or []
-    if not isinstance(calibration, list):
-        raise InputError(f"{inputs.calibration}: not a list of bins")
+    _check_shapes(inputs, metrics, calibration)
     return Loaded(
         datasets=datasets,
         splits=splits,
@@ -210,6 +207,35 @@ def _load(inputs: Inputs) -> Loaded:
         metrics=metrics,
         calibration=calibration,
     )
+
+
+def _check_shapes(inputs: Inputs, metrics: Any, calibration: Any) -> None:
+    """The nesting the page walks; the values themselves are judged by the gates."""
+    if metrics is not None:
+        if not isinstance(metrics, dict):
+            raise InputError(f"{inputs.metrics}: not a JSON object")
+        for key in ("calibration", "worst_slice", "reference", "privacy_cost", "privacy_audit"):
+            if not isinstance(metrics.get(key, {}), dict):
+                raise InputError(f"{inputs.metrics}: {key}: not an object")
+        slices = metrics.get("slices", {})
+        if not isinstance(slices, dict):
+            raise InputError(f"{inputs.metrics}: slices: not an object")
+        for attribute, values in slices.items():
+            if not isinstance(values, dict) or not all(
+                isinstance(v, dict) for v in values.values()
+            ):
+                raise InputError(f"{inputs.metrics}: slices.{attribute}: not an object of objects")
+    if not isinstance(calibration, list):
+        raise InputError(f"{inputs.calibration}: not a list of bins")
+    for index, row in enumerate(calibration):
+        numbers = isinstance(row, dict) and all(
+            isinstance(row.get(k), int | float) and not isinstance(row.get(k), bool)
+            for k in ("confidence", "accuracy", "count")
+        )
+        if not numbers:
+            raise InputError(
+                f"{inputs.calibration}: [{index}]: needs numeric confidence, accuracy and count"
+            )
 
 
 # --------------------------------------------------------------------------- gates
