@@ -27,13 +27,25 @@ def set_params(repo: Path, section: str, **values) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def write_evaluation(repo: Path) -> dict:
-    """What the evaluate stage writes, for the model the train stage just made."""
-    privacy = json.loads((repo / "reports/privacy.json").read_text())
-    (repo / "reports/metrics.json").write_text(
-        json.dumps(metrics(privacy["epsilon"], privacy["delta"]))
+def evaluated_by_pipeline(repo: Path) -> bool:
+    """Whether a stage of dvc.yaml writes reports/metrics.json (the evaluate stage)."""
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    return any(
+        "reports/metrics.json" in json.dumps(stage.get(key) or [])
+        for stage in stages.values()
+        for key in ("outs", "metrics")
     )
-    (repo / "reports/calibration.json").write_text(json.dumps(calibration()))
+
+
+def write_evaluation(repo: Path) -> dict:
+    """What the evaluate stage writes, for the model the train stage just made (until the
+    pipeline has an evaluate stage, which then writes the real files)."""
+    privacy = json.loads((repo / "reports/privacy.json").read_text())
+    if not evaluated_by_pipeline(repo):
+        (repo / "reports/metrics.json").write_text(
+            json.dumps(metrics(privacy["epsilon"], privacy["delta"]))
+        )
+        (repo / "reports/calibration.json").write_text(json.dumps(calibration()))
     return privacy
 
 
@@ -162,11 +174,10 @@ def test_report_gates_a_real_run_waives_audits_and_renders(project: Path, tmp_pa
     missing = custodian("report", cwd=project)
     assert missing.returncode == 1
     report = compliance(project)
-    assert {g["id"] for g in report["gates"] if not (g["passed"] or g["waived"])} == {
-        "utility",
-        "worst_slice_gap",
-        "empirical_privacy",
-    }
+    refused = {g["id"] for g in report["gates"] if not (g["passed"] or g["waived"])}
+    # Where evaluate is a stage, the manifest binds metrics.json too, so artifacts fails as well.
+    expected = {"utility", "worst_slice_gap", "empirical_privacy"}
+    assert refused == expected | ({"artifacts"} if evaluated_by_pipeline(project) else set())
     assert gate(report, "utility")["detail"].startswith("reports/metrics.json: missing")
     statuses = {row["id"]: row["status"] for row in report["nist_ai_rmf"]}
     assert statuses["MEASURE 2.11"] == "attestation_required"
