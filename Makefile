@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test lint clean
+.PHONY: install run test lint browser clean
 
 install: $(STAMP)
 
@@ -20,8 +20,13 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/dvc repro
 
-test: install lint
+test: install lint browser
 	$(BIN)/python -m pytest -q -ra
+
+# The compliance page is tested in a real headless browser (Debian's chromium).
+browser:
+	command -v chromium >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 lint: install
 	$(BIN)/ruff check .

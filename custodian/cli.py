@@ -61,6 +61,7 @@ COMMANDS = {
     "bench": "custodian.commands.bench:bench",
     "signoff": "custodian.commands.signoff:signoff_command",
     "release": "custodian.commands.release:release",
+    "report": "custodian.commands.report:report_command",
 }
 
 

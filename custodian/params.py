@@ -13,6 +13,7 @@ from typing import Annotated, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from audits.gates import GATES, GateId, Limits
 from audits.trust import KeyRole
 from governance.checks import FindingType
 from governance.errors import InputError
@@ -43,6 +44,15 @@ class PolicyParams(Section):
     required_signoff_roles: list[KeyRole] = Field(
         default=[KeyRole.PRIVACY_OFFICER, KeyRole.MODEL_OWNER], min_length=1
     )
+    # Release gates (custodian report): the limits a run must meet to be released.
+    max_epsilon: float = Field(gt=0)
+    max_delta: float = Field(gt=0, lt=1)
+    min_accuracy: float = Field(ge=0, le=1)
+    min_roc_auc: float = Field(ge=0, le=1)
+    max_worst_slice_gap: float = Field(ge=0, le=1)
+    min_slice_rows: int = Field(ge=1)
+    # Gate id -> reason: a failed gate is reported as waived and logged, not fatal.
+    gate_waivers: dict[GateId, Reason] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _valid_ids(self) -> PolicyParams:
@@ -61,6 +71,26 @@ class PolicyParams(Section):
         if machines:
             raise ValueError(f"required_signoff_roles: {machines[0]!r} is not a person's role")
         return self
+
+    @model_validator(mode="after")
+    def _waivable_gates(self) -> PolicyParams:
+        refused = sorted(gate.value for gate in self.gate_waivers if not GATES[gate].waivable)
+        if refused:
+            raise ValueError(
+                f"gate_waivers: {', '.join(refused)} cannot be waived (integrity gates: "
+                "evidence that cannot be trusted cannot be accepted either)"
+            )
+        return self
+
+    def limits(self) -> Limits:
+        return Limits(
+            max_epsilon=self.max_epsilon,
+            max_delta=self.max_delta,
+            min_accuracy=self.min_accuracy,
+            min_roc_auc=self.min_roc_auc,
+            max_worst_slice_gap=self.max_worst_slice_gap,
+            min_slice_rows=self.min_slice_rows,
+        )
 
 
 class ValidateParams(Section):

@@ -79,13 +79,7 @@ def verify_command(log_path: Path | None, against: Path | None, as_json: bool) -
     project = Project.discover()
     log = project.audit_log(log_path)
     anchor = load_checkpoint(against) if against is not None else None
-    report, failure = _verify_signed(log, project.local_trust_store(), anchor)
-    ledger: list[str] = []
-    if failure is None and report.first_problem is not None:
-        failure = report.first_problem.message
-    if failure is None and log.path.resolve() == project.audit_log_path.resolve():
-        ledger = _check_privacy_ledger(project, log, report)
-        failure = ledger[0] if ledger else None
+    report, failure, ledger = verify_log(project, log, anchor)
     if as_json:
         payload = {**report.model_dump(mode="json"), "ledger_disagreements": ledger}
         click.echo(json.dumps({**payload, "ok": failure is None}, indent=2))
@@ -105,16 +99,10 @@ def verify_command(log_path: Path | None, against: Path | None, as_json: bool) -
 def verify_project_log(project: Project) -> str | None:
     """None if the project's audit log and privacy ledger verify, as `audit verify` checks them;
     else the first problem, in one line."""
-    log = project.audit_log()
     try:
-        report, failure = _verify_signed(log, project.local_trust_store(), None)
+        _, failure, _ = verify_log(project, project.audit_log())
     except NoTrustedKeys as exc:
         return str(exc)
-    if failure is None and report.first_problem is not None:
-        failure = report.first_problem.message
-    if failure is None:
-        ledger = _check_privacy_ledger(project, log, report)
-        failure = ledger[0] if ledger else None
     return failure
 
 
@@ -139,6 +127,21 @@ def checkpoint_command(out: Path) -> None:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def verify_log(
+    project: Project, log: AuditLog, anchor: SignedCheckpoint | None = None
+) -> tuple[VerifyReport, str | None, list[str]]:
+    """Verify ``log`` as ``custodian audit verify`` does: the report, the first failure
+    (None if intact) and the privacy ledger's disagreements (checked for the project's log)."""
+    report, failure = _verify_signed(log, project.local_trust_store(), anchor)
+    ledger: list[str] = []
+    if failure is None and report.first_problem is not None:
+        failure = report.first_problem.message
+    if failure is None and log.path.resolve() == project.audit_log_path.resolve():
+        ledger = _check_privacy_ledger(project, log, report)
+        failure = ledger[0] if ledger else None
+    return report, failure, ledger
 
 
 def _parse_since(value: str | None) -> datetime | None:

@@ -53,7 +53,10 @@ def manifest_command(out: Path) -> None:
     out_name = _inside(project, out)
     # The manifest cannot hash itself, even where dvc.yaml declares it as an output.
     itself = () if out_name is None else (out_name,)
-    paths = [path for path in pipeline_paths(project) if path not in itself]
+    # Nor the stages that run after it (the compliance pack, made from it): they bind it
+    # by its hash instead.
+    later = stages_after(project, itself)
+    paths = [path for path in pipeline_paths(project, skip=later) if path not in itself]
     manifest = build_manifest(
         project.root,
         paths,
@@ -112,14 +115,16 @@ def artifact_differences(
     )
 
 
-def pipeline_paths(project: Project) -> list[str]:
-    """Every path dvc.yaml's stages name as a dependency, output, metric, plot or params file."""
+def pipeline_paths(project: Project, skip: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """Every path dvc.yaml's stages (but ``skip``) name as a dependency, output, metric, plot
+    or params file."""
     stages = project.dvc_stages()
     if not stages:
         raise InputError(f"{project.dvc_yaml_path}: no stages")
     paths: set[str] = set()
     for name, stage in stages.items():
-        paths.update(_stage_paths(project, str(name), stage))
+        if name not in skip:
+            paths.update(_stage_paths(project, str(name), stage))
     return sorted(paths)
 
 
@@ -179,7 +184,7 @@ def lock_digest(project: Project, manifests: tuple[str, ...]) -> str | None:
     except yaml.YAMLError as exc:
         raise InputError(f"{lock}: not valid YAML ({type(exc).__name__})") from None
     if "stages" in content:
-        writers = _stages_writing(project, manifests)
+        writers = _stages_writing(project, manifests) | stages_after(project, manifests)
         content["stages"] = {k: v for k, v in content["stages"].items() if k not in writers}
     return canonical_sha256(content)
 
@@ -191,6 +196,29 @@ def _stages_writing(project: Project, paths: tuple[str, ...]) -> set[str]:
         if isinstance(stage, dict)
         and set(stage_entry_paths(stage, _OUTPUT_KEYS, f"stages.{name}")) & set(paths)
     }
+
+
+def stages_after(project: Project, paths: tuple[str, ...]) -> set[str]:
+    """Stages that read ``paths`` or the outputs of such a stage, directly or not: they run
+    after the manifest, so neither their files nor their dvc.lock entries are final when it
+    is built."""
+    stages = {n: s for n, s in project.dvc_stages().items() if isinstance(s, dict)}
+    reached: set[str] = set()
+    frontier = set(paths)
+    while frontier:
+        found = {
+            name
+            for name, stage in stages.items()
+            if name not in reached
+            and set(stage_entry_paths(stage, ("deps",), f"stages.{name}")) & frontier
+        }
+        reached |= found
+        frontier = {
+            path
+            for name in found
+            for path in stage_entry_paths(stages[name], _OUTPUT_KEYS, f"stages.{name}")
+        }
+    return reached
 
 
 def _lock_difference(

@@ -506,3 +506,36 @@ def test_manifest_binds_every_pipeline_file_and_names_each_change(pipeline: Path
     ):
         assert named in summary
     assert "changed: outputs/model.json (sha256" in result.stdout
+
+
+def test_stages_after_the_manifest_are_left_out_of_it(pipeline: Path) -> None:
+    # A stage reading the manifest (and one reading its output) runs after it: its files
+    # do not exist yet when the manifest is built, and its dvc.lock entry comes later.
+    spec = yaml.safe_load((pipeline / "dvc.yaml").read_text())
+    spec["stages"]["report"] = {
+        "cmd": "custodian report",
+        "deps": ["reports/manifest.json", "reports/metrics.json", "report_code.py"],
+        "outs": ["reports/compliance.json"],
+    }
+    spec["stages"]["publish"] = {
+        "cmd": "publish",
+        "deps": ["reports/compliance.json"],
+        "outs": ["site"],
+    }
+    (pipeline / "dvc.yaml").write_text(yaml.safe_dump(spec))
+    lock = {"schema": "2.0", "stages": {"prepare": {"cmd": "custodian prepare"}}}
+    (pipeline / "dvc.lock").write_text(yaml.safe_dump(lock))
+    built = custodian("manifest", "--out", "reports/manifest.json", cwd=pipeline)
+    assert built.returncode == 0, built.stderr
+    manifest = json.loads((pipeline / "reports/manifest.json").read_text())
+    assert "report_code.py" not in manifest["paths"] and "site" not in manifest["paths"]
+    assert "reports/metrics.json" in manifest["paths"]  # still bound, as prepare's output
+
+    # The later stages run and DVC records them: the manifest still holds.
+    (pipeline / "reports/compliance.json").write_text("{}\n")
+    lock["stages"] |= {"report": {"cmd": "custodian report"}, "publish": {"cmd": "publish"}}
+    (pipeline / "dvc.lock").write_text(yaml.safe_dump(lock))
+    assert invoke("verify", "artifacts", cwd=pipeline).returncode == 0
+    lock["stages"]["prepare"]["cmd"] = "custodian prepare --fast"
+    (pipeline / "dvc.lock").write_text(yaml.safe_dump(lock))
+    assert "dvc.lock (changed)" in custodian("verify", "artifacts", cwd=pipeline).stderr

@@ -1,0 +1,587 @@
+"""``custodian report``: the compliance pack a reviewer reads and signs.
+
+The procedure, top to bottom: read the evidence the stages wrote; decide every
+release gate against ``policy`` (a waiver clears a failed gate and is logged);
+write the model card, a datasheet and Croissant metadata per dataset; map the
+72 NIST AI RMF subcategories onto the evidence that exists and passed; write
+``compliance.json`` and the page rendered from it. A failed, unwaived gate
+exits 1 after the pack is written, so the page can say why.
+
+``audits/`` does the deciding and the writing from plain values; this module
+reads files, asks the other packages what only they know (licenses, the privacy
+ledger, the audit log, the manifest) and passes the answers down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from audits import gates as g
+from audits.cards import ModelFacts, datasheet, model_card
+from audits.compliance import (
+    AuditLogStatus,
+    ComplianceReport,
+    Documents,
+    ManifestStatus,
+    catalog_info,
+    pending_signoffs,
+)
+from audits.croissant import croissant
+from audits.files import atomic_directory, atomic_write_json, atomic_write_text
+from audits.manifest import sha256_file
+from audits.nist import Evidence, EvidenceKind, load_catalog, map_catalog
+from audits.report_html import render
+from custodian import trail
+from custodian.commands.audit import verify_log
+from custodian.commands.datasets import load_record
+from custodian.commands.manifest import artifact_differences, load_manifest
+from custodian.params import PolicyParams, PrivacyParams, load_section
+from custodian.project import Project
+from governance.errors import GovernanceError, InputError
+from governance.licenses import evaluate_license
+
+MODEL_CARD = "model_card.md"
+DATASHEETS = "datasheets"
+CROISSANT = "croissant"
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Where each stage's evidence is (paths as given, relative to the project root)."""
+
+    ingested: Path
+    splits: Path
+    models: Path
+    validation: Path
+    checks: Path
+    privacy: Path
+    curve: Path
+    manifest: Path
+    metrics: Path
+    calibration: Path
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The evidence, parsed. ``metrics`` and ``calibration`` may be missing: gates fail closed."""
+
+    datasets: dict[str, dict[str, Any]]  # ingested provenance records by name
+    splits: dict[str, dict[str, Any]]  # split provenance records by split name
+    split: dict[str, Any]
+    model: dict[str, Any]
+    validation: dict[str, Any]
+    checks: dict[str, Any]
+    privacy: dict[str, Any]
+    curve: list[dict[str, Any]]
+    metrics: dict[str, Any] | None
+    calibration: list[dict[str, Any]]
+
+
+def _path_option(name: str, default: str, help_text: str):
+    return click.option(
+        f"--{name}",
+        type=click.Path(path_type=Path),
+        default=Path(default),
+        show_default=True,
+        help=help_text,
+    )
+
+
+@click.command("report")
+@_path_option("ingested", "data/ingested", "Ingested datasets and provenance.")
+@_path_option("splits", "data/split", "Split directory with provenance records.")
+@_path_option("models", "models", "Model directory (model.json, model.safetensors).")
+@_path_option("validation", "reports/validation.json", "Validation report.")
+@_path_option("checks", "reports/checks.json", "Leakage findings.")
+@_path_option("privacy", "reports/privacy.json", "Privacy report of the train stage.")
+@_path_option("curve", "reports/train_curve.json", "Training curve.")
+@_path_option("manifest", "reports/manifest.json", "Artifact manifest of the audit stage.")
+@_path_option("metrics", "reports/metrics.json", "Metrics of the evaluate stage.")
+@_path_option("calibration", "reports/calibration.json", "Calibration bins of evaluate.")
+@_path_option("out", "reports", "Where the compliance pack goes.")
+def report_command(out: Path, **paths: Path) -> None:
+    """Decide the release gates and write the compliance pack; exit 1 if a gate fails."""
+    project = Project.discover()
+    inputs = Inputs(**paths)
+    policy = load_section(PolicyParams, "policy")
+    lifetime = load_section(PrivacyParams, "privacy").lifetime_epsilon
+    loaded = _load(inputs)
+
+    log_status = _audit_log_status(project)
+    manifest_status = _manifest_status(project, inputs.manifest)
+    verdicts = _verdicts(project, loaded, policy, lifetime, log_status, manifest_status)
+    gate_evidence = _gate_evidence(project, inputs, loaded)
+    results = g.decide(verdicts, gate_evidence, policy.gate_waivers)
+    _log_decisions(results)
+
+    documents = _write_documents(project, out, inputs, loaded, policy)
+    evidence = _evidence(project, inputs, loaded, results, documents)
+    catalog = load_catalog()
+    rows = map_catalog(catalog, evidence)
+    report = ComplianceReport(
+        passed=all(result.cleared for result in results),
+        subject=_subject(project, inputs, loaded, manifest_status),
+        gates=results,
+        nist_catalog=catalog_info(catalog, rows),
+        nist_ai_rmf=rows,
+        datasets=_dataset_summaries(project, inputs, loaded),
+        validation=loaded.validation,
+        findings=_findings(loaded.checks),
+        privacy=loaded.privacy,
+        ledger=_ledger_summary(project, loaded.privacy, lifetime),
+        metrics=loaded.metrics,
+        calibration=loaded.calibration,
+        training_curve=loaded.curve,
+        audit_log=log_status,
+        manifest=manifest_status,
+        documents=documents,
+        signoffs=pending_signoffs(),
+    )
+    atomic_write_json(out / "compliance.json", report.model_dump(mode="json"))
+    prefix = os.path.relpath(project.root, out.resolve()).replace(os.sep, "/") + "/"
+    atomic_write_text(out / "compliance.html", render(report, link_prefix=prefix))
+
+    counts = report.nist_catalog.counts
+    click.echo(
+        f"wrote {out / 'compliance.json'} and {out / 'compliance.html'}: "
+        f"{sum(r.cleared for r in results)} of {len(results)} gates cleared; NIST AI RMF "
+        + ", ".join(f"{count} {status}" for status, count in counts.items())
+    )
+    failed = [r for r in results if not r.cleared]
+    for result in failed:
+        click.echo(f"gate failed: {result.id.value}: {result.detail}")
+    if failed:
+        raise g.GatesFailed(
+            f"{len(failed)} release gate(s) failed: {', '.join(r.id.value for r in failed)}; "
+            f"see {out / 'compliance.html'}"
+        )
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _json(path: Path, *, required: bool = True) -> Any:
+    if not path.is_file():
+        if required:
+            raise InputError(f"{path}: file not found (has its stage run?)")
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({type(exc).__name__})") from None
+
+
+def _load(inputs: Inputs) -> Loaded:
+    datasets = {
+        record.name: record.to_json()
+        for record in map(load_record, sorted(inputs.ingested.glob("*.provenance.json")))
+    }
+    if not datasets:
+        raise InputError(f"{inputs.ingested}: no *.provenance.json (run the ingest stage)")
+    splits = {
+        path.name.removesuffix(".provenance.json"): load_record(path).to_json()
+        for path in sorted(inputs.splits.glob("*.provenance.json"))
+    }
+    for name in ("train", "test"):
+        if name not in splits:
+            raise InputError(f"{inputs.splits}/{name}.provenance.json: file not found")
+    metrics = _json(inputs.metrics, required=False)
+    calibration = _json(inputs.calibration, required=False) or []
+    _check_shapes(inputs, metrics, calibration)
+    return Loaded(
+        datasets=datasets,
+        splits=splits,
+        split=_json(inputs.splits / "split.json"),
+        model=_json(inputs.models / "model.json"),
+        validation=_json(inputs.validation),
+        checks=_json(inputs.checks),
+        privacy=_json(inputs.privacy),
+        curve=_json(inputs.curve),
+        metrics=metrics,
+        calibration=calibration,
+    )
+
+
+def _check_shapes(inputs: Inputs, metrics: Any, calibration: Any) -> None:
+    """The nesting the page walks; the values themselves are judged by the gates."""
+    if metrics is not None:
+        if not isinstance(metrics, dict):
+            raise InputError(f"{inputs.metrics}: not a JSON object")
+        for key in ("calibration", "worst_slice", "reference", "privacy_cost", "privacy_audit"):
+            if not isinstance(metrics.get(key, {}), dict):
+                raise InputError(f"{inputs.metrics}: {key}: not an object")
+        slices = metrics.get("slices", {})
+        if not isinstance(slices, dict):
+            raise InputError(f"{inputs.metrics}: slices: not an object")
+        for attribute, values in slices.items():
+            if not isinstance(values, dict) or not all(
+                isinstance(v, dict) for v in values.values()
+            ):
+                raise InputError(f"{inputs.metrics}: slices.{attribute}: not an object of objects")
+    if not isinstance(calibration, list):
+        raise InputError(f"{inputs.calibration}: not a list of bins")
+    for index, row in enumerate(calibration):
+        numbers = isinstance(row, dict) and all(
+            isinstance(row.get(k), int | float) and not isinstance(row.get(k), bool)
+            for k in ("confidence", "accuracy", "count")
+        )
+        if not numbers:
+            raise InputError(
+                f"{inputs.calibration}: [{index}]: needs numeric confidence, accuracy and count"
+            )
+
+
+# --------------------------------------------------------------------------- gates
+
+
+def _verdicts(
+    project: Project,
+    loaded: Loaded,
+    policy: PolicyParams,
+    lifetime: float,
+    log_status: AuditLogStatus,
+    manifest_status: ManifestStatus,
+) -> dict[g.GateId, g.Verdict]:
+    limits = policy.limits()
+    differences = manifest_status.differences
+    return {
+        g.GateId.EPSILON: g.epsilon_gate(loaded.privacy, limits),
+        g.GateId.DELTA: g.delta_gate(loaded.privacy, limits),
+        g.GateId.LIFETIME_BUDGET: _lifetime_verdict(project, loaded.privacy, lifetime),
+        g.GateId.CRITICAL_FINDINGS: g.critical_findings_gate(loaded.checks),
+        g.GateId.GX_SUITES: g.gx_suites_gate(loaded.validation, loaded.checks),
+        g.GateId.LICENSES: _license_verdict(loaded, policy),
+        g.GateId.UTILITY: g.utility_gate(loaded.metrics, limits),
+        g.GateId.WORST_SLICE_GAP: g.worst_slice_gap_gate(loaded.metrics, limits),
+        g.GateId.EMPIRICAL_PRIVACY: g.empirical_privacy_gate(loaded.metrics, loaded.privacy),
+        g.GateId.AUDIT_LOG: g.Verdict(log_status.verified, log_status.summary),
+        g.GateId.ARTIFACTS: g.Verdict(
+            not differences,
+            f"{manifest_status.files} files and dvc.lock match {manifest_status.path}"
+            if not differences
+            else f"{len(differences)} difference(s): {'; '.join(differences[:5])}",
+        ),
+    }
+
+
+def _lifetime_verdict(project: Project, privacy: Mapping[str, Any], lifetime: float) -> g.Verdict:
+    # Imported here: the ledger pulls in Opacus and torch.
+    from privacy.accounting import AccountantKind
+    from privacy.errors import PrivacyError
+    from privacy.ledger import PrivacyLedger
+
+    ledger = PrivacyLedger(project.privacy_ledger_path)
+    try:
+        ledger.verify()
+        spent = ledger.spent(
+            str(privacy["dataset_sha256"]),
+            float(privacy["delta"]),
+            AccountantKind.parse(str(privacy["accountant"])),
+        )
+    except (PrivacyError, KeyError, ValueError) as exc:
+        return g.lifetime_budget_gate(None, lifetime, f"{ledger.path}: {exc}")
+    return g.lifetime_budget_gate(spent, lifetime, None)
+
+
+def _license_verdict(loaded: Loaded, policy: PolicyParams) -> g.Verdict:
+    records = [*loaded.datasets.values(), *loaded.splits.values()]
+    refused = []
+    for record in records:
+        try:
+            evaluate_license(
+                record["license"],
+                dataset=record["name"],
+                intended_use=policy.intended_use,
+                allowed=frozenset(policy.allowed_licenses),
+                approved_refs=dict(policy.approved_license_refs),
+            )
+        except GovernanceError as exc:
+            refused.append(str(exc))
+    if refused:
+        return g.Verdict(False, "; ".join(refused))
+    licenses = sorted({str(record["license"]) for record in records})
+    return g.Verdict(
+        True,
+        f"{len(records)} dataset record(s) under {', '.join(licenses)}, allowed for "
+        f"{policy.intended_use.value} use",
+    )
+
+
+def _audit_log_status(project: Project) -> AuditLogStatus:
+    log = project.audit_log()
+    report, failure, _ = verify_log(project, log)
+    head = report.checkpoint
+    return AuditLogStatus(
+        path=_relative(project, log.path),
+        verified=failure is None,
+        summary=failure or report.summary(),
+        entries=report.entries,
+        tree_size=head.tree_size if head else None,
+        root_hash=head.root_hash if head else None,
+        signed_at=head.time if head else None,
+    )
+
+
+def _manifest_status(project: Project, path: Path) -> ManifestStatus:
+    manifest = load_manifest(path)
+    differences = artifact_differences(project, manifest, path)
+    return ManifestStatus(
+        path=_relative(project, path),
+        sha256=sha256_file(path),
+        files=len(manifest.files),
+        git_commit=manifest.git_commit,
+        dvc_lock_sha256=manifest.dvc_lock_sha256,
+        differences=[str(d) for d in differences],
+    )
+
+
+def _gate_evidence(project: Project, inputs: Inputs, loaded: Loaded) -> dict[g.GateId, tuple]:
+    rel = _rel(project)
+    records = _provenance_paths(project, inputs)
+    metrics = (rel(inputs.metrics),) if loaded.metrics is not None else ()
+    return {
+        g.GateId.EPSILON: (rel(inputs.privacy),),
+        g.GateId.DELTA: (rel(inputs.privacy),),
+        g.GateId.LIFETIME_BUDGET: (_relative(project, project.privacy_ledger_path),),
+        g.GateId.CRITICAL_FINDINGS: (rel(inputs.checks),),
+        g.GateId.GX_SUITES: (rel(inputs.validation), rel(inputs.checks)),
+        g.GateId.LICENSES: (*records, "params.yaml"),
+        g.GateId.UTILITY: metrics,
+        g.GateId.WORST_SLICE_GAP: metrics,
+        g.GateId.EMPIRICAL_PRIVACY: (*metrics, rel(inputs.privacy)),
+        g.GateId.AUDIT_LOG: (_relative(project, project.audit_log_path),),
+        g.GateId.ARTIFACTS: (rel(inputs.manifest),),
+    }
+
+
+def _log_decisions(results: list[g.GateResult]) -> None:
+    """Waived gates are waivers in the audit log; the verdicts are one decision event."""
+    active = trail.current()
+    for result in results:
+        if result.waived and result.waiver_reason is not None:
+            active.waiver(
+                f"gate:{result.id.value}", result.waiver_reason, {"detail": result.detail}
+            )
+    active.decision(
+        {
+            "release_gates": {
+                r.id.value: "passed" if r.passed else "waived" if r.waived else "failed"
+                for r in results
+            },
+            "passed": all(r.cleared for r in results),
+        }
+    )
+
+
+# --------------------------------------------------------------------------- documents
+
+
+def _write_documents(
+    project: Project, out: Path, inputs: Inputs, loaded: Loaded, policy: PolicyParams
+) -> Documents:
+    trained = str(loaded.split.get("dataset"))
+    if trained not in loaded.datasets:
+        raise InputError(f"{inputs.splits / 'split.json'}: dataset {trained!r} was not ingested")
+    facts = ModelFacts(
+        dataset=loaded.datasets[trained],
+        train=loaded.splits["train"],
+        test=loaded.splits["test"],
+        split=loaded.split,
+        model=loaded.model,
+        model_sha256=sha256_file(inputs.models / "model.safetensors"),
+        privacy=loaded.privacy,
+        metrics=loaded.metrics,
+        checks=loaded.checks,
+        intended_use=policy.intended_use.value,
+        git_commit=project.git_commit(),
+    )
+    atomic_write_text(out / MODEL_CARD, model_card(facts))
+    sheets, metadata = {}, {}
+    with (
+        atomic_directory(out / DATASHEETS) as sheet_dir,
+        atomic_directory(out / CROISSANT) as croissant_dir,
+    ):
+        for name, record in loaded.datasets.items():
+            csv = inputs.ingested / f"{name}.csv"
+            content_url = os.path.relpath(csv.resolve(), (out / CROISSANT).resolve())
+            metadata[name] = _relative(project, out / CROISSANT / f"{name}.json")
+            sheets[name] = _relative(project, out / DATASHEETS / f"{name}.md")
+            atomic_write_json(croissant_dir / f"{name}.json", croissant(record, content_url))
+            split = loaded.split if name == trained else None
+            atomic_write_text(
+                sheet_dir / f"{name}.md",
+                datasheet(
+                    record,
+                    validation=loaded.validation,
+                    split=split,
+                    croissant_path=metadata[name],
+                ),
+            )
+    return Documents(
+        model_card=_relative(project, out / MODEL_CARD), datasheets=sheets, croissant=metadata
+    )
+
+
+# --------------------------------------------------------------------------- the NIST map
+
+
+def _evidence(
+    project: Project,
+    inputs: Inputs,
+    loaded: Loaded,
+    results: list[g.GateResult],
+    documents: Documents,
+) -> dict[EvidenceKind, Evidence]:
+    """Each kind of evidence: its files, and whether it passed (its gates, or that it parsed)."""
+    rel = _rel(project)
+    passed_by_kind: dict[EvidenceKind, bool] = {}
+    for result in results:
+        kind = g.GATES[result.id].evidence
+        passed_by_kind[kind] = passed_by_kind.get(kind, True) and result.passed
+    metrics = loaded.metrics or {}
+    files: dict[EvidenceKind, tuple[list[str], bool]] = {
+        EvidenceKind.PROVENANCE: (_provenance_paths(project, inputs), True),
+        EvidenceKind.LICENSES: ([*_provenance_paths(project, inputs), "params.yaml"], True),
+        EvidenceKind.DATA_VALIDATION: ([rel(inputs.validation), rel(inputs.checks)], True),
+        EvidenceKind.LEAKAGE_CHECKS: ([rel(inputs.checks)], True),
+        EvidenceKind.PRIVACY_ACCOUNTING: ([rel(inputs.privacy)], True),
+        EvidenceKind.PRIVACY_BUDGET: ([_relative(project, project.privacy_ledger_path)], True),
+        EvidenceKind.EMPIRICAL_PRIVACY: ([rel(inputs.metrics)], True),
+        EvidenceKind.UTILITY: ([rel(inputs.metrics)], True),
+        EvidenceKind.CALIBRATION: (
+            [rel(inputs.metrics), rel(inputs.calibration)],
+            isinstance((metrics.get("calibration") or {}).get("ece"), int | float),
+        ),
+        EvidenceKind.FAIRNESS: ([rel(inputs.metrics)], True),
+        EvidenceKind.ROBUSTNESS: ([rel(inputs.metrics)], bool(metrics.get("robustness"))),
+        EvidenceKind.TRAINING_RECORD: (
+            [rel(inputs.models / "model.json"), rel(inputs.privacy), rel(inputs.curve)],
+            True,
+        ),
+        EvidenceKind.AUDIT_LOG: ([_relative(project, project.audit_log_path)], True),
+        EvidenceKind.MANIFEST: ([rel(inputs.manifest)], True),
+        EvidenceKind.POLICY: (["params.yaml"], True),
+        EvidenceKind.MODEL_CARD: ([documents.model_card], True),
+        EvidenceKind.DATASHEETS: (
+            [*documents.datasheets.values(), *documents.croissant.values()],
+            True,
+        ),
+    }
+    evidence = {}
+    for kind, (paths, complete) in files.items():
+        gate_passed = passed_by_kind.get(kind, True)
+        detail = "its gate failed" if not gate_passed else "" if complete else "incomplete"
+        evidence[kind] = Evidence.at(
+            project.root, kind, paths, passed=complete and gate_passed, detail=detail
+        )
+    return evidence
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def _subject(
+    project: Project, inputs: Inputs, loaded: Loaded, manifest: ManifestStatus
+) -> dict[str, Any]:
+    return {
+        "dataset": loaded.split.get("dataset"),
+        "dataset_sha256": loaded.privacy.get("dataset_sha256"),
+        "model": _relative(project, inputs.models / "model.safetensors"),
+        "model_sha256": sha256_file(inputs.models / "model.safetensors"),
+        "git_commit": manifest.git_commit,
+        "manifest_sha256": manifest.sha256,
+    }
+
+
+def _dataset_summaries(project: Project, inputs: Inputs, loaded: Loaded) -> list[dict[str, Any]]:
+    keys = (
+        "name",
+        "title",
+        "source",
+        "source_version",
+        "citation",
+        "license",
+        "obligations",
+        "rows",
+        "sha256",
+        "retrieved_at",
+        "pii_categories",
+        "parents",
+        "produced_by",
+        "intended_use",
+        "restrictions",
+    )
+    summaries = []
+    for directory, records in ((inputs.ingested, loaded.datasets), (inputs.splits, loaded.splits)):
+        for file_name, record in records.items():
+            summary = {key: record.get(key) for key in keys}
+            summary["record"] = _relative(project, directory / f"{file_name}.provenance.json")
+            summaries.append(summary)
+    return summaries
+
+
+def _findings(checks: Mapping[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for key, split in (("findings", "test"), ("val_findings", "val")):
+        for finding in checks.get(key) or []:
+            rows.append(
+                {
+                    "split": split,
+                    "type": finding.get("type"),
+                    "severity": finding.get("severity"),
+                    "count": finding.get("count"),
+                    "columns": finding.get("columns"),
+                    "detail": finding.get("detail"),
+                    "waived": finding.get("type") in (checks.get("waived") or {}),
+                }
+            )
+    return rows
+
+
+def _ledger_summary(
+    project: Project, privacy: Mapping[str, Any], lifetime: float
+) -> dict[str, Any]:
+    from privacy.errors import PrivacyError
+    from privacy.ledger import PrivacyLedger
+
+    try:
+        spends = PrivacyLedger(project.privacy_ledger_path).summary()
+    except PrivacyError as exc:
+        return {"error": str(exc), "lifetime_epsilon": lifetime}
+    mine = next((s for s in spends if s.dataset_sha256 == privacy.get("dataset_sha256")), None)
+    return {
+        "path": _relative(project, project.privacy_ledger_path),
+        "lifetime_epsilon": lifetime,
+        "spent_epsilon": mine.spent_epsilon if mine else None,
+        "runs": len(mine.runs) if mine else 0,
+        "steps": mine.steps if mine else 0,
+    }
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def _relative(project: Project, path: Path) -> str:
+    resolved = path.resolve()
+    if not resolved.is_relative_to(project.root):
+        raise InputError(f"{path}: outside the project {project.root}")
+    return resolved.relative_to(project.root).as_posix()
+
+
+def _rel(project: Project):
+    return lambda path: _relative(project, path)
+
+
+def _provenance_paths(project: Project, inputs: Inputs) -> list[str]:
+    return [
+        _relative(project, path)
+        for directory in (inputs.ingested, inputs.splits)
+        for path in sorted(directory.glob("*.provenance.json"))
+    ]
