@@ -19,9 +19,9 @@ from audits.files import atomic_write_bytes, atomic_write_json
 from governance.errors import InputError
 from governance.provenance import Provenance
 from governance.registry import parse_model
-from governance.storage import data_file, seal, unseal
+from governance.storage import SEALED_SUFFIX, data_file, seal, unseal
 from governance.tables import read_csv_bytes, sha256_bytes
-from privacy.encryption import DATA_KEY, DataKey, load_key
+from privacy.encryption import DATA_KEY, DataKey, decrypt_bytes, is_encrypted, load_key
 
 
 @functools.cache
@@ -67,3 +67,21 @@ def load_ingested(directory: Path) -> list[tuple[Provenance, pd.DataFrame]]:
     if not names:
         raise InputError(f"{directory}: no datasets (no *.provenance.json)")
     return [load_dataset(directory, name) for name in names]
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A CSV file named on the command line, decrypted in memory if it is sealed.
+
+    No record says which dataset a loose file should hold, so any context is accepted.
+    """
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    content = path.read_bytes()
+    if is_encrypted(content):
+        content = decrypt_bytes(content, data_key(), context=None, where=str(path))
+    return read_csv_bytes(content, where=str(path))
+
+
+def table_name(path: Path) -> str:
+    """``refs/bench.csv`` and ``refs/bench.csv.enc`` are both ``bench``."""
+    return Path(path.name.removesuffix(SEALED_SUFFIX)).stem

@@ -142,6 +142,13 @@ def test_ingest_decrypts_in_memory_and_writes_ciphertext(
     assert "encryption" not in json.loads((out / "randhie.provenance.json").read_text())
     assert (out / "randhie.csv").read_bytes().startswith(b"plan,site")
 
+    # Loose sealed files on the command line are decrypted too: the same file on
+    # both sides is all exact duplicates.
+    adhoc = custodian("check", "--train", SEALED, "--test", SEALED, "--json", cwd=project)
+    assert adhoc.returncode == 1, adhoc.stderr
+    found = {f["type"]: f["count"] for f in json.loads(adhoc.stdout)["findings"]}
+    assert found["exact_duplicate"] == 300
+
 
 def ingest(project: Path, out: str = "out"):
     return custodian("ingest", "--out", out, cwd=project)
