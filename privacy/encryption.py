@@ -240,7 +240,14 @@ def load_key(source: KeySource, environ: Mapping[str, str]) -> DataKey:
 
 
 def write_key_file(path: Path, key: DataKey) -> None:
-    """Write ``key`` to a new file of mode 0600; an existing file is never replaced."""
+    """Write ``key`` to a new file of mode 0600; an existing file is never replaced.
+
+    Missing parent directories are created private to their owner (0700).
+    """
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as err:
+        raise InvalidKey(f"{path.parent}: cannot create a directory ({err.strerror})") from None
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_FILE_MODE)
     except FileExistsError:

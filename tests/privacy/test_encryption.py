@@ -162,9 +162,10 @@ def test_bad_key_text_is_refused_without_echoing_it(text: str) -> None:
 
 
 def test_load_key_from_variable_or_file(tmp_path: Path) -> None:
-    path = tmp_path / "k"
+    path = tmp_path / "keys" / "k"
     write_key_file(path, KEY)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert load_key(DATA_KEY, {"CUSTODIAN_DATA_KEY_FILE": str(path)}).key_id == KEY.key_id
     assert load_key(DATA_KEY, {"CUSTODIAN_DATA_KEY": SECRET.hex()}).key_id == KEY.key_id
     new = {"CUSTODIAN_NEW_DATA_KEY": SECRET.hex(), "CUSTODIAN_DATA_KEY": "x"}
