@@ -136,9 +136,15 @@ def add(
         raise InputError(
             f"--name: {record.name!r} is already registered by {others[0].declared_in}"
         )
+    created = encrypt and not tracked.exists()
     if encrypt:
         atomic_write_bytes(tracked, seal(content, record, data_key))
-    _dvc_add(tracked)
+    try:
+        _dvc_add(tracked)
+    except InputError:
+        if created:  # leave nothing behind that no record describes
+            tracked.unlink(missing_ok=True)
+        raise
     dvc_file = _write_meta(tracked, record)
     sealed = f", encrypted under data key {data_key().key_id}" if encrypt else ""
     click.echo(
