@@ -131,7 +131,10 @@ def add(
     except ValidationError as err:
         raise InputError(format_validation_error(err, where="custodian data add")) from None
     tracked = registry / f"{record.name}.csv{SEALED_SUFFIX}" if encrypt else path
-    others = [e for e in load_registry(registry) if e.name == record.name]
+    entries = load_registry(registry)
+    if encrypt:
+        _check_not_registered_in_plaintext(path, entries)
+    others = [e for e in entries if e.name == record.name]
     if others and others[0].data_path != tracked:
         raise InputError(
             f"--name: {record.name!r} is already registered by {others[0].declared_in}"
@@ -165,6 +168,15 @@ def _check_plaintext_location(path: Path, remove_plaintext: bool) -> None:
             f"{path}: the plaintext lies inside the project {root}, where git or DVC could "
             "commit or push it; move it outside the project or pass --remove-plaintext"
         )
+
+
+def _check_not_registered_in_plaintext(path: Path, entries: list[RegisteredDataset]) -> None:
+    for entry in entries:
+        if entry.data_path is not None and entry.data_path.resolve() == path.resolve():
+            raise InputError(
+                f"{path}: already registered in plaintext by {entry.declared_in}; `dvc remove` "
+                "it first (its content stays in the DVC cache and remotes until `dvc gc`)"
+            )
 
 
 def _write_meta(tracked: Path, record: Provenance) -> Path:

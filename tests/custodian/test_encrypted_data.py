@@ -89,6 +89,18 @@ def test_plaintext_inside_the_project_needs_remove_plaintext(
     assert "inside the project" in refused.stderr and "--remove-plaintext" in refused.stderr
     assert not (project / SEALED).exists() and not (project / DVC_FILE).exists()
 
+    # Registered in plaintext already: refused, since removing the file would
+    # leave that registration dangling and its content in the DVC cache.
+    plain = custodian(
+        "data", "add", "datasets/clinic.csv", "--name", "clinic_plain", "--license", "MIT",
+        "--source", "x", cwd=project,
+    )  # fmt: skip
+    assert plain.returncode == 0, plain.stderr
+    tracked = add_encrypted(project, inside, "--remove-plaintext")
+    assert tracked.returncode == 2 and "already registered in plaintext" in tracked.stderr
+    assert inside.is_file() and not (project / SEALED).exists()
+    dvc("remove", "datasets/clinic.csv.dvc", cwd=project)
+
     result = add_encrypted(project, inside, "--remove-plaintext")
     assert result.returncode == 0, result.stderr
     assert not inside.exists() and (project / SEALED).is_file()
