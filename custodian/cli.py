@@ -18,7 +18,13 @@ from audits.errors import AuditError
 from audits.log import CheckpointFormatError, NoTrustedKeys
 from custodian import trail
 from governance.errors import CheckFailed, GovernanceError, InputError, PolicyViolation
-from privacy.errors import BudgetExceeded, PrivacyError, PrivacyInputError
+from privacy.errors import (
+    BudgetExceeded,
+    EncryptionInputError,
+    PrivacyError,
+    PrivacyInputError,
+    TamperedCiphertext,
+)
 from training.errors import TrainingError, TrainingInputError
 
 EXIT_CHECK_FAILED = 1
@@ -28,12 +34,17 @@ EXIT_BAD_INPUT = 2
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (InputError, EXIT_BAD_INPUT),
     (PrivacyInputError, EXIT_BAD_INPUT),
+    # A missing, malformed or wrong data key, or a file that is not ciphertext.
+    (EncryptionInputError, EXIT_BAD_INPUT),
     (TrainingInputError, EXIT_BAD_INPUT),
     (CheckpointFormatError, EXIT_BAD_INPUT),
     (NoTrustedKeys, EXIT_BAD_INPUT),
     (PolicyViolation, EXIT_CHECK_FAILED),
     (CheckFailed, EXIT_CHECK_FAILED),
     (BudgetExceeded, EXIT_CHECK_FAILED),
+    # Ciphertext that fails authentication is an integrity check that failed,
+    # like a hash mismatch at ingest or a broken audit log: exit 1.
+    (TamperedCiphertext, EXIT_CHECK_FAILED),
     (GovernanceError, EXIT_CHECK_FAILED),
     (PrivacyError, EXIT_CHECK_FAILED),
     (TrainingError, EXIT_CHECK_FAILED),

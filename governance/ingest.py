@@ -2,7 +2,8 @@
 
 The content must hash to the registered SHA-256, its license must pass policy,
 and the file must have exactly the declared columns and row count. Anything
-else is refused; nothing is written by this module.
+else is refused; nothing is written by this module. A sealed dataset is
+decrypted in memory and checked the same way; its plaintext never touches disk.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from governance.errors import InputError, PolicyViolation
 from governance.licenses import IntendedUse, evaluate_license
 from governance.provenance import Provenance, SourceDeclaration
 from governance.registry import RegisteredDataset
+from governance.storage import KeyProvider, unseal
 from governance.tables import read_csv_bytes, sha256_bytes
 
 
@@ -30,11 +32,11 @@ class LicensePolicy:
 
 @dataclass(frozen=True)
 class IngestedDataset:
-    content: bytes
+    content: bytes  # plaintext, whatever form the registered file is stored in
     provenance: Provenance
 
 
-def ingest(entry: RegisteredDataset, policy: LicensePolicy) -> IngestedDataset:
+def ingest(entry: RegisteredDataset, policy: LicensePolicy, key: KeyProvider) -> IngestedDataset:
     record = entry.record
     obligations = evaluate_license(
         record.license,
@@ -43,14 +45,17 @@ def ingest(entry: RegisteredDataset, policy: LicensePolicy) -> IngestedDataset:
         allowed=policy.allowed,
         approved_refs=policy.approved_refs,
     )
+    where = str(entry.data_path or record.source)
     content = entry.read_bytes()
+    if isinstance(record, Provenance):
+        content = unseal(content, record, key, where=where)
     actual = sha256_bytes(content)
     if actual != record.sha256:
         raise ProvenanceMismatch(
             f"{entry.declared_in}: sha256: content hashes to {actual[:12]}..., "
             f"the record says {record.sha256[:12]}... (the data changed; re-register it)"
         )
-    frame = read_csv_bytes(content, where=str(entry.data_path or record.source))
+    frame = read_csv_bytes(content, where=where)
     declared = [c.name for c in record.columns]
     if list(frame.columns) != declared:
         missing = [c for c in declared if c not in frame.columns]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -97,6 +97,18 @@ class ParentRef(Frozen):
     license: SpdxExpression
 
 
+class Encryption(Frozen):
+    """How a dataset's files are stored at rest: sealed under the data key ``key_id`` names.
+
+    The key itself is never recorded; ``sha256`` of the record stays the
+    hash of the plaintext, checked after decryption.
+    """
+
+    algorithm: Literal["AES-256-GCM"] = "AES-256-GCM"
+    format: Literal[1] = 1
+    key_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+
+
 class Provenance(Frozen):
     """Everything a reviewer needs to know about where a dataset came from."""
 
@@ -117,6 +129,9 @@ class Provenance(Frozen):
     obligations: list[Obligation] = Field(default_factory=list)
     parents: list[ParentRef] = Field(default_factory=list)
     produced_by: str | None = None
+    # Set for a dataset registered with ``custodian data add --encrypt``; its
+    # derived datasets inherit it and are sealed under the same key.
+    encryption: Encryption | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Provenance:
@@ -151,7 +166,12 @@ class Provenance(Frozen):
         return [c.name for c in self.columns if c.role is role]
 
     def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        content = self.model_dump(mode="json")
+        # Absent rather than null for plaintext data: records written before
+        # encryption existed (and their hashes in dvc.lock) stay unchanged.
+        if self.encryption is None:
+            del content["encryption"]
+        return content
 
 
 class SourceDeclaration(Frozen):

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from audits.files import atomic_directory, atomic_write_json
 from custodian import trail
-from custodian.commands.datasets import load_dataset
+from custodian.commands.datasets import load_dataset, read_table, table_name
 from custodian.params import CheckParams, load_section
 from governance.checks import CheckConfig, Finding, Severity, scan
 from governance.errors import CheckFailed, InputError
@@ -26,14 +26,17 @@ from governance.expectations import context_copy
 from governance.gx_checks import run_leakage_suite, stack_splits
 from governance.provenance import ColumnRole, Provenance
 from governance.registry import format_validation_error
-from governance.tables import read_csv
 
 EVALUATION_SPLITS = ("test", "val")
 
 
 @click.command("check")
-@click.option("--train", type=click.Path(path_type=Path), help="Training data (CSV).")
-@click.option("--test", type=click.Path(path_type=Path), help="Evaluation data (CSV).")
+@click.option(
+    "--train", type=click.Path(path_type=Path), help="Training data (CSV, or sealed .csv.enc)."
+)
+@click.option(
+    "--test", type=click.Path(path_type=Path), help="Evaluation data (CSV, or sealed .csv.enc)."
+)
 @click.option(
     "--reference",
     type=click.Path(path_type=Path),
@@ -84,8 +87,8 @@ def check_command(
         if train is None or test is None:
             raise click.UsageError("give --train and --test (or --splits)")
         config = _config(label=label, id_column=id_column, time_column=time_column)
-        references = {path.stem: read_csv(path) for path in reference}
-        findings = scan(read_csv(train), read_csv(test), references, config=config)
+        references = {table_name(path): read_table(path) for path in reference}
+        findings = scan(read_table(train), read_table(test), references, config=config)
         report = {"train": str(train), "test": str(test), "findings": _dump(findings), "waived": {}}
     if out is not None:
         atomic_write_json(out, report)

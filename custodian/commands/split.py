@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from audits.files import atomic_directory, atomic_write_bytes, atomic_write_json
-from custodian.commands.datasets import load_dataset
+from audits.files import atomic_directory, atomic_write_json
+from custodian.commands.datasets import load_dataset, write_dataset
 from custodian.params import DataParams, SplitParams, load_section
 from governance.split import (
     SPLITS,
@@ -52,7 +52,6 @@ def split_command(ingested: Path, out_dir: Path) -> None:
     with atomic_directory(out_dir) as staging:
         for name in SPLITS:
             content = result.frames[name].to_csv(index=False, lineterminator="\n").encode()
-            atomic_write_bytes(staging / f"{name}.csv", content)
             derived = derived_provenance(
                 record,
                 split=name,
@@ -60,7 +59,7 @@ def split_command(ingested: Path, out_dir: Path) -> None:
                 rows=len(result.frames[name]),
                 stage=STAGE,
             )
-            atomic_write_json(staging / f"{name}.provenance.json", derived.to_json())
+            write_dataset(staging, name, content, derived)
             summary["rows"][name] = len(result.frames[name])
         atomic_write_json(staging / "split.json", summary)
     counts = ", ".join(f"{k} {v}" for k, v in summary["rows"].items())
