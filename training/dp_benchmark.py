@@ -42,7 +42,7 @@ from torch import nn
 from torch.nn import functional
 from torch.utils.data import DataLoader, TensorDataset
 
-from privacy.clipping import ClippingEngine, add_noise
+from privacy.clipping import REDUCED_PRECISION_MARGIN, ClippingEngine, add_noise
 from privacy.sampling import PoissonSampler, entropy_generator
 from training.errors import TrainingInputError
 
@@ -361,7 +361,9 @@ def clipping_error_vs_opacus(
     """Max relative error of the fast engine's clipped sum vs Opacus hooks (no noise).
 
     One Poisson-sized batch of the workload, both engines under the same autocast; Opacus'
-    per-sample gradients go to fp32 before its ``clip_and_accumulate``.
+    per-sample gradients go to fp32 before its ``clip_and_accumulate``. Under bf16 Opacus
+    forms per-sample gradients in bf16 and the fast engine in (oneDNN) fp32, so the two
+    differ by bf16 rounding, not only by summation order.
     """
     torch.manual_seed(0)
     model = workload.make_model().to(device)
@@ -390,8 +392,11 @@ def clipping_error_vs_opacus(
     for param in optimizer.params:
         param.grad_sample = param.grad_sample.float()
     optimizer.pre_step()
+    # Under bf16 on CPU the engine scales every clip factor by a known margin on purpose
+    # (privacy.clipping.REDUCED_PRECISION_MARGIN); the error is measured without it.
+    margin = REDUCED_PRECISION_MARGIN if dtype is not None and device.type == "cpu" else 1.0
     errors = [
-        float((ours[p] - p.grad).norm() / p.grad.norm().clamp(min=1e-12))
+        float((ours[p] / margin - p.grad).norm() / p.grad.norm().clamp(min=1e-12))
         for p in model.parameters()
     ]
     wrapped._close()
