@@ -55,6 +55,7 @@ COMMANDS = {
     "train": "custodian.commands.train:train_command",
     "privacy": "custodian.commands.train:privacy_group",
     "evaluate": "custodian.commands.evaluate:evaluate_command",
+    "experiments": "custodian.commands.experiments:experiments",
     "audit": "custodian.commands.audit:audit",
     "keys": "custodian.commands.keys:keys",
     "manifest": "custodian.commands.manifest:manifest_command",
