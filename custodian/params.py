@@ -155,7 +155,6 @@ class EvaluateParams(Section):
     # their declared categories; a numeric one without edges here is an error.
     slices: dict[str, list[float]] = Field(default_factory=dict)
     robustness: RobustnessParams = RobustnessParams()
-    mia_fpr: float = Field(default=0.01, gt=0, lt=1)
     audit: AuditParams = AuditParams()
 
 
