@@ -55,8 +55,12 @@ def curve_command(out: Path) -> None:
 
 
 def curve_points(shown: object) -> list[dict[str, Any]]:
-    """One point per run in ``dvc exp show --json`` output, sorted by epsilon."""
-    points: dict[str, dict[str, Any]] = {}
+    """One point per run in ``dvc exp show --json`` output, sorted by epsilon.
+
+    After ``dvc exp run`` the workspace holds the last experiment's results; a run whose
+    reports equal another's is one point, named after the experiment.
+    """
+    points: dict[tuple[Any, ...], dict[str, Any]] = {}
     for node in _runs(shown):
         data = node["data"]
         metrics = data.get("metrics") or {}
@@ -66,7 +70,7 @@ def curve_points(shown: object) -> list[dict[str, Any]]:
             continue
         worst = evaluation.get("worst_slice") or {}
         audit = evaluation.get("privacy_audit") or {}
-        points[str(data.get("rev") or node.get("rev"))] = {
+        point = {
             "name": node.get("name") or str(node.get("rev")),
             "rev": str(data.get("rev") or node.get("rev")),
             "target_epsilon": privacy.get("target_epsilon"),
@@ -79,6 +83,9 @@ def curve_points(shown: object) -> list[dict[str, Any]]:
             "reference_accuracy": (evaluation.get("reference") or {}).get("accuracy"),
             "epsilon_lower_bound": audit.get("epsilon_lower_bound"),
         }
+        key = (json.dumps(privacy, sort_keys=True), json.dumps(evaluation, sort_keys=True))
+        if key not in points or points[key]["rev"] == "workspace":
+            points[key] = point
     return sorted(points.values(), key=lambda p: (p["epsilon"], p["name"]))
 
 

@@ -28,9 +28,10 @@ def test_curve_points_cover_workspace_baseline_and_experiments_sorted_by_epsilon
         {"name": "exp-b", "revs": [_state("e2", "exp-b", 0.5, 0.70)]},
         {"name": "exp-c", "revs": [_state("e3", "exp-c", None, 0.70)]},  # failed before train
     ]
-    shown = [_state("workspace", None, 3.0, 0.78), baseline]
+    # The workspace holds the last experiment's results after `dvc exp run`.
+    shown = [_state("workspace", None, 8.0, 0.79), baseline]
     points = curve_points(shown)
-    assert [p["name"] for p in points] == ["exp-b", "main", "workspace", "exp-a"]
-    assert [p["epsilon"] for p in points] == [0.5, 3.0, 3.0, 8.0]
+    assert [p["name"] for p in points] == ["exp-b", "main", "exp-a"]
+    assert [p["epsilon"] for p in points] == [0.5, 3.0, 8.0]
     assert points[0]["worst_slice_accuracy"] == 0.6 and points[0]["worst_slice"] == "black=>=0.5"
     assert points[-1]["reference_accuracy"] == 0.79
