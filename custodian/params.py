@@ -116,7 +116,8 @@ class AuditMode(StrEnum):
     # charged to the dataset's budget like any run, never released.
     SEPARATE_RUN = "separate_run"
     # No audit (e.g. for privacy-utility sweeps); the report says so and carries no bound.
-    OFF = "off"
+    # Not "off": YAML 1.1 reads that as false, e.g. in `dvc exp run -S ...=off`.
+    DISABLED = "disabled"
 
 
 class AuditParams(Section):

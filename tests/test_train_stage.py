@@ -51,7 +51,9 @@ def test_dp_training_reports_reproducible_epsilon_and_composes_runs(project: Pat
     set_params(project, "train", epochs=2)
     # `dvc repro audit` runs evaluate; its audit run would be a third run in the ledger
     # (tests/test_evaluate_stage.py covers it).
-    set_params(project, "evaluate", audit={**_params(project)["evaluate"]["audit"], "mode": "off"})
+    set_params(
+        project, "evaluate", audit={**_params(project)["evaluate"]["audit"], "mode": "disabled"}
+    )
     dvc("repro", "train", cwd=project)
     report = json.loads((project / "reports/privacy.json").read_text())
     assert set(report) >= SPEC_KEYS

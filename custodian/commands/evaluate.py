@@ -501,9 +501,9 @@ def _audit_separate_run(inputs: _Inputs, production: Mapping[str, Any]) -> dict[
     }
 
 
-def _audit_off(inputs: _Inputs, production: Mapping[str, Any]) -> dict[str, Any]:
+def _audit_disabled(inputs: _Inputs, production: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "mode": AuditMode.OFF.value,
+        "mode": AuditMode.DISABLED.value,
         "epsilon_lower_bound": None,
         "confidence": inputs.params.audit.confidence,
         "canaries": 0,
@@ -514,5 +514,7 @@ def _audit_off(inputs: _Inputs, production: Mapping[str, Any]) -> dict[str, Any]
 
 
 _AUDITS: Mapping[AuditMode, Callable[[_Inputs, Mapping[str, Any]], dict[str, Any]]] = (
-    MappingProxyType({AuditMode.SEPARATE_RUN: _audit_separate_run, AuditMode.OFF: _audit_off})
+    MappingProxyType(
+        {AuditMode.SEPARATE_RUN: _audit_separate_run, AuditMode.DISABLED: _audit_disabled}
+    )
 )
