@@ -65,6 +65,8 @@ COMMANDS = {
     "check": "custodian.commands.check:check_command",
     "train": "custodian.commands.train:train_command",
     "privacy": "custodian.commands.train:privacy_group",
+    "evaluate": "custodian.commands.evaluate:evaluate_command",
+    "experiments": "custodian.commands.experiments:experiments",
     "audit": "custodian.commands.audit:audit",
     "keys": "custodian.commands.keys:keys",
     "manifest": "custodian.commands.manifest:manifest_command",

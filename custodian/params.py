@@ -7,6 +7,7 @@ dvc.yaml, and pass plain values on to library code.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -153,6 +154,56 @@ class TrainParams(Section):
     include_sensitive: bool = False
     checkpoint_every: int = Field(default=200, gt=0)
     seed: int = 0
+
+
+class AuditMode(StrEnum):
+    """How the evaluate stage audits privacy empirically."""
+
+    # A second DP run with the production settings on the training split plus canaries;
+    # charged to the dataset's budget like any run, never released.
+    SEPARATE_RUN = "separate_run"
+    # No audit (e.g. for privacy-utility sweeps); the report says so and carries no bound.
+    # Not "off": YAML 1.1 reads that as false, e.g. in `dvc exp run -S ...=off`.
+    DISABLED = "disabled"
+
+
+class AuditParams(Section):
+    mode: AuditMode = AuditMode.SEPARATE_RUN
+    canaries: int = Field(default=1000, ge=1000)
+    # Guesses fixed in advance: "included" for the k+ highest scores, "excluded" for the
+    # k- lowest; the bound is only valid if they are not tuned on the scores.
+    positive_guesses: int = Field(default=100, ge=0)
+    negative_guesses: int = Field(default=100, ge=0)
+    confidence: float = Field(default=0.95, gt=0, lt=1)
+    seed: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _guesses_fit(self) -> AuditParams:
+        guesses = self.positive_guesses + self.negative_guesses
+        if not 0 < guesses <= self.canaries:
+            raise ValueError(
+                f"positive_guesses + negative_guesses must be in 1..canaries, got {guesses}"
+            )
+        return self
+
+
+class RobustnessParams(Section):
+    seed: int = Field(default=0, ge=0)
+    # Gaussian noise, standard deviation as a share of each numeric feature's declared range.
+    feature_noise: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=list)
+    # Share of each nullable feature's values blanked.
+    missing: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=list)
+
+
+class EvaluateParams(Section):
+    calibration_bins: int = Field(default=10, ge=2)
+    # Slices smaller than this are reported but cannot be the worst slice.
+    min_slice_rows: int = Field(default=30, ge=1)
+    # Numeric sensitive column -> increasing bucket edges. Categorical ones are sliced by
+    # their declared categories; a numeric one without edges here is an error.
+    slices: dict[str, list[float]] = Field(default_factory=dict)
+    robustness: RobustnessParams = RobustnessParams()
+    audit: AuditParams = AuditParams()
 
 
 def load_section(model: type[S], key: str, path: Path = PARAMS_FILE) -> S:

@@ -9,35 +9,22 @@ taking it, then write the model and the privacy report.
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
 from pathlib import Path
 
 import click
 
 from audits.files import atomic_write_json
-from custodian import trail
 from custodian.commands.datasets import load_dataset
+from custodian.commands.dp_runs import charged_train_dp, dataset_spent, feature_spec
 from custodian.params import PrivacyParams, TrainParams, load_section
 from custodian.project import Project
 from governance.provenance import ColumnRole as SchemaRole
-from governance.provenance import ColumnSpec, Provenance
-from privacy.accounting import (
-    AccountantKind,
-    SgdSteps,
-    calibrate_noise,
-    default_delta,
-    validate_delta,
-)
+from governance.provenance import Provenance
 from privacy.ledger import PrivacyLedger
 from training.checkpoint import save_model
-from training.features import ColumnRole, EncodedTable, FeatureSpec, encode_table
-from training.model import Activation, ModelConfig
-from training.precision import Precision, resolve_device
-from training.trainer import DpConfig, OptimizerKind, TrainConfig, plan_steps, train_dp
-
-DONE_MARKER = "done.json"
+from training.features import EncodedTable, encode_table
+from training.precision import resolve_device
 
 
 @click.command("train")
@@ -59,88 +46,42 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
     train_record, train = encode_split(splits, "train", params.include_sensitive)
     _, val = encode_split(splits, "val", params.include_sensitive)
 
-    kind = AccountantKind.parse(privacy.accountant)
-    delta = privacy.delta if privacy.delta is not None else default_delta(len(train))
-    validate_delta(delta, len(train))
-    config = TrainConfig(
-        epochs=params.epochs,
-        batch_size=params.batch_size,
-        learning_rate=params.learning_rate,
-        optimizer=OptimizerKind(params.optimizer),
-        momentum=params.momentum,
-        patience=params.patience,
-        precision=Precision(params.precision),
-        clipping=params.clipping,
-        checkpoint_every=params.checkpoint_every,
-        seed=params.seed,
-    )
-    plan = plan_steps(len(train), config.batch_size, config.epochs)
-    sigma = calibrate_noise(privacy.target_epsilon, delta, plan.sample_rate, plan.total_steps, kind)
-    dp = DpConfig(
-        noise_multiplier=sigma, max_grad_norm=privacy.max_grad_norm, delta=delta, accountant=kind
-    )
-    model_config = ModelConfig(
-        hidden=tuple(params.hidden), activation=Activation(params.activation)
-    )
-
     dataset_sha256 = train_record.source_sha256
-    ledger = PrivacyLedger(Project.discover().privacy_ledger_path)
-    run_id, run_dir = _run(dataset_sha256, train_record, params, privacy, sigma)
-    handle = ledger.open_run(
-        dataset_sha256,
-        run_id,
-        sigma,
-        plan.sample_rate,
-        kind,
-        delta,
-        lifetime_epsilon=privacy.lifetime_epsilon,
-    )
-    remaining = max(plan.total_steps - handle.steps, 0)
-    ledger.check_budget(
-        dataset_sha256,
-        SgdSteps(sigma, plan.sample_rate, remaining),
-        privacy.lifetime_epsilon,
-        delta,
-        kind,
-    )
-
-    def reserve(total_steps: int) -> None:
-        handle.record_steps(total_steps)
-        trail.record_privacy_spend(
-            dataset_sha256, run_id, sigma, plan.sample_rate, total_steps, kind.value, delta
-        )
-
-    result = train_dp(
+    run = charged_train_dp(
         train,
         val,
-        model_config,
-        config,
-        dp,
-        run_dir=run_dir,
-        reserve_steps=reserve,
-        already_reserved=handle.steps,
+        params,
+        privacy,
+        dataset_sha256=dataset_sha256,
+        purpose="train",
+        identity={
+            "dataset": dataset_sha256,
+            "train": train_record.sha256,
+            "train_params": params.model_dump(),
+            "privacy": privacy.model_dump(),
+        },
         device=resolve_device(params.device),
     )
-    atomic_write_json(run_dir / DONE_MARKER, {"steps": result.accounted_steps})
+    result, dp = run.result, run.dp
 
     save_model(model_dir, result.model, train.feature_names)
-    spent = ledger.spent(dataset_sha256, delta, kind)
+    spent = dataset_spent(dataset_sha256, dp.delta, dp.accountant.value)
     atomic_write_json(
         report,
         {
             "epsilon": result.epsilon,
-            "delta": delta,
-            "noise_multiplier": sigma,
-            "sample_rate": plan.sample_rate,
+            "delta": dp.delta,
+            "noise_multiplier": dp.noise_multiplier,
+            "sample_rate": run.plan.sample_rate,
             "steps": result.accounted_steps,
-            "accountant": kind.value,
-            "max_grad_norm": privacy.max_grad_norm,
-            "precision": config.precision.value,
-            "clipping": config.clipping.value,
+            "accountant": dp.accountant.value,
+            "max_grad_norm": dp.max_grad_norm,
+            "precision": params.precision,
+            "clipping": params.clipping,
             "dataset_sha256": dataset_sha256,
             "train_sha256": train_record.sha256,
             "target_epsilon": privacy.target_epsilon,
-            "run_id": run_id,
+            "run_id": run.run_id,
             "epochs": result.epochs,
             "best_epoch": result.best_epoch,
             "stopped_early": result.stopped_early,
@@ -164,8 +105,9 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
     )
     click.echo(
         f"trained {result.epochs} epochs, {result.accounted_steps} steps: epsilon "
-        f"{result.epsilon:.3f} at delta {delta:g} (sigma {sigma:.3f}, {kind.value}); "
-        f"dataset budget spent {spent:.3f} of {privacy.lifetime_epsilon:g}"
+        f"{result.epsilon:.3f} at delta {dp.delta:g} (sigma {dp.noise_multiplier:.3f}, "
+        f"{dp.accountant.value}); dataset budget spent {spent:.3f} of "
+        f"{privacy.lifetime_epsilon:g}"
     )
 
 
@@ -176,50 +118,12 @@ def encode_split(
     record, frame = load_dataset(splits, name)
     table = encode_table(
         frame,
-        [_feature_spec(c) for c in record.columns],
+        [feature_spec(c) for c in record.columns],
         record.column(SchemaRole.label),
         include_sensitive=include_sensitive,
         source=str(splits / f"{name}.csv"),
     )
     return record, table
-
-
-def _feature_spec(column: ColumnSpec) -> FeatureSpec:
-    return FeatureSpec(
-        name=column.name,
-        role=ColumnRole(column.role.value),
-        minimum=column.minimum,
-        maximum=column.maximum,
-        categories=column.categories,
-        nullable=column.nullable,
-    )
-
-
-def _run(
-    dataset_sha256: str,
-    record: Provenance,
-    params: TrainParams,
-    privacy: PrivacyParams,
-    sigma: float,
-) -> tuple[str, Path]:
-    """This configuration's unfinished run (to resume it), or a new run after the finished ones."""
-    identity = json.dumps(
-        {
-            "dataset": dataset_sha256,
-            "train": record.sha256,
-            "train_params": params.model_dump(),
-            "privacy": privacy.model_dump(),
-            "sigma": sigma,
-        },
-        sort_keys=True,
-    )
-    prefix = hashlib.sha256(identity.encode()).hexdigest()[:16]
-    runs = Project.discover().evidence_dir / "runs"
-    for attempt in itertools.count(1):
-        run_id = f"{prefix}-{attempt}"
-        if not (runs / run_id / DONE_MARKER).exists():
-            return run_id, runs / run_id
-    raise AssertionError("itertools.count never ends")
 
 
 @click.group("privacy")

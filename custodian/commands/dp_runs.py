@@ -1,0 +1,177 @@
+"""What every DP training run on a dataset shares: inputs from params, and its privacy charge.
+
+The train stage (the released model) and the evaluate stage's audit run (never released)
+both train with DP-SGD on the dataset's training split. Both go through
+:func:`charged_train_dp`: plan the steps and calibrate the noise for the target epsilon,
+refuse a run the dataset's lifetime budget cannot afford, and reserve every chunk of steps
+in the privacy ledger and the audit log before taking it. A run's privacy spend is thus
+composed with every other run on the same source data, whatever the run was for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from audits.files import atomic_write_json
+from custodian import trail
+from custodian.params import PrivacyParams, TrainParams
+from custodian.project import Project
+from governance.provenance import ColumnSpec
+from privacy.accounting import (
+    AccountantKind,
+    SgdSteps,
+    calibrate_noise,
+    default_delta,
+    validate_delta,
+)
+from privacy.ledger import PrivacyLedger
+from training.features import ColumnRole, EncodedTable, FeatureSpec
+from training.model import Activation, ModelConfig
+from training.precision import Precision
+from training.trainer import (
+    DpConfig,
+    OptimizerKind,
+    StepPlan,
+    TrainConfig,
+    TrainResult,
+    plan_steps,
+    train_dp,
+)
+
+DONE_MARKER = "done.json"
+
+
+@dataclass(frozen=True, slots=True)
+class ChargedRun:
+    """A finished DP run and the privacy parameters it was charged under."""
+
+    run_id: str
+    result: TrainResult
+    dp: DpConfig
+    plan: StepPlan
+    target_epsilon: float
+
+
+def feature_spec(column: ColumnSpec) -> FeatureSpec:
+    """The training package's view of a provenance column."""
+    return FeatureSpec(
+        name=column.name,
+        role=ColumnRole(column.role.value),
+        minimum=column.minimum,
+        maximum=column.maximum,
+        categories=column.categories,
+        nullable=column.nullable,
+    )
+
+
+def train_config(params: TrainParams) -> TrainConfig:
+    return TrainConfig(
+        epochs=params.epochs,
+        batch_size=params.batch_size,
+        learning_rate=params.learning_rate,
+        optimizer=OptimizerKind(params.optimizer),
+        momentum=params.momentum,
+        patience=params.patience,
+        precision=Precision(params.precision),
+        clipping=params.clipping,
+        checkpoint_every=params.checkpoint_every,
+        seed=params.seed,
+    )
+
+
+def model_config(params: TrainParams) -> ModelConfig:
+    return ModelConfig(hidden=tuple(params.hidden), activation=Activation(params.activation))
+
+
+def charged_train_dp(
+    train: EncodedTable,
+    val: EncodedTable,
+    params: TrainParams,
+    privacy: PrivacyParams,
+    *,
+    dataset_sha256: str,
+    purpose: str,
+    identity: Mapping[str, object],
+    device: torch.device,
+) -> ChargedRun:
+    """DP-SGD on ``train`` at ``privacy.target_epsilon``, charged to ``dataset_sha256``.
+
+    ``purpose`` prefixes the run id (``train``, ``audit``); ``identity`` is what makes two
+    runs the same run (an unfinished run with the same identity is resumed).
+    """
+    kind = AccountantKind.parse(privacy.accountant)
+    delta = privacy.delta if privacy.delta is not None else default_delta(len(train))
+    validate_delta(delta, len(train))
+    config = train_config(params)
+    plan = plan_steps(len(train), config.batch_size, config.epochs)
+    sigma = calibrate_noise(privacy.target_epsilon, delta, plan.sample_rate, plan.total_steps, kind)
+    dp = DpConfig(
+        noise_multiplier=sigma, max_grad_norm=privacy.max_grad_norm, delta=delta, accountant=kind
+    )
+
+    ledger = PrivacyLedger(Project.discover().privacy_ledger_path)
+    run_id, run_dir = _run(purpose, {**identity, "sigma": sigma})
+    handle = ledger.open_run(
+        dataset_sha256,
+        run_id,
+        sigma,
+        plan.sample_rate,
+        kind,
+        delta,
+        lifetime_epsilon=privacy.lifetime_epsilon,
+    )
+    remaining = max(plan.total_steps - handle.steps, 0)
+    ledger.check_budget(
+        dataset_sha256,
+        SgdSteps(sigma, plan.sample_rate, remaining),
+        privacy.lifetime_epsilon,
+        delta,
+        kind,
+    )
+
+    def reserve(total_steps: int) -> None:
+        handle.record_steps(total_steps)
+        trail.record_privacy_spend(
+            dataset_sha256, run_id, sigma, plan.sample_rate, total_steps, kind.value, delta
+        )
+
+    result = train_dp(
+        train,
+        val,
+        model_config(params),
+        config,
+        dp,
+        run_dir=run_dir,
+        reserve_steps=reserve,
+        already_reserved=handle.steps,
+        device=device,
+    )
+    atomic_write_json(run_dir / DONE_MARKER, {"steps": result.accounted_steps})
+    return ChargedRun(
+        run_id=run_id, result=result, dp=dp, plan=plan, target_epsilon=privacy.target_epsilon
+    )
+
+
+def dataset_spent(dataset_sha256: str, delta: float, accountant: str) -> float:
+    """Epsilon spent on the dataset so far, every run composed."""
+    ledger = PrivacyLedger(Project.discover().privacy_ledger_path)
+    return ledger.spent(dataset_sha256, delta, AccountantKind.parse(accountant))
+
+
+def _run(purpose: str, identity: Mapping[str, object]) -> tuple[str, Path]:
+    """This configuration's unfinished run (to resume it), or a new run after the finished ones."""
+    digest = json.dumps(identity, sort_keys=True, default=str)
+    prefix = hashlib.sha256(digest.encode()).hexdigest()[:16]
+    runs = Project.discover().evidence_dir / "runs"
+    for attempt in itertools.count(1):
+        run_id = f"{purpose}-{prefix}-{attempt}"
+        if not (runs / run_id / DONE_MARKER).exists():
+            return run_id, runs / run_id
+    raise AssertionError("itertools.count never ends")

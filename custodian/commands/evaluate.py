@@ -1,0 +1,520 @@
+"""``custodian evaluate``: what privacy cost, whom it cost, and whether the guarantee holds.
+
+The procedure, top to bottom: score the released DP model on the test split (utility,
+calibration, every slice of every sensitive attribute the provenance declares, robustness
+to feature noise and missing values); train the non-private reference model on the same
+split in this run and take the difference (the privacy cost, overall and per slice); run
+membership inference on the released model (training vs test records); then audit the
+privacy guarantee empirically with the one-run canary audit (:mod:`privacy.empirical`),
+which fails loudly if its lower bound exceeds the accountant's epsilon.
+
+What is released and what is not
+    The reference model is internal evidence: its weights are never written, and the
+    report marks it ``released: false``. Its metrics, like every metric here, are computed
+    outside DP: the test-split metrics and the membership-inference AUC (which uses the
+    training records' losses) are aggregate statistics of private data.
+    The audit run (mode ``separate_run``) is a second DP-SGD run with the production
+    settings on the training split plus canaries. It keeps the released model free of
+    canaries at no utility cost, but it spends privacy: its steps are reserved in the
+    dataset's privacy ledger and the audit log before they are taken, exactly like the
+    train stage's, and count against the lifetime budget.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import click
+import numpy as np
+import pandas as pd
+
+from audits.files import atomic_write_json
+from custodian.commands.datasets import load_dataset
+from custodian.commands.dp_runs import (
+    charged_train_dp,
+    dataset_spent,
+    feature_spec,
+    model_config,
+    train_config,
+)
+from custodian.params import (
+    AuditMode,
+    EvaluateParams,
+    PrivacyParams,
+    TrainParams,
+    load_section,
+)
+from governance.errors import InputError
+from governance.provenance import ColumnRole as SchemaRole
+from governance.provenance import Provenance
+from privacy.empirical import audit_one_run, check_bound_below, membership_inference
+from training.canaries import draw_canaries, loss_scores, with_canaries
+from training.checkpoint import load_model
+from training.evaluation import (
+    BinaryMetrics,
+    Perturbation,
+    SliceSpec,
+    WorstSlice,
+    binary_metrics,
+    calibration,
+    perturb,
+    perturbed_columns,
+    slice_labels,
+    worst_slice,
+)
+from training.features import EncodedTable, FeatureSpec, encode_table
+from training.model import Mlp, predict_proba
+from training.precision import resolve_device
+from training.trainer import train_non_private
+
+# The report's membership-inference TPR is at this false-positive rate (its key says 1%).
+MIA_FPR = 0.01
+# The metrics whose reference-minus-DP difference is the privacy cost.
+COST_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "f1", "log_loss")
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """The splits, encoded as the model expects, and the settings of this evaluation."""
+
+    record: Provenance
+    columns: list[FeatureSpec]
+    label: str
+    train: EncodedTable
+    val: EncodedTable
+    test: EncodedTable
+    test_frame: pd.DataFrame
+    params: EvaluateParams
+    train_params: TrainParams
+    privacy: PrivacyParams
+
+    def encode(self, frame: pd.DataFrame, source: str) -> EncodedTable:
+        return _encode(frame, self.columns, self.label, self.train_params, source)
+
+
+@click.command("evaluate")
+@click.option("--splits", type=click.Path(path_type=Path), required=True)
+@click.option("--model-dir", type=click.Path(path_type=Path), required=True)
+@click.option(
+    "--privacy-report",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="reports/privacy.json of the model evaluated.",
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="reports/metrics.json")
+@click.option(
+    "--calibration-plot",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Reliability diagram (a DVC plot).",
+)
+@click.option(
+    "--slices-plot",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Accuracy per slice, DP vs reference (a DVC plot).",
+)
+def evaluate_command(
+    splits: Path,
+    model_dir: Path,
+    privacy_report: Path,
+    out: Path,
+    calibration_plot: Path,
+    slices_plot: Path,
+) -> None:
+    """Evaluate the DP model: utility, calibration, slices, robustness, privacy audit."""
+    started = time.monotonic()
+    inputs = _load_inputs(splits)
+    production = _read_privacy_report(privacy_report)
+    released = load_model(model_dir)
+    if released.feature_names != inputs.test.feature_names:
+        raise InputError(
+            f"{model_dir}: the model's features differ from the encoded test split "
+            "(retrain after changing the schema or train.include_sensitive)"
+        )
+    model = released.model
+    params = inputs.params
+    specs = _slice_specs(inputs.record, params.slices)
+    labels = inputs.test.labels.numpy()
+
+    probabilities = _positive_probability(model, inputs.test)
+    utility = binary_metrics(labels, probabilities)
+    reliability = calibration(labels, probabilities, params.calibration_bins)
+    slices = _slices(inputs.test_frame, specs, labels, probabilities)
+    worst = worst_slice(slices, params.min_slice_rows)
+    robustness = _robustness(inputs, model)
+
+    timer = time.monotonic()
+    reference_model = train_non_private(
+        inputs.train,
+        inputs.val,
+        model_config(inputs.train_params),
+        train_config(inputs.train_params),
+        device=resolve_device(inputs.train_params.device),
+    ).model
+    reference_seconds = time.monotonic() - timer
+    reference_probabilities = _positive_probability(reference_model, inputs.test)
+    reference = binary_metrics(labels, reference_probabilities)
+    reference_slices = _slices(inputs.test_frame, specs, labels, reference_probabilities)
+    reference_worst = worst_slice(reference_slices, params.min_slice_rows)
+
+    mia = membership_inference(
+        loss_scores(model, inputs.train), loss_scores(model, inputs.test), MIA_FPR
+    )
+    timer = time.monotonic()
+    audit = _AUDITS[params.audit.mode](inputs, production)
+    audit_seconds = time.monotonic() - timer
+
+    report = {
+        "split": "test",
+        **utility.to_json(),
+        "calibration": {"ece": reliability.ece, "bins": reliability.bins},
+        "slices": _slices_json(slices),
+        "slice_min_rows": params.min_slice_rows,
+        "worst_slice": worst.to_json() if worst is not None else None,
+        "robustness": robustness,
+        "reference": {
+            **reference.to_json(),
+            "released": False,
+            "worst_slice": reference_worst.to_json() if reference_worst is not None else None,
+            "note": (
+                "trained without DP on the same training split in this run, with the train "
+                "section's settings; internal evidence only: its weights are never written "
+                "or released"
+            ),
+        },
+        "privacy_cost": _privacy_cost(
+            reference, utility, reference_slices, slices, reference_worst, worst
+        ),
+        "privacy_audit": {
+            **audit,
+            "mia_auc": mia.auc,
+            "mia_tpr_at_1pct_fpr": mia.tpr_at_fpr,
+            "mia": (
+                "loss-based membership inference on the released model: "
+                f"{mia.members} training records vs {mia.non_members} test records"
+            ),
+        },
+    }
+    atomic_write_json(
+        calibration_plot,
+        [
+            {"bin": b.bin, "confidence": b.confidence, "accuracy": b.accuracy, "count": b.count}
+            for b in reliability.table
+        ],
+    )
+    atomic_write_json(slices_plot, _slices_plot(slices, reference_slices))
+    atomic_write_json(out, report)
+
+    click.echo(_summary(utility, reference, reliability.ece, worst, mia.auc, audit))
+    click.echo(
+        f"evaluated in {time.monotonic() - started:.1f} s (reference model "
+        f"{reference_seconds:.1f} s, privacy audit {audit_seconds:.1f} s)"
+    )
+
+
+def _summary(
+    utility: BinaryMetrics,
+    reference: BinaryMetrics,
+    ece: float,
+    worst: WorstSlice | None,
+    mia_auc: float,
+    audit: Mapping[str, Any],
+) -> str:
+    parts = [
+        f"test accuracy {utility.accuracy:.4f} (non-private reference {reference.accuracy:.4f})",
+        f"ECE {ece:.4f}",
+        f"MIA AUC {mia_auc:.4f}",
+    ]
+    if worst is not None:
+        parts.append(
+            f"worst slice {worst.attribute}={worst.slice} accuracy {worst.accuracy:.4f} "
+            f"(largest gap {worst.gap:.4f}, {worst.gap_attribute})"
+        )
+    bound = audit["epsilon_lower_bound"]
+    parts.append(
+        f"audit {audit['mode']}: "
+        + (
+            f"epsilon lower bound {bound:.4f} <= accountant epsilon "
+            f"{audit['accountant_epsilon']:.4f}"
+            if bound is not None
+            else "no bound computed"
+        )
+    )
+    return "; ".join(parts)
+
+
+def _load_inputs(splits: Path) -> _Inputs:
+    params = load_section(EvaluateParams, "evaluate")
+    train_params = load_section(TrainParams, "train")
+    privacy = load_section(PrivacyParams, "privacy")
+    record, train_frame = load_dataset(splits, "train")
+    _, val_frame = load_dataset(splits, "val")
+    _, test_frame = load_dataset(splits, "test")
+    label = record.column(SchemaRole.label)
+    if label is None:
+        raise InputError(f"{splits / 'train.provenance.json'}: no column has the role label")
+    columns = [feature_spec(c) for c in record.columns]
+    tables = {
+        name: _encode(frame, columns, label, train_params, str(splits / f"{name}.csv"))
+        for name, frame in (("train", train_frame), ("val", val_frame), ("test", test_frame))
+    }
+    return _Inputs(
+        record=record,
+        columns=columns,
+        label=label,
+        train=tables["train"],
+        val=tables["val"],
+        test=tables["test"],
+        test_frame=test_frame,
+        params=params,
+        train_params=train_params,
+        privacy=privacy,
+    )
+
+
+def _encode(
+    frame: pd.DataFrame,
+    columns: list[FeatureSpec],
+    label: str,
+    train_params: TrainParams,
+    source: str,
+) -> EncodedTable:
+    return encode_table(
+        frame, columns, label, include_sensitive=train_params.include_sensitive, source=source
+    )
+
+
+def _read_privacy_report(path: Path) -> dict[str, Any]:
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"{path}: unreadable privacy report ({err.__class__.__name__})") from None
+    missing = [key for key in ("epsilon", "delta", "dataset_sha256") if key not in report]
+    if not isinstance(report, dict) or missing:
+        raise InputError(f"{path}: privacy report lacks {missing or 'an object'}")
+    return report
+
+
+def _slice_specs(record: Provenance, edges: Mapping[str, list[float]]) -> list[SliceSpec]:
+    """One spec per sensitive column: its categories, or the bucket edges params give it."""
+    sensitive = [c for c in record.columns if c.role is SchemaRole.sensitive]
+    names = {c.name for c in sensitive}
+    stray = sorted(set(edges) - names)
+    if stray:
+        raise InputError(
+            f"params.yaml: evaluate.slices: {stray} are not sensitive columns of the dataset "
+            f"(sensitive: {sorted(names)})"
+        )
+    specs = []
+    for column in sensitive:
+        if column.name in edges:
+            specs.append(SliceSpec(column.name, edges=tuple(edges[column.name])))
+        elif column.categories is not None:
+            specs.append(SliceSpec(column.name, categories=tuple(column.categories)))
+        else:
+            raise InputError(
+                f"params.yaml: evaluate.slices.{column.name}: the sensitive column "
+                f"{column.name!r} is numeric; give its bucket edges"
+            )
+    return specs
+
+
+def _slices(
+    frame: pd.DataFrame, specs: list[SliceSpec], labels: np.ndarray, probabilities: np.ndarray
+) -> dict[str, dict[str, BinaryMetrics]]:
+    result: dict[str, dict[str, BinaryMetrics]] = {}
+    for spec in specs:
+        names = slice_labels(frame[spec.column], spec).to_numpy()
+        result[spec.column] = {
+            name: binary_metrics(labels[names == name], probabilities[names == name])
+            for name in sorted(set(names), key=str)
+        }
+    return result
+
+
+def _slices_json(slices: Mapping[str, Mapping[str, BinaryMetrics]]) -> dict[str, Any]:
+    return {
+        attribute: {name: m.to_json() for name, m in by_slice.items()}
+        for attribute, by_slice in slices.items()
+    }
+
+
+def _slices_plot(
+    dp: Mapping[str, Mapping[str, BinaryMetrics]],
+    reference: Mapping[str, Mapping[str, BinaryMetrics]],
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "slice": f"{attribute}={name}",
+            "rows": m.rows,
+            "accuracy": m.accuracy,
+            "reference_accuracy": reference[attribute][name].accuracy,
+        }
+        for attribute, by_slice in dp.items()
+        for name, m in by_slice.items()
+    ]
+
+
+def _robustness(inputs: _Inputs, model: Mlp) -> dict[str, Any]:
+    """Metrics on the test split with raw features perturbed at each configured level."""
+    settings = inputs.params.robustness
+    rng = np.random.default_rng(settings.seed)
+    labels = inputs.test.labels.numpy()
+    include = inputs.train_params.include_sensitive
+    result: dict[str, Any] = {"seed": settings.seed}
+    for kind, levels in (
+        (Perturbation.FEATURE_NOISE, settings.feature_noise),
+        (Perturbation.MISSING, settings.missing),
+    ):
+        by_level: dict[str, Any] = {}
+        for level in levels:
+            frame = perturb(
+                inputs.test_frame, inputs.columns, kind, level, rng, include_sensitive=include
+            )
+            table = inputs.encode(frame, f"test split with {kind} {level:g}")
+            m = binary_metrics(labels, _positive_probability(model, table))
+            by_level[f"{level * 100:g}pct"] = {
+                "level": level,
+                "accuracy": m.accuracy,
+                "balanced_accuracy": m.balanced_accuracy,
+                "roc_auc": m.roc_auc,
+                "log_loss": m.log_loss,
+            }
+        result[kind.value] = {
+            "columns": perturbed_columns(inputs.columns, kind, include_sensitive=include),
+            "levels": by_level,
+        }
+    return result
+
+
+def _privacy_cost(
+    reference: BinaryMetrics,
+    dp: BinaryMetrics,
+    reference_slices: Mapping[str, Mapping[str, BinaryMetrics]],
+    dp_slices: Mapping[str, Mapping[str, BinaryMetrics]],
+    reference_worst: WorstSlice | None,
+    dp_worst: WorstSlice | None,
+) -> dict[str, Any]:
+    """Reference minus DP (for log loss, negative means DP is worse)."""
+    cost: dict[str, Any] = {
+        name: _difference(getattr(reference, name), getattr(dp, name)) for name in COST_METRICS
+    }
+    cost["worst_slice_accuracy"] = (
+        reference_worst.accuracy - dp_worst.accuracy
+        if reference_worst is not None and dp_worst is not None
+        else None
+    )
+    cost["slices"] = {
+        attribute: {
+            name: reference_slices[attribute][name].accuracy - m.accuracy
+            for name, m in by_slice.items()
+        }
+        for attribute, by_slice in dp_slices.items()
+    }
+    return cost
+
+
+def _difference(reference: float | None, dp: float | None) -> float | None:
+    return None if reference is None or dp is None else reference - dp
+
+
+def _positive_probability(model: Mlp, table: EncodedTable) -> np.ndarray:
+    return predict_proba(model, table.features)[:, 1].double().numpy()
+
+
+# --------------------------------------------------------------------------- the audit
+
+
+def _audit_separate_run(inputs: _Inputs, production: Mapping[str, Any]) -> dict[str, Any]:
+    """A second DP run, production settings, on train plus canaries; charged to the budget."""
+    settings = inputs.params.audit
+    rng = np.random.default_rng(settings.seed)
+    canaries = draw_canaries(
+        inputs.columns,
+        inputs.label,
+        settings.canaries,
+        rng,
+        include_sensitive=inputs.train_params.include_sensitive,
+    )
+    dataset_sha256 = inputs.record.source_sha256
+    run = charged_train_dp(
+        with_canaries(inputs.train, canaries),
+        inputs.val,
+        inputs.train_params,
+        inputs.privacy,
+        dataset_sha256=dataset_sha256,
+        purpose="audit",
+        identity={
+            "dataset": dataset_sha256,
+            "train": inputs.record.sha256,
+            "train_params": inputs.train_params.model_dump(),
+            "privacy": inputs.privacy.model_dump(),
+            "audit": settings.model_dump(mode="json"),
+        },
+        device=resolve_device(inputs.train_params.device),
+    )
+    result = run.result
+    scores = loss_scores(result.model, canaries.table)
+    audit = audit_one_run(
+        scores,
+        canaries.included,
+        positive=settings.positive_guesses,
+        negative=settings.negative_guesses,
+        delta=run.dp.delta,
+        confidence=settings.confidence,
+    )
+    check_bound_below(audit.epsilon_lower_bound, result.epsilon, f"audit run {run.run_id}")
+    canary_mia = membership_inference(
+        scores[canaries.included], scores[~canaries.included], MIA_FPR
+    )
+    audit_accuracy = binary_metrics(
+        inputs.test.labels.numpy(), _positive_probability(result.model, inputs.test)
+    ).accuracy
+    return {
+        "mode": AuditMode.SEPARATE_RUN.value,
+        "score": "black-box: minus the canary's cross-entropy loss under its label",
+        "epsilon_lower_bound": audit.epsilon_lower_bound,
+        "confidence": audit.confidence,
+        "canaries": audit.canaries,
+        "canaries_included": audit.included,
+        "guesses": audit.guesses,
+        "correct_guesses": audit.correct,
+        "delta": audit.delta,
+        "accountant_epsilon": result.epsilon,
+        "production_epsilon": production["epsilon"],
+        "run_id": run.run_id,
+        "noise_multiplier": run.dp.noise_multiplier,
+        "steps": result.accounted_steps,
+        "canary_mia_auc": canary_mia.auc,
+        "audit_model_test_accuracy": audit_accuracy,
+        "spent_epsilon_after": dataset_spent(
+            dataset_sha256, production["delta"], run.dp.accountant.value
+        ),
+        "released": False,
+    }
+
+
+def _audit_disabled(inputs: _Inputs, production: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "mode": AuditMode.DISABLED.value,
+        "epsilon_lower_bound": None,
+        "confidence": inputs.params.audit.confidence,
+        "canaries": 0,
+        "delta": production["delta"],
+        "accountant_epsilon": production["epsilon"],
+        "production_epsilon": production["epsilon"],
+    }
+
+
+_AUDITS: Mapping[AuditMode, Callable[[_Inputs, Mapping[str, Any]], dict[str, Any]]] = (
+    MappingProxyType(
+        {AuditMode.SEPARATE_RUN: _audit_separate_run, AuditMode.DISABLED: _audit_disabled}
+    )
+)
