@@ -42,7 +42,7 @@ from torch import nn
 from torch.nn import functional
 from torch.utils.data import DataLoader, TensorDataset
 
-from privacy.clipping import REDUCED_PRECISION_MARGIN, ClippingEngine, add_noise
+from privacy.clipping import REDUCED_PRECISION_MARGIN, ClippingEngine
 from privacy.sampling import PoissonSampler, entropy_generator
 from training.errors import TrainingInputError
 
@@ -169,22 +169,26 @@ class _Poisson(_Variant):
 
 
 class _Fast(_Poisson):
+    """The fast engine as the trainer runs it: one flat gradient vector, noised once."""
+
     def __init__(self, *args: object) -> None:
         super().__init__(*args)
         self._optimizer = self.optimizer(self.model.parameters())
         self._engine = ClippingEngine(self.model, max_grad_norm=MAX_GRAD_NORM)
+        self._params = self._engine.params
         self._generator = entropy_generator(self.device)
 
     def step(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         with self._engine.capture(), self.autocast():
             logits = self.model(features)
         self._engine.accumulate(functional.cross_entropy(logits.float(), labels, reduction="none"))
-        add_noise(
-            self._engine.take_sums(),
-            std=NOISE_MULTIPLIER * MAX_GRAD_NORM,
-            generator=self._generator,
-            normaliser=self.workload.batch_size,
-        )
+        grads = torch.cat([s.reshape(-1) for s in self._engine.take_sums().values()])
+        noise = torch.randn(grads.shape, generator=self._generator, device=self.device)
+        grads.add_(noise.mul_(NOISE_MULTIPLIER * MAX_GRAD_NORM)).div_(self.workload.batch_size)
+        for param, grad in zip(
+            self._params, grads.split([p.numel() for p in self._params]), strict=True
+        ):
+            param.grad = grad.view_as(param)
         self._optimizer.step()
         self._optimizer.zero_grad(set_to_none=True)
 
@@ -464,8 +468,9 @@ def _synchronise(device: torch.device) -> None:
 
 
 def _memory_main(argv: list[str]) -> None:
-    """``python -m training.dp_benchmark VARIANT WIDTHS ROWS BATCH DEVICE STEPS``."""
-    name, widths, rows, batch, device, steps = argv
+    """``python -m training.dp_benchmark VARIANT WIDTHS ROWS BATCH DEVICE STEPS THREADS``."""
+    name, widths, rows, batch, device, steps, threads = argv
+    torch.set_num_threads(int(threads))
     workload = synthetic_workload(tuple(int(w) for w in widths.split("-")), int(rows), int(batch))
     print(peak_memory_mib(workload, name, torch.device(device), int(steps)))
 

@@ -49,6 +49,9 @@ def bench() -> None:
 @click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--seconds", type=click.FloatRange(min=0.1), default=2.0, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu | cuda | auto")
+@click.option(
+    "--threads", type=click.IntRange(min=1), help="torch intra-op threads (default: torch's)."
+)
 @click.option("--variant", "variants", multiple=True, type=click.Choice(sorted(VARIANTS)))
 @click.option("--memory/--no-memory", default=True, help="Peak memory per variant.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -59,12 +62,15 @@ def dp_command(
     rounds: int,
     seconds: float,
     device: str,
+    threads: int | None,
     variants: tuple[str, ...],
     memory: bool,
     as_json: bool,
 ) -> None:
     """Samples/s of non-private, Opacus hooks, Opacus ghost and fast DP training."""
     target = resolve_device(device)
+    if threads is not None:
+        torch.set_num_threads(threads)
     if model == "pipeline":
         workload = _pipeline_workload(batch_size)
         measure = None  # the subprocess rebuilds synthetic workloads only
@@ -72,7 +78,7 @@ def dp_command(
         widths = _widths(model)
         batch = batch_size or 512
         workload = synthetic_workload(widths, rows, batch)
-        args = [model, str(rows), str(batch), str(target), "20"]
+        args = [model, str(rows), str(batch), str(target), "20", str(torch.get_num_threads())]
         measure = memory_in_subprocess(args) if memory else None
 
     def progress(line: str) -> None:
