@@ -47,7 +47,7 @@ from torch.nn import functional
 
 from privacy.errors import PrivacyError, PrivacyInputError
 
-__all__ = ["REDUCED_PRECISION_MARGIN", "ClippingEngine", "UnsupportedModule", "add_noise"]
+__all__ = ["REDUCED_PRECISION_MARGIN", "ClippingEngine", "UnsupportedModule"]
 
 # Opacus' guard against division by zero in the clip factor (DPOptimizer.clip_and_accumulate).
 _NORM_EPSILON = 1e-6
@@ -261,7 +261,8 @@ class ClippingEngine:
         with engine.capture():
             losses = per_sample_loss(model(x), y)        # shape (B,)
         engine.accumulate(losses)                        # any number of physical batches
-        add_noise(engine.take_sums(), noise_std, generator) / expected_batch_size -> p.grad
+        sums = engine.take_sums()                       # then: p.grad = (sum + N(0, (sigma C)^2))
+                                                         #   / expected batch size
 
     ``accumulate`` leaves ``p.grad`` untouched; the clipped sums live in the engine until
     :meth:`take_sums`. A loss scale (fp16) is divided out of the output gradients in fp32
@@ -388,24 +389,3 @@ class _Capturing:
     def __exit__(self, *exc: object) -> None:
         if exc[0] is not None:
             self._engine._captures = None
-
-
-def add_noise(
-    sums: Mapping[nn.Parameter, torch.Tensor],
-    *,
-    std: float,
-    generator: torch.Generator | None,
-    normaliser: float,
-) -> None:
-    """Set ``p.grad = (sum + N(0, std^2)) / normaliser`` for every parameter, in fp32.
-
-    Opacus' ``add_noise`` then ``scale_grad`` with ``loss_reduction="mean"``:
-    ``std = noise_multiplier * max_grad_norm`` and ``normaliser`` the expected batch size.
-    """
-    for param, summed in sums.items():
-        if std > 0:
-            grad = torch.randn(summed.shape, generator=generator, device=summed.device)
-            grad.mul_(std).add_(summed).div_(normaliser)
-        else:
-            grad = summed / normaliser
-        param.grad = grad.to(param.dtype)

@@ -18,7 +18,6 @@ from privacy.clipping import (
     REDUCED_PRECISION_MARGIN,
     ClippingEngine,
     UnsupportedModule,
-    add_noise,
 )
 from privacy.errors import PrivacyInputError
 from privacy.sampling import PoissonSampler
@@ -216,18 +215,15 @@ def test_gradients_accumulate_over_physical_batches() -> None:
     assert max_relative_error([split[p] for p in model.parameters()], whole) < FP32_TOLERANCE
 
 
-def test_an_empty_batch_gives_zero_sums_then_pure_noise() -> None:
+def test_an_empty_batch_gives_zero_sums() -> None:
     model = mlp()
     engine = ClippingEngine(model, max_grad_norm=1.0)
     with engine.capture():
         logits = model(torch.zeros(0, 12))
     assert engine.accumulate(per_sample_loss(logits, torch.zeros(0, dtype=torch.long)))
     sums = engine.take_sums()
+    assert set(sums) == set(model.parameters())
     assert all(float(s.abs().max()) == 0 for s in sums.values())
-    generator = torch.Generator().manual_seed(0)
-    add_noise(sums, std=2.0, generator=generator, normaliser=4.0)
-    noise = torch.cat([p.grad.flatten() for p in model.parameters()])
-    assert noise.std() == pytest.approx(0.5, rel=0.05)  # std / normaliser
 
 
 def test_loss_scale_is_divided_out_and_overflow_reported() -> None:

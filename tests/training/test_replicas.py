@@ -82,3 +82,9 @@ def test_noise_is_added_once_for_the_global_batch(two_replicas) -> None:
 def test_a_replica_outside_its_world_is_refused() -> None:
     with pytest.raises(TrainingInputError, match="rank 2 is outside a world of 2"):
         Replica(2, 2)
+
+
+def test_one_process_noise_has_the_same_std() -> None:
+    from tests.training.replica_worker import noise_std, table
+
+    assert noise_std(Replica(), table(2000, 0)) == pytest.approx(1e6 / 100, rel=0.03)
