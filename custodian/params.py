@@ -148,6 +148,7 @@ class TrainParams(Section):
     patience: int | None = Field(default=3, gt=0)
     precision: str = "bf16"
     clipping: str = "fast"
+    world_size: int = Field(default=1, ge=1)
     device: str = "auto"
     hidden: list[int] = Field(min_length=1)
     activation: str = "relu"

@@ -287,7 +287,9 @@ def recording(
     The caller sets ``trail.exit_code`` when the command returns a code instead of raising.
     """
     path = command_path(group, argv)
-    if path is None or path in READ_ONLY or _HELP.intersection(argv):
+    # A data-parallel follower (RANK > 0) repeats its leader's command; the leader logs it.
+    follower = os.environ.get("RANK", "0") != "0"
+    if path is None or path in READ_ONLY or _HELP.intersection(argv) or follower:
         yield None
         return
     project = Project.discover()

@@ -31,6 +31,7 @@ __all__ = [
     "broadcast_parameters",
     "from_environment",
     "initialise",
+    "replica_device",
 ]
 
 # A collective that waits longer than this means a replica died or hung.
@@ -102,6 +103,15 @@ def initialise(replica: Replica, device: torch.device) -> None:
         world_size=replica.world_size,
         timeout=COLLECTIVE_TIMEOUT,
     )
+
+
+def replica_device(replica: Replica, device: torch.device) -> torch.device:
+    """On CUDA each replica gets its own GPU (torchrun's LOCAL_RANK on a multi-node run)."""
+    if device.type != "cuda" or not replica.distributed:
+        return device
+    local = int(os.environ.get("LOCAL_RANK", replica.rank)) % torch.cuda.device_count()
+    torch.cuda.set_device(local)
+    return torch.device("cuda", local)
 
 
 def all_reduce_sum(tensor: torch.Tensor, replica: Replica) -> torch.Tensor:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from privacy.ledger import PrivacyLedger
 from training.features import ColumnRole, EncodedTable, FeatureSpec
 from training.model import Activation, ModelConfig
 from training.precision import Precision
+from training.replicas import SINGLE, Replica
 from training.trainer import (
     DpConfig,
     OptimizerKind,
@@ -100,12 +101,44 @@ def charged_train_dp(
     purpose: str,
     identity: Mapping[str, object],
     device: torch.device,
+    replica: Replica = SINGLE,
 ) -> ChargedRun:
     """DP-SGD on ``train`` at ``privacy.target_epsilon``, charged to ``dataset_sha256``.
 
     ``purpose`` prefixes the run id (``train``, ``audit``); ``identity`` is what makes two
-    runs the same run (an unfinished run with the same identity is resumed).
+    runs the same run (an unfinished run with the same identity is resumed). With several
+    replicas, only the leader opens the run in the ledger and reserves its steps; the
+    followers train the same run without touching the ledger.
     """
+    config, dp, plan = _plan(train, params, privacy)
+    run_id, run_dir = _run(purpose, {**identity, "sigma": dp.noise_multiplier})
+    if replica.leader:
+        reserve, already_reserved = _open_in_ledger(dataset_sha256, run_id, dp, plan, privacy)
+    else:
+        reserve, already_reserved = _no_reservation, 0
+    result = train_dp(
+        train,
+        val,
+        model_config(params),
+        config,
+        dp,
+        run_dir=run_dir,
+        reserve_steps=reserve,
+        already_reserved=already_reserved,
+        device=device,
+        replica=replica,
+    )
+    if replica.leader:
+        atomic_write_json(run_dir / DONE_MARKER, {"steps": result.accounted_steps})
+    return ChargedRun(
+        run_id=run_id, result=result, dp=dp, plan=plan, target_epsilon=privacy.target_epsilon
+    )
+
+
+def _plan(
+    train: EncodedTable, params: TrainParams, privacy: PrivacyParams
+) -> tuple[TrainConfig, DpConfig, StepPlan]:
+    """The training config, the noise calibrated to the target epsilon, the step plan."""
     kind = AccountantKind.parse(privacy.accountant)
     delta = privacy.delta if privacy.delta is not None else default_delta(len(train))
     validate_delta(delta, len(train))
@@ -115,9 +148,15 @@ def charged_train_dp(
     dp = DpConfig(
         noise_multiplier=sigma, max_grad_norm=privacy.max_grad_norm, delta=delta, accountant=kind
     )
+    return config, dp, plan
 
+
+def _open_in_ledger(
+    dataset_sha256: str, run_id: str, dp: DpConfig, plan: StepPlan, privacy: PrivacyParams
+) -> tuple[Callable[[int], None], int]:
+    """Refuse a run the lifetime budget cannot afford; else its reservation callback."""
+    sigma, kind, delta = dp.noise_multiplier, dp.accountant, dp.delta
     ledger = PrivacyLedger(Project.discover().privacy_ledger_path)
-    run_id, run_dir = _run(purpose, {**identity, "sigma": sigma})
     handle = ledger.open_run(
         dataset_sha256,
         run_id,
@@ -142,21 +181,11 @@ def charged_train_dp(
             dataset_sha256, run_id, sigma, plan.sample_rate, total_steps, kind.value, delta
         )
 
-    result = train_dp(
-        train,
-        val,
-        model_config(params),
-        config,
-        dp,
-        run_dir=run_dir,
-        reserve_steps=reserve,
-        already_reserved=handle.steps,
-        device=device,
-    )
-    atomic_write_json(run_dir / DONE_MARKER, {"steps": result.accounted_steps})
-    return ChargedRun(
-        run_id=run_id, result=result, dp=dp, plan=plan, target_epsilon=privacy.target_epsilon
-    )
+    return reserve, handle.steps
+
+
+def _no_reservation(total_steps: int) -> None:
+    """A follower replica reserves nothing: its leader's ledger entry holds the run."""
 
 
 def dataset_spent(dataset_sha256: str, delta: float, accountant: str) -> float:

@@ -17,6 +17,7 @@ import click
 from audits.files import atomic_write_json
 from custodian.commands.datasets import load_dataset
 from custodian.commands.dp_runs import charged_train_dp, dataset_spent, feature_spec
+from custodian.commands.replicas import replica_group
 from custodian.params import PrivacyParams, TrainParams, load_section
 from custodian.project import Project
 from governance.provenance import ColumnRole as SchemaRole
@@ -25,6 +26,7 @@ from privacy.ledger import PrivacyLedger
 from training.checkpoint import save_model
 from training.features import EncodedTable, encode_table
 from training.precision import resolve_device
+from training.replicas import replica_device
 
 
 @click.command("train")
@@ -47,21 +49,28 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
     _, val = encode_split(splits, "val", params.include_sensitive)
 
     dataset_sha256 = train_record.source_sha256
-    run = charged_train_dp(
-        train,
-        val,
-        params,
-        privacy,
-        dataset_sha256=dataset_sha256,
-        purpose="train",
-        identity={
-            "dataset": dataset_sha256,
-            "train": train_record.sha256,
-            "train_params": params.model_dump(),
-            "privacy": privacy.model_dump(),
-        },
-        device=resolve_device(params.device),
-    )
+    device = resolve_device(params.device)
+    argv = ["train", "--splits", str(splits), "--model-dir", str(model_dir)]
+    argv += ["--report", str(report), "--curve", str(curve)]
+    with replica_group(params.world_size, argv, device) as replica:
+        run = charged_train_dp(
+            train,
+            val,
+            params,
+            privacy,
+            dataset_sha256=dataset_sha256,
+            purpose="train",
+            identity={
+                "dataset": dataset_sha256,
+                "train": train_record.sha256,
+                "train_params": params.model_dump(exclude={"world_size"}),
+                "privacy": privacy.model_dump(),
+            },
+            device=replica_device(replica, device),
+            replica=replica,
+        )
+    if not replica.leader:
+        return  # the leader writes the model and the reports
     result, dp = run.result, run.dp
 
     save_model(model_dir, result.model, train.feature_names)
@@ -78,6 +87,7 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
             "max_grad_norm": dp.max_grad_norm,
             "precision": params.precision,
             "clipping": params.clipping,
+            "world_size": params.world_size,
             "dataset_sha256": dataset_sha256,
             "train_sha256": train_record.sha256,
             "target_epsilon": privacy.target_epsilon,
