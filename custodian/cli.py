@@ -136,3 +136,7 @@ def _is_refusal(err: BaseException) -> bool:
 
 def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or err.__class__.__name__
+
+
+if __name__ == "__main__":
+    main()
