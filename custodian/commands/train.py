@@ -19,8 +19,9 @@ import click
 from audits.files import atomic_write_json
 from custodian import trail
 from custodian.commands.datasets import load_dataset
-from custodian.params import PrivacyParams, TrainParams, load_section
+from custodian.params import PARAMS_FILE, PrivacyParams, TrainParams, load_section
 from custodian.project import Project
+from governance.errors import InputError
 from governance.provenance import ColumnRole as SchemaRole
 from governance.provenance import ColumnSpec, Provenance
 from privacy.accounting import (
@@ -30,6 +31,7 @@ from privacy.accounting import (
     default_delta,
     validate_delta,
 )
+from privacy.errors import PrivacyInputError
 from privacy.ledger import PrivacyLedger
 from training.checkpoint import save_model
 from training.features import ColumnRole, FeatureSpec, encode_table
@@ -77,7 +79,7 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
 
     kind = AccountantKind.parse(privacy.accountant)
     delta = privacy.delta if privacy.delta is not None else default_delta(len(train))
-    validate_delta(delta, len(train))
+    _check_against_data(privacy, params, delta, rows=len(train), source=splits / "train.csv")
     config = TrainConfig(
         epochs=params.epochs,
         batch_size=params.batch_size,
@@ -181,6 +183,22 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
         f"{result.epsilon:.3f} at delta {delta:g} (sigma {sigma:.3f}, {kind.value}); "
         f"dataset budget spent {spent:.3f} of {privacy.lifetime_epsilon:g}"
     )
+
+
+def _check_against_data(
+    privacy: PrivacyParams, params: TrainParams, delta: float, *, rows: int, source: Path
+) -> None:
+    """The params that are valid only relative to the training split's size, named as such."""
+    if params.batch_size > rows:
+        raise InputError(
+            f"{PARAMS_FILE}: train.batch_size: {params.batch_size} exceeds the {rows} rows "
+            f"of {source}; one batch would be the whole dataset every step"
+        )
+    try:
+        validate_delta(delta, rows)
+    except PrivacyInputError as err:
+        field = "privacy.delta" if privacy.delta is not None else "privacy.delta (default)"
+        raise InputError(f"{PARAMS_FILE}: {field}: {err}") from None
 
 
 def _feature_spec(column: ColumnSpec) -> FeatureSpec:
