@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import click
+import torch
 
 from audits.files import atomic_write_json
 from custodian import trail
@@ -76,6 +77,8 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
         include_sensitive=params.include_sensitive,
         source=str(splits / "val.csv"),
     )
+
+    _check_two_classes(train.labels, label, source=splits / "train.csv")
 
     kind = AccountantKind.parse(privacy.accountant)
     delta = privacy.delta if privacy.delta is not None else default_delta(len(train))
@@ -199,6 +202,15 @@ def _check_against_data(
     except PrivacyInputError as err:
         field = "privacy.delta" if privacy.delta is not None else "privacy.delta (default)"
         raise InputError(f"{PARAMS_FILE}: {field}: {err}") from None
+
+
+def _check_two_classes(labels: torch.Tensor, label: str, *, source: Path) -> None:
+    # A binary classifier trained on one class learns a constant, and spends budget doing it.
+    if labels.unique().numel() < 2:
+        raise InputError(
+            f"{source}: column {label!r} (label): a single class in every row; "
+            "training needs both classes"
+        )
 
 
 def _feature_spec(column: ColumnSpec) -> FeatureSpec:
