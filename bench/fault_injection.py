@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,15 +92,17 @@ def environment(home: Path) -> dict[str, str]:
     return env
 
 
-def repro(project: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [str(BIN / "dvc"), "repro"],
-        cwd=project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: the kill takes every child
-    )
+def repro(project: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start ``dvc repro``; its output goes to ``log`` (a pipe left unread could stall it)."""
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            [str(BIN / "dvc"), "repro"],
+            cwd=project,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the kill takes every child
+        )
 
 
 def ledger_steps(project: Path) -> dict[str, int] | None:
@@ -139,10 +142,10 @@ def verify(project: Path, env: dict[str, str]) -> tuple[int, str]:
     return result.returncode, line[-1] if line else ""
 
 
-def running_stage(output: bytes) -> str:
+def running_stage(log: Path) -> str:
     stages = [
         line.split("'")[1]
-        for line in output.decode(errors="replace").splitlines()
+        for line in log.read_text(errors="replace").splitlines()
         if line.startswith("Running stage '")
     ]
     return stages[-1] if stages else "(start-up)"
@@ -152,28 +155,38 @@ def reference_duration(workdir: Path, epochs: int) -> float:
     """Seconds one uninterrupted ``dvc repro`` takes here, from a fresh copy."""
     project = prepared_project(workdir / "reference", epochs, lifetime_epsilon=1000.0)
     env = environment(workdir / "reference" / "home")
+    log = workdir / "reference" / "repro.log"
     started = time.monotonic()
-    process = repro(project, env)
-    output, _ = process.communicate()
-    if process.returncode != 0:
-        raise SystemExit(f"reference dvc repro failed:\n{output.decode(errors='replace')}")
+    if repro(project, env, log).wait() != 0:
+        raise SystemExit(f"reference dvc repro failed:\n{log.read_text(errors='replace')}")
     return time.monotonic() - started
 
 
-def run_trial(number: int, kill_at: float, workdir: Path, epochs: int) -> Trial:
+def run_trial(
+    number: int,
+    kill_at: float,
+    workdir: Path,
+    epochs: int,
+    kill_when: Callable[[Path], bool] | None = None,
+) -> Trial:
+    """One trial: kill after ``kill_at`` seconds, or as soon as ``kill_when(project)`` holds."""
     trial = Trial(number, kill_at)
     directory = workdir / f"trial-{number:02d}"
     project = prepared_project(directory, epochs, lifetime_epsilon=1000.0)
     env = environment(directory / "home")
 
-    process = repro(project, env)
-    try:
-        process.wait(timeout=kill_at)
-    except subprocess.TimeoutExpired:
+    killed_log, rerun_log = directory / "killed.log", directory / "rerun.log"
+    process = repro(project, env, killed_log)
+    deadline = time.monotonic() + kill_at
+    while process.poll() is None and time.monotonic() < deadline:
+        if kill_when is not None and kill_when(project):
+            break
+        time.sleep(0.05)
+    if process.poll() is None:
         os.killpg(process.pid, signal.SIGKILL)
         trial.killed = True
-    output, _ = process.communicate()
-    trial.stage_at_kill = running_stage(output) if trial.killed else "(finished first)"
+    process.wait()
+    trial.stage_at_kill = running_stage(killed_log) if trial.killed else "(finished first)"
 
     trial.ledger_at_kill = ledger_steps(project)
     code, line = verify(project, env)
@@ -184,13 +197,11 @@ def run_trial(number: int, kill_at: float, workdir: Path, epochs: int) -> Trial:
     taken_at_kill = checkpointed_steps(project)
 
     started = time.monotonic()
-    rerun = repro(project, env)
-    output, _ = rerun.communicate()
+    trial.rerun_code = repro(project, env, rerun_log).wait()
     trial.rerun_seconds = time.monotonic() - started
-    trial.rerun_code = rerun.returncode
-    if rerun.returncode != 0:
-        tail = output.decode(errors="replace").strip().splitlines()[-3:]
-        trial.problems.append(f"rerun exited {rerun.returncode}: {' | '.join(tail)}")
+    if trial.rerun_code != 0:
+        tail = rerun_log.read_text(errors="replace").strip().splitlines()[-3:]
+        trial.problems.append(f"rerun exited {trial.rerun_code}: {' | '.join(tail)}")
 
     trial.ledger_final = ledger_steps(project)
     _check_ledger(trial, project, taken_at_kill)
