@@ -314,6 +314,9 @@ CASES = [
     Case("data-label-missing-value", write("datasets/m.csv", "a,y\n1,1\n2,\n"),
          add("datasets/m.csv", "--label", "y"), 2, ("datasets/m.csv", "column 'y'",
                                                     "missing", "line 3")),
+    Case("data-license-malformed", write("datasets/b.csv", "a,b\n1,2\n"),
+         ("data", "add", "datasets/b.csv", "--license", "(AND 0", "--source", "x"), 2,
+         ("data add", "license", "not a valid SPDX expression")),
     Case("data-name-is-a-path", write("datasets/n.csv", "a,b\n1,2\n"),
          add("datasets/n.csv", "--name", "../n"), 2, ("data add", "name", "pattern")),
     # ---- data files, in an ad hoc check
