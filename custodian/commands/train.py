@@ -35,6 +35,7 @@ from privacy.accounting import (
 from privacy.errors import PrivacyInputError
 from privacy.ledger import PrivacyLedger
 from training.checkpoint import save_model
+from training.errors import TrainingInputError
 from training.features import ColumnRole, FeatureSpec, encode_table
 from training.model import Activation, ModelConfig
 from training.precision import Precision, resolve_device
@@ -59,6 +60,7 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
     """Train the model with differential privacy; write the model and privacy report."""
     privacy = load_section(PrivacyParams, "privacy")
     params = load_section(TrainParams, "train")
+    device = _device(params.device)
     train_record, train_frame = load_dataset(splits, "train")
     _, val_frame = load_dataset(splits, "val")
     label = train_record.column(SchemaRole.label)
@@ -139,7 +141,7 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
         run_dir=run_dir,
         reserve_steps=reserve,
         already_reserved=handle.steps,
-        device=resolve_device(params.device),
+        device=device,
     )
     atomic_write_json(run_dir / DONE_MARKER, {"steps": result.accounted_steps})
 
@@ -202,6 +204,15 @@ def _check_against_data(
     except PrivacyInputError as err:
         field = "privacy.delta" if privacy.delta is not None else "privacy.delta (default)"
         raise InputError(f"{PARAMS_FILE}: {field}: {err}") from None
+
+
+def _device(choice: str) -> torch.device:
+    # Resolved before anything is opened: asking for CUDA on a machine without it is a
+    # params mistake, not a reason to leave a started run behind.
+    try:
+        return resolve_device(choice)
+    except TrainingInputError as err:
+        raise InputError(f"{PARAMS_FILE}: train.device: {err}") from None
 
 
 def _check_two_classes(labels: torch.Tensor, label: str, *, source: Path) -> None:
