@@ -8,6 +8,7 @@ reserving privacy budget, and while a data stage is writing its outputs.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ def _load_script():
         "fault_injection", ROOT / "bench/fault_injection.py"
     )
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
