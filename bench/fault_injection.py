@@ -59,6 +59,7 @@ class Trial:
     kill_at: float
     killed: bool = False
     ran_seconds: float = 0.0  # until the kill, or until the run finished by itself
+    dvc_lock_torn: bool = False  # DVC's own dvc.lock write was interrupted (see run_trial)
     stage_at_kill: str = "-"
     ledger_at_kill: dict[str, int] | None = None
     verify_at_kill: str = "-"
@@ -205,6 +206,18 @@ def run_trial(
     if trial.rerun_code != 0:
         tail = rerun_log.read_text(errors="replace").strip().splitlines()[-3:]
         trial.problems.append(f"rerun exited {trial.rerun_code}: {' | '.join(tail)}")
+        if not _lock_parses(project):
+            # DVC rewrites dvc.lock in place (truncate, then write), so a kill in between
+            # leaves it empty and every later `dvc repro` refuses to start. The committed
+            # lock is the documented recovery; then Custodian's own evidence is checked.
+            trial.dvc_lock_torn = True
+            subprocess.run(["git", "checkout", "--", "dvc.lock"], cwd=project, check=True)
+            recovered = repro(project, env, directory / "recovered.log").wait()
+            trial.problems.append(
+                f"dvc.lock was left torn by DVC; after `git checkout dvc.lock` "
+                f"the rerun exited {recovered}"
+            )
+            trial.rerun_code = recovered
 
     trial.ledger_final = ledger_steps(project)
     _check_ledger(trial, project, taken_at_kill)
@@ -219,6 +232,14 @@ def run_trial(
     if trial.passed:
         shutil.rmtree(directory, ignore_errors=True)
     return trial
+
+
+def _lock_parses(project: Path) -> bool:
+    try:
+        content = yaml.safe_load((project / "dvc.lock").read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(content, dict) and "stages" in content
 
 
 def _crash_shaped(line: str) -> bool:
@@ -303,9 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     passed = sum(t.passed for t in trials)
     killed = sum(t.killed for t in trials)
     torn = sum(t.torn_at_kill for t in trials)
+    lock = sum(t.dvc_lock_torn for t in trials)
     print(
         f"summary: {passed}/{len(trials)} trials passed; {killed} killed mid-run; "
-        f"{torn} left a torn audit-log tail; seed {seed}",
+        f"{torn} left a torn audit-log tail; {lock} left dvc.lock torn by DVC; seed {seed}",
         flush=True,
     )
     return 0 if passed == len(trials) else 1
