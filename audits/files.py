@@ -66,6 +66,11 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(path)
     _check_replaceable(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    # A staging directory left by a killed run holds a copy of (sensitive) outputs
+    # that nothing else would ever remove. Stage outputs have one writer at a time.
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield staging

@@ -117,3 +117,17 @@ def test_atomic_directory_replaces_an_ordinary_output(
     with atomic_directory(Path("data/split")) as staging:
         (staging / "new.csv").write_text("new")
     assert [p.name for p in (tmp_path / "data" / "split").iterdir()] == ["new.csv"]
+
+
+def test_a_staging_directory_left_by_a_killed_run_is_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    stale = tmp_path / "data" / ".split.k1ll3d.tmp"
+    stale.mkdir(parents=True)
+    (stale / "train.csv").write_text("sensitive rows")
+    other = tmp_path / "data" / ".ingested.k1ll3d.tmp"
+    other.mkdir()
+    with atomic_directory(Path("data/split")) as staging:
+        (staging / "train.csv").write_text("x")
+    assert not stale.exists() and other.exists()  # only this output's leftovers
