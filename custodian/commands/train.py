@@ -143,8 +143,6 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
         already_reserved=handle.steps,
         device=device,
     )
-    atomic_write_json(run_dir / DONE_MARKER, {"steps": result.accounted_steps})
-
     save_model(model_dir, result.model, train.feature_names)
     spent = ledger.spent(dataset_sha256, delta, kind)
     atomic_write_json(
@@ -183,6 +181,9 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
             for r in result.curve
         ],
     )
+    # Marked finished only once its outputs exist: a run killed before that is resumed
+    # (it re-emits its outputs from the checkpoint without taking a step), not retrained.
+    atomic_write_json(run_dir / DONE_MARKER, {"steps": result.accounted_steps})
     click.echo(
         f"trained {result.epochs} epochs, {result.accounted_steps} steps: epsilon "
         f"{result.epsilon:.3f} at delta {delta:g} (sigma {sigma:.3f}, {kind.value}); "
