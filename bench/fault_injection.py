@@ -243,8 +243,13 @@ def _lock_parses(project: Path) -> bool:
 
 
 def _crash_shaped(line: str) -> bool:
-    """What a crash may leave: a torn last line, or a ledger reservation not yet in the log."""
-    return "torn last line" in line or "a reservation was not logged" in line
+    """What a crash may leave: a torn last line, a ledger reservation not yet in the log,
+    or entries of a first command killed before the log's first checkpoint was signed."""
+    return (
+        "torn last line" in line
+        or "a reservation was not logged" in line
+        or "no signed checkpoint covers" in line
+    )
 
 
 def _check_ledger(trial: Trial, project: Path, taken_at_kill: dict[str, int]) -> None:
