@@ -193,11 +193,17 @@ def run_trial(
     trial.stage_at_kill = running_stage(killed_log) if trial.killed else "(finished first)"
 
     trial.ledger_at_kill = ledger_steps(project)
-    code, line = verify(project, env)
-    trial.torn_at_kill = "torn last line" in line
-    trial.verify_at_kill = "ok" if code == 0 else line.removeprefix("custodian: error: ")
-    if code not in (0, 1) or (code == 1 and not _crash_shaped(line)):
-        trial.problems.append(f"after the kill, verify says something a crash cannot: {line}")
+    log_path = Project(project).audit_log_path
+    if not log_path.exists() or log_path.stat().st_size == 0:
+        # Killed before the first command logged anything (even before the pipeline
+        # key was trusted): there is nothing to verify yet.
+        trial.verify_at_kill = "(nothing logged yet)"
+    else:
+        code, line = verify(project, env)
+        trial.torn_at_kill = "torn last line" in line
+        trial.verify_at_kill = "ok" if code == 0 else line.removeprefix("custodian: error: ")
+        if code not in (0, 1) or (code == 1 and not _crash_shaped(line)):
+            trial.problems.append(f"after the kill, verify says something a crash cannot: {line}")
     taken_at_kill = checkpointed_steps(project)
 
     started = time.monotonic()
