@@ -11,6 +11,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from audits.errors import AuditError
+
+# A directory holding one of these is a repository, never a stage's output.
+_REPOSITORY_MARKERS = (".git", ".dvc")
+
+
+class UnsafeReplacement(AuditError):
+    """An output path names something that is not a replaceable output directory."""
+
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same directory, fsync, rename."""
@@ -49,9 +58,19 @@ def _fsync_directory(directory: Path) -> None:
 
 @contextmanager
 def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Build a directory under a temporary name and swap it in only when complete."""
+    """Build a directory under a temporary name and swap it in only when complete.
+
+    The old directory is deleted, so a path that names the working directory, one
+    of its parents, a repository or a file (``--out .`` by mistake) is refused first.
+    """
     target = Path(path)
+    _check_replaceable(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    # A staging directory left by a killed run holds a copy of (sensitive) outputs
+    # that nothing else would ever remove. Stage outputs have one writer at a time.
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield staging
@@ -62,3 +81,17 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     _fsync_directory(target.parent)
+
+
+def _check_replaceable(target: Path) -> None:
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise UnsafeReplacement(f"{target}: exists and is not a directory; refusing to replace it")
+    resolved = target.resolve()
+    working = Path.cwd().resolve()
+    if resolved == working or resolved in working.parents:
+        raise UnsafeReplacement(
+            f"{target}: is the working directory or one of its parents; refusing to replace it"
+        )
+    marker = next((m for m in _REPOSITORY_MARKERS if (resolved / m).exists()), None)
+    if marker is not None:
+        raise UnsafeReplacement(f"{target}: holds {marker}; refusing to replace a repository")

@@ -15,6 +15,8 @@ import sys
 import click
 
 from audits.errors import AuditError
+from audits.files import UnsafeReplacement
+from audits.keys import SigningKeyError
 from audits.log import CheckpointFormatError, NoTrustedKeys
 from custodian import trail
 from governance.errors import CheckFailed, GovernanceError, InputError, PolicyViolation
@@ -39,6 +41,8 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (TrainingInputError, EXIT_BAD_INPUT),
     (CheckpointFormatError, EXIT_BAD_INPUT),
     (NoTrustedKeys, EXIT_BAD_INPUT),
+    (SigningKeyError, EXIT_BAD_INPUT),
+    (UnsafeReplacement, EXIT_BAD_INPUT),
     (PolicyViolation, EXIT_CHECK_FAILED),
     (CheckFailed, EXIT_CHECK_FAILED),
     (BudgetExceeded, EXIT_CHECK_FAILED),
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
             if recorded is not None and isinstance(returned, int):
                 recorded.exit_code = returned
     except click.ClickException as err:
-        err.show()
+        click.echo(f"custodian: error: {_click_line(err)}", err=True)
         sys.exit(EXIT_BAD_INPUT if isinstance(err, click.UsageError) else err.exit_code)
     except click.Abort:
         click.echo("custodian: aborted", err=True)
@@ -134,8 +138,17 @@ def _is_refusal(err: BaseException) -> bool:
     return isinstance(err, HANDLED) and exit_code_for(err) == EXIT_CHECK_FAILED
 
 
+def _click_line(err: click.ClickException) -> str:
+    """Click's usage error as one line: the command, the problem, where help is."""
+    context = getattr(err, "ctx", None)
+    if context is None:
+        return _one_line(err)
+    return f"{context.command_path}: {_one_line(err)} (see '{context.command_path} --help')"
+
+
 def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or err.__class__.__name__
+    text = err.format_message() if isinstance(err, click.ClickException) else str(err)
+    return " ".join(text.split()) or err.__class__.__name__
 
 
 if __name__ == "__main__":

@@ -7,18 +7,27 @@ dvc.yaml, and pass plain values on to library code.
 
 from __future__ import annotations
 
-from enum import StrEnum
+import importlib
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from audits.gates import GATES, GateId, Limits
 from audits.trust import KeyRole
 from governance.checks import FindingType
 from governance.errors import InputError
 from governance.licenses import IntendedUse, normalize_expression
+from governance.provenance import DatasetName
 from governance.registry import parse_model
 from governance.split import Strategy
 
@@ -27,13 +36,42 @@ PARAMS_FILE = Path("params.yaml")
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=10)]
 
 
+def _one_of(enum_path: str) -> AfterValidator:
+    """Check a value names a member of the enum at ``module:Name``, imported only when checked.
+
+    The enums live in ``training``/``privacy``, which import torch and Opacus:
+    seconds that commands not reading these sections must not pay.
+    """
+
+    def check(value: str) -> str:
+        module, _, name = enum_path.partition(":")
+        members: type[Enum] = getattr(importlib.import_module(module), name)
+        valid = [member.value for member in members]
+        if value not in valid:
+            raise ValueError(f"{value!r} is not one of {', '.join(map(str, valid))}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _accountant(value: str) -> str:
+    from privacy.accounting import AccountantKind
+    from privacy.errors import PrivacyInputError
+
+    try:
+        return AccountantKind.parse(value).value
+    except PrivacyInputError as err:
+        raise ValueError(str(err)) from None
+
+
 class Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class DataParams(Section):
     registry: Path = Path("datasets")
-    dataset: Annotated[str, StringConstraints(min_length=1)]
+    # A registry name, never a path: it becomes a file name under data/.
+    dataset: DatasetName
 
 
 class PolicyParams(Section):
@@ -96,7 +134,7 @@ class PolicyParams(Section):
 
 class ValidateParams(Section):
     # dataset name -> reason; a waived suite failure is reported, not fatal.
-    waivers: dict[str, Reason] = Field(default_factory=dict)
+    waivers: dict[DatasetName, Reason] = Field(default_factory=dict)
 
 
 class SplitFractions(Section):
@@ -123,7 +161,7 @@ S = TypeVar("S", bound="Section")
 
 class CheckParams(Section):
     # Registered dataset names whose rows must not appear in training data.
-    references: list[str] = Field(default_factory=list)
+    references: list[DatasetName] = Field(default_factory=list)
     # Finding type -> reason: a waived critical finding is reported, not fatal.
     waivers: dict[FindingType, Reason] = Field(default_factory=dict)
     # Overrides of the scan's thresholds (governance.checks.CheckConfig fields).
@@ -135,7 +173,7 @@ class PrivacyParams(Section):
     # None: the largest power of ten at most 1/(10 N); values >= 1/N are refused.
     delta: float | None = Field(default=None, gt=0, lt=1)
     max_grad_norm: float = Field(gt=0)
-    accountant: str = "prv"
+    accountant: Annotated[str, AfterValidator(_accountant)] = "prv"
     lifetime_epsilon: float = Field(gt=0)
 
 
@@ -143,15 +181,15 @@ class TrainParams(Section):
     epochs: int = Field(gt=0)
     batch_size: int = Field(gt=0)
     learning_rate: float = Field(gt=0)
-    optimizer: str = "sgd"
+    optimizer: Annotated[str, _one_of("training.trainer:OptimizerKind")] = "sgd"
     momentum: float = Field(default=0.0, ge=0, lt=1)
     patience: int | None = Field(default=3, gt=0)
-    precision: str = "bf16"
-    clipping: str = "fast"
+    precision: Annotated[str, _one_of("training.precision:Precision")] = "bf16"
+    clipping: Annotated[str, _one_of("training.private_steps:ClippingMode")] = "fast"
     world_size: int = Field(default=1, ge=1)
-    device: str = "auto"
+    device: Annotated[str, _one_of("training.precision:DeviceChoice")] = "auto"
     hidden: list[int] = Field(min_length=1)
-    activation: str = "relu"
+    activation: Annotated[str, _one_of("training.model:Activation")] = "relu"
     include_sensitive: bool = False
     checkpoint_every: int = Field(default=200, gt=0)
     seed: int = 0

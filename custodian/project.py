@@ -42,9 +42,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import TypeAdapter, ValidationError
 
 from audits.log import AuditLog
-from audits.trust import KeyRole, TrustStore
+from audits.trust import KeyName, KeyRole, TrustStore
 from governance.errors import InputError
 
 EVIDENCE_DIR = ".custodian"
@@ -179,5 +180,16 @@ def custodian_home() -> Path:
 
 
 def private_key_path(name: str) -> Path:
-    """Where the private key called ``name`` lives."""
+    """Where the private key called ``name`` lives; refuses a name the trust store would refuse.
+
+    Checked here, before any file is made: a name such as ``../x`` would otherwise
+    put a private key outside the keys directory.
+    """
+    try:
+        TypeAdapter(KeyName).validate_python(name)
+    except ValidationError:
+        raise InputError(
+            f"key name {name!r}: use 1 to 64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        ) from None
     return custodian_home() / "keys" / f"{name}.pem"

@@ -38,13 +38,16 @@ class IngestedDataset:
 
 def ingest(entry: RegisteredDataset, policy: LicensePolicy, key: KeyProvider) -> IngestedDataset:
     record = entry.record
-    obligations = evaluate_license(
-        record.license,
-        dataset=record.name,
-        intended_use=policy.intended_use,
-        allowed=policy.allowed,
-        approved_refs=policy.approved_refs,
-    )
+    try:
+        obligations = evaluate_license(
+            record.license,
+            dataset=record.name,
+            intended_use=policy.intended_use,
+            allowed=policy.allowed,
+            approved_refs=policy.approved_refs,
+        )
+    except PolicyViolation as err:
+        raise PolicyViolation(f"{entry.declared_in}: {err}") from None
     where = str(entry.data_path or record.source)
     content = entry.read_bytes()
     if isinstance(record, Provenance):

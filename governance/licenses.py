@@ -25,6 +25,11 @@ from governance.errors import InputError, PolicyViolation
 
 _LICENSE_REF = re.compile(r"^LicenseRef-[A-Za-z0-9.\-]+$")
 
+# license-expression reports most syntax errors as ExpressionError, but some
+# malformed input ("()", "(AND 0") escapes its parser as these (found by
+# tests/properties/test_license_properties.py).
+_PARSER_ERRORS = (ExpressionError, IndexError, AssertionError)
+
 
 class IntendedUse(StrEnum):
     research = "research"
@@ -96,8 +101,9 @@ def normalize_expression(expression: str) -> str:
         raise ValueError("license expression is empty")
     try:
         parsed = _spdx().parse(expression, validate=False, strict=True)
-    except ExpressionError as err:
-        raise ValueError(f"not a valid SPDX expression {expression!r}: {err}") from None
+    except _PARSER_ERRORS as err:
+        reason = str(err) if isinstance(err, ExpressionError) else "misplaced operator or bracket"
+        raise ValueError(f"not a valid SPDX expression {expression!r}: {reason}") from None
     if parsed is None:
         raise ValueError("license expression is empty")
     unknown = [key for key in _spdx().unknown_license_keys(parsed) if not _LICENSE_REF.match(key)]

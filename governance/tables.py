@@ -60,7 +60,38 @@ def read_csv_bytes(data: bytes, *, where: str) -> pd.DataFrame:
     frame = pd.read_csv(io.StringIO(text))
     if frame.empty:
         raise InputError(f"{where}: header only, no data rows")
+    _check_magnitudes(frame, where=where)
     return frame
+
+
+def _check_magnitudes(frame: pd.DataFrame, *, where: str) -> None:
+    """Refuse numbers no float64 or int64 column can hold: ``inf``, ``1e400``, 30-digit integers.
+
+    pandas reads the first two as infinity and the last as text, so without this
+    check a typo would become a silently infinite feature or a numeric column
+    silently turned into strings. Missing values (empty cells, ``NA``) stay missing.
+    """
+    for name in frame.columns:
+        series = frame[name]
+        if pd.api.types.is_bool_dtype(series):
+            continue
+        if pd.api.types.is_numeric_dtype(series):
+            bad = np.isinf(series.to_numpy(dtype=float, na_value=np.nan))
+            what = "infinite or beyond the float64 range"
+        else:
+            present = series.notna().to_numpy()
+            numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
+            parsed = present & ~np.isnan(numbers)
+            if not parsed[present].all():
+                continue  # a text column; numbers among text are the data's business
+            bad = parsed & (np.abs(numbers) >= 2.0**63)
+            what = "beyond the 64-bit integer range"
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise InputError(
+                f"{where}: column {name!r}: {int(bad.sum())} value(s) {what} "
+                f"(first on line {first + 2})"
+            )
 
 
 def _check_row_lengths(text: str, width: int, *, where: str) -> None:
@@ -84,7 +115,26 @@ def infer_columns(frame: pd.DataFrame, roles: dict[str, ColumnRole]) -> list[Col
     unknown = sorted(set(roles) - set(frame.columns))
     if unknown:
         raise InputError(f"column role names unknown column(s): {', '.join(unknown)}")
+    for name, role in roles.items():
+        if role is ColumnRole.label:
+            _check_label(frame[name])
     return [_describe(frame[name], roles.get(name, ColumnRole.feature)) for name in frame.columns]
+
+
+def _check_label(series: pd.Series) -> None:
+    # Values are not quoted: they are the sensitive data itself.
+    missing = series.isna().to_numpy()
+    if missing.any():
+        first = int(np.flatnonzero(missing)[0])
+        raise InputError(
+            f"column {series.name!r} (label): {int(missing.sum())} missing value(s) "
+            f"(first on line {first + 2}); every row needs a label"
+        )
+    if series.nunique() < 2:
+        raise InputError(
+            f"column {series.name!r} (label): a single class in every row; "
+            "a label needs at least two"
+        )
 
 
 def _describe(series: pd.Series, role: ColumnRole) -> ColumnSpec:

@@ -421,12 +421,18 @@ class PrivacyLedger:
     def _locked(self) -> Iterator[_State]:
         try:
             with self._lock:
-                yield _read_state(self._read())
+                yield self._state()
         except filelock.Timeout as err:
             raise PrivacyError(
                 f"privacy ledger {self.path} stayed locked for {LOCK_TIMEOUT_S:g} s "
                 f"by another process ({err.lock_file})"
             ) from err
+
+    def _state(self) -> _State:
+        try:
+            return _read_state(self._read())
+        except LedgerCorrupted as err:
+            raise LedgerCorrupted(f"{self.path}: {err}") from None
 
     def _read(self) -> bytes:
         try:

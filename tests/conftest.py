@@ -68,11 +68,9 @@ def custodian_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A git + DVC copy of this project, committed, in a temporary directory."""
-    repo = tmp_path / "project"
-    repo.mkdir()
+def make_project(repo: Path) -> Path:
+    """A git + DVC copy of this project at ``repo`` (created), committed."""
+    repo.mkdir(parents=True)
     for name in PROJECT_FILES:
         source = ROOT / name
         if source.is_dir():
@@ -88,3 +86,9 @@ def project(tmp_path: Path) -> Path:
     run(["git", "add", "-A"], cwd=repo)
     run(["git", "commit", "-qm", "project"], cwd=repo)
     return repo
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A git + DVC copy of this project, committed, in a temporary directory."""
+    return make_project(tmp_path / "project")

@@ -215,7 +215,7 @@ def _check_privacy_ledger(project: Project, log: AuditLog, report: VerifyReport)
     try:
         ledger.verify()
     except LedgerCorrupted as exc:
-        return [f"privacy ledger {ledger.path}: {exc}"]
+        return [f"privacy ledger {exc}"]
     recorded = {
         _Run(dataset.dataset_sha256, run.run_id): run.steps
         for dataset in ledger.summary()

@@ -88,7 +88,11 @@ def check_command(
             raise click.UsageError("give --train and --test (or --splits)")
         config = _config(label=label, id_column=id_column, time_column=time_column)
         references = {table_name(path): read_table(path) for path in reference}
-        findings = scan(read_table(train), read_table(test), references, config=config)
+        try:
+            findings = scan(read_table(train), read_table(test), references, config=config)
+        except InputError as err:
+            # The scan names frames by role; the user named files.
+            raise InputError(f"--train {train}, --test {test}: {err}") from None
         report = {"train": str(train), "test": str(test), "findings": _dump(findings), "waived": {}}
     if out is not None:
         atomic_write_json(out, report)

@@ -207,7 +207,8 @@ def _roles(identifier, sensitive, label, time_, exclude) -> dict[str, ColumnRole
 
 def _dvc_add(path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "dvc", "add", "--quiet", str(path)],
+        # "--": a file name starting with "-" is a path, never an option.
+        [sys.executable, "-m", "dvc", "add", "--quiet", "--", str(path)],
         capture_output=True,
         text=True,
         check=False,

@@ -54,6 +54,7 @@ class ChargedRun:
     """A finished DP run and the privacy parameters it was charged under."""
 
     run_id: str
+    run_dir: Path
     result: TrainResult
     dp: DpConfig
     plan: StepPlan
@@ -128,11 +129,23 @@ def charged_train_dp(
         device=device,
         replica=replica,
     )
-    if replica.leader:
-        atomic_write_json(run_dir / DONE_MARKER, {"steps": result.accounted_steps})
     return ChargedRun(
-        run_id=run_id, result=result, dp=dp, plan=plan, target_epsilon=privacy.target_epsilon
+        run_id=run_id,
+        run_dir=run_dir,
+        result=result,
+        dp=dp,
+        plan=plan,
+        target_epsilon=privacy.target_epsilon,
     )
+
+
+def mark_finished(run: ChargedRun) -> None:
+    """Close the run once the caller has written what it produced.
+
+    Until then a rerun with the same identity resumes it (from its last checkpoint, with
+    every reserved step still counted) instead of starting, and paying for, a new run.
+    """
+    atomic_write_json(run.run_dir / DONE_MARKER, {"steps": run.result.accounted_steps})
 
 
 def _plan(

@@ -40,6 +40,7 @@ from custodian.commands.dp_runs import (
     charged_train_dp,
     dataset_spent,
     feature_spec,
+    mark_finished,
     model_config,
     train_config,
 )
@@ -477,6 +478,7 @@ def _audit_separate_run(inputs: _Inputs, production: Mapping[str, Any]) -> dict[
     audit_accuracy = binary_metrics(
         inputs.test.labels.numpy(), _positive_probability(result.model, inputs.test)
     ).accuracy
+    mark_finished(run)
     return {
         "mode": AuditMode.SEPARATE_RUN.value,
         "score": "black-box: minus the canary's cross-entropy loss under its label",

@@ -13,17 +13,27 @@ import json
 from pathlib import Path
 
 import click
+import torch
 
 from audits.files import atomic_write_json
 from custodian.commands.datasets import load_dataset
-from custodian.commands.dp_runs import charged_train_dp, dataset_spent, feature_spec
+from custodian.commands.dp_runs import (
+    charged_train_dp,
+    dataset_spent,
+    feature_spec,
+    mark_finished,
+)
 from custodian.commands.replicas import replica_group
-from custodian.params import PrivacyParams, TrainParams, load_section
+from custodian.params import PARAMS_FILE, PrivacyParams, TrainParams, load_section
 from custodian.project import Project
+from governance.errors import InputError
 from governance.provenance import ColumnRole as SchemaRole
 from governance.provenance import Provenance
+from privacy.accounting import default_delta, validate_delta
+from privacy.errors import PrivacyInputError
 from privacy.ledger import PrivacyLedger
 from training.checkpoint import save_model
+from training.errors import TrainingInputError
 from training.features import EncodedTable, encode_table
 from training.precision import resolve_device
 from training.replicas import replica_device
@@ -45,11 +55,14 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
     """Train the model with differential privacy; write the model and privacy report."""
     privacy = load_section(PrivacyParams, "privacy")
     params = load_section(TrainParams, "train")
+    device = _device(params.device)
     train_record, train = encode_split(splits, "train", params.include_sensitive)
     _, val = encode_split(splits, "val", params.include_sensitive)
+    source = splits / "train.csv"
+    _check_two_classes(train.labels, train_record.column(SchemaRole.label), source=source)
+    _check_against_data(privacy, params, rows=len(train), source=source)
 
     dataset_sha256 = train_record.source_sha256
-    device = resolve_device(params.device)
     argv = ["train", "--splits", str(splits), "--model-dir", str(model_dir)]
     argv += ["--report", str(report), "--curve", str(curve)]
     with replica_group(params.world_size, argv, device) as replica:
@@ -113,12 +126,50 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
             for r in result.curve
         ],
     )
+    # Marked finished only once its outputs exist: a run killed before that is resumed
+    # (it re-emits its outputs from the checkpoint without taking a step), not retrained.
+    mark_finished(run)
     click.echo(
         f"trained {result.epochs} epochs, {result.accounted_steps} steps: epsilon "
         f"{result.epsilon:.3f} at delta {dp.delta:g} (sigma {dp.noise_multiplier:.3f}, "
         f"{dp.accountant.value}); dataset budget spent {spent:.3f} of "
         f"{privacy.lifetime_epsilon:g}"
     )
+
+
+def _check_against_data(
+    privacy: PrivacyParams, params: TrainParams, *, rows: int, source: Path
+) -> None:
+    """The params that are valid only relative to the training split's size, named as such."""
+    if params.batch_size > rows:
+        raise InputError(
+            f"{PARAMS_FILE}: train.batch_size: {params.batch_size} exceeds the {rows} rows "
+            f"of {source}; one batch would be the whole dataset every step"
+        )
+    delta = privacy.delta if privacy.delta is not None else default_delta(rows)
+    try:
+        validate_delta(delta, rows)
+    except PrivacyInputError as err:
+        field = "privacy.delta" if privacy.delta is not None else "privacy.delta (default)"
+        raise InputError(f"{PARAMS_FILE}: {field}: {err}") from None
+
+
+def _device(choice: str) -> torch.device:
+    # Resolved before anything is opened: asking for CUDA on a machine without it is a
+    # params mistake, not a reason to leave a started run behind.
+    try:
+        return resolve_device(choice)
+    except TrainingInputError as err:
+        raise InputError(f"{PARAMS_FILE}: train.device: {err}") from None
+
+
+def _check_two_classes(labels: torch.Tensor, label: str, *, source: Path) -> None:
+    # A binary classifier trained on one class learns a constant, and spends budget doing it.
+    if labels.unique().numel() < 2:
+        raise InputError(
+            f"{source}: column {label!r} (label): a single class in every row; "
+            "training needs both classes"
+        )
 
 
 def encode_split(

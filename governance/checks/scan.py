@@ -64,6 +64,39 @@ def run_detectors(ctx: ScanContext) -> list[Finding]:
     )
 
 
+def _is_number_column(series: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+
+
+def _type_mismatches(frames: Mapping[str, pd.DataFrame]) -> list[str]:
+    """A column of numbers in one frame with text in another: almost always a typo in the data.
+
+    Compared as they are, the text would never match a number, and every
+    duplicate or leak through that column would go unreported.
+    """
+    problems = []
+    names = list(frames)
+    for column in frames[names[0]].columns:
+        numeric = [
+            n
+            for n in names
+            if isinstance(frames[n].get(column), pd.Series) and _is_number_column(frames[n][column])
+        ]
+        if not numeric:
+            continue
+        for name in names:
+            series = frames[name].get(column)
+            if not isinstance(series, pd.Series) or name in numeric:
+                continue  # absent, or a duplicated name (reported above)
+            text = (series.notna() & pd.to_numeric(series, errors="coerce").isna()).to_numpy()
+            if text.any():
+                problems.append(
+                    f"column {column!r} holds numbers in {numeric[0]} but non-numeric values "
+                    f"in {name} ({int(text.sum())} rows, first at row {int(text.argmax())})"
+                )
+    return problems
+
+
 def _problems(
     train: pd.DataFrame,
     test: pd.DataFrame,
@@ -92,6 +125,7 @@ def _problems(
         problems.append(
             f"train and test columns differ: only in train {only_train}, only in test {only_test}"
         )
+    problems += _type_mismatches(frames)
     declared = {
         "label": [config.label],
         "id_column": [config.id_column],
