@@ -354,21 +354,23 @@ def worst_slice_gap_gate(metrics: Mapping[str, Any] | None, limits: Limits) -> V
 def empirical_privacy_gate(
     metrics: Mapping[str, Any] | None, privacy: Mapping[str, Any] | None
 ) -> Verdict:
-    """The audit's lower bound may not exceed the accountant's epsilon, on the same model."""
+    """The audit's lower bound may not exceed its run's accountant epsilon, and the audit
+    must belong to the model in ``reports/privacy.json`` (same epsilon and delta)."""
     bound = number(metrics, "privacy_audit", "epsilon_lower_bound")
-    audited = number(metrics, "privacy_audit", "accountant_epsilon")
+    epsilon = number(metrics, "privacy_audit", "accountant_epsilon")  # the audited run's
+    evaluated = number(metrics, "privacy_audit", "production_epsilon")
     audited_delta = number(metrics, "privacy_audit", "delta")
     try:
-        epsilon, delta = number(privacy, "epsilon"), number(privacy, "delta")
+        released, delta = number(privacy, "epsilon"), number(privacy, "delta")
     except _Malformed as exc:
         return Verdict(False, f"{PRIVACY_REPORT}: {exc}")
-    if not math.isclose(audited, epsilon, rel_tol=_SAME_EPSILON) or not math.isclose(
+    if not math.isclose(evaluated, released, rel_tol=_SAME_EPSILON) or not math.isclose(
         audited_delta, delta, rel_tol=_SAME_EPSILON
     ):
         return Verdict(
             False,
-            f"the audit was run against epsilon {audited:g}, delta {audited_delta:g}, but "
-            f"{PRIVACY_REPORT} reports epsilon {epsilon:g}, delta {delta:g} (stale evaluation)",
+            f"the evaluation saw a model of epsilon {evaluated:g}, delta {audited_delta:g}, but "
+            f"{PRIVACY_REPORT} reports epsilon {released:g}, delta {delta:g} (stale evaluation)",
         )
     if bound > epsilon:
         return Verdict(

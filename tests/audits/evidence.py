@@ -58,6 +58,7 @@ def metrics(epsilon: float, delta: float) -> dict[str, Any]:
             "mia_auc": 0.512,
             "mia_tpr_at_1pct_fpr": 0.011,
             "accountant_epsilon": epsilon,
+            "production_epsilon": epsilon,
             "delta": delta,
             "mode": "canary_gradient",
         },
