@@ -48,6 +48,7 @@ def test_sensitive_dataset_round_trips_through_a_local_remote_as_ciphertext_only
     assert add_encrypted(project, plaintext).returncode == 0
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["data"]["dataset"] = "clinic"
+    params["train"]["batch_size"] = 32  # the clinic file's 210 training rows
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "add", "-A"], cwd=project)
 

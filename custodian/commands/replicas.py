@@ -72,8 +72,11 @@ def _joined(replica: Replica, device: torch.device) -> Iterator[None]:
 
 def _start_follower(rank: int, world_size: int, argv: Sequence[str]) -> subprocess.Popen[bytes]:
     env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world_size)}
-    command = [sys.executable, "-c", "from custodian.cli import main; main()", *argv]
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-c", "from custodian.cli import main; main()", *argv],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def _free_port() -> int:

@@ -55,4 +55,5 @@ def test_bench_dp_memory_shows_what_per_sample_gradients_cost(tmp_path: Path) ->
     assert done.returncode == 0, done.stderr
     peak = json.loads(done.stdout)["peak_memory_mib"]
     assert set(peak) == {"fast_fp32", "opacus_hooks_fp32"}
-    assert peak["opacus_hooks_fp32"] > 150 > 3 * peak["fast_fp32"]
+    # 512 per-sample gradients of 82,690 floats are 161 MiB that the fast engine never holds.
+    assert peak["opacus_hooks_fp32"] - peak["fast_fp32"] > 120
