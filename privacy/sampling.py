@@ -8,7 +8,8 @@ applies unchanged. Batches may be empty; the caller must still take (and count) 
 Instead of one uniform per row, the sampler draws the gaps between selected rows: in a
 Bernoulli(q) process they are independent Geometric(q) variables, so about ``n q`` draws
 (in float64, by inversion) give the same distribution as ``n`` coin flips. At 50,000 rows
-and q = 1%, that is ~600 draws per step instead of 50,000.
+and q = 1%, that is ~600 draws per step instead of 50,000. :meth:`PoissonSampler.epoch`
+draws 32 steps at once, as consecutive segments of one longer Bernoulli process.
 
 The generator must be secret: whoever can replay batch membership loses the amplification
 by subsampling. :func:`entropy_generator` seeds one from the operating system.
@@ -24,7 +25,10 @@ import torch
 
 from privacy.errors import PrivacyInputError
 
-__all__ = ["PoissonSampler", "entropy_generator"]
+__all__ = ["STEPS_PER_DRAW", "PoissonSampler", "entropy_generator"]
+
+# Steps drawn in one go by epoch(): the per-step cost falls to a slice and a subtraction.
+STEPS_PER_DRAW = 32
 
 
 def entropy_generator(device: torch.device | str = "cpu") -> torch.Generator:
@@ -50,23 +54,47 @@ class PoissonSampler:
 
     def draw(self) -> torch.Tensor:
         """One step's row indices (int64, ascending, possibly empty)."""
+        return self.draws(1)[0]
+
+    def draws(self, steps: int) -> list[torch.Tensor]:
+        """``steps`` independent draws from one Bernoulli process over ``steps * rows``.
+
+        Segment j of that process (positions ``j * rows`` to ``(j + 1) * rows - 1``) is
+        exactly one step's draw, independent of the others, so a handful of tensor
+        operations serve many steps.
+        """
+        span = steps * self.rows
+        positions = self._bernoulli_positions(span)
+        bounds = torch.arange(1, steps + 1, device=positions.device) * self.rows
+        ends = torch.searchsorted(positions, bounds).tolist()
+        batches, start = [], 0
+        for step, end in enumerate(ends):
+            batches.append(positions[start:end] - step * self.rows)
+            start = end
+        return batches
+
+    def _bernoulli_positions(self, span: int) -> torch.Tensor:
+        """The selected positions, ascending, among ``span`` Bernoulli(q) trials."""
         device = self._generator.device
-        expected = self.rows * self.sample_rate
+        expected = span * self.sample_rate
         block = int(expected + 6 * math.sqrt(expected) + 16)
         chosen, last = [], -1
-        while last < self.rows:
+        while last < span:
             # log(1 - U) with U in [0, 1): never log(0). For q = 1 every gap is 1.
             draws = torch.rand(block, generator=self._generator, dtype=torch.float64, device=device)
             gaps = draws.neg_().log1p_().mul_(self._inverse_log_keep).floor_().add_(1)
             positions = gaps.cumsum_(0).add_(last)
-            chosen.append(positions[positions < self.rows])
+            chosen.append(positions[positions < span])
             last = int(positions[-1])
         return torch.cat(chosen).long()
 
     def epoch(self) -> Iterator[torch.Tensor]:
-        """``steps_per_epoch`` fresh draws."""
-        for _ in range(self.steps_per_epoch):
-            yield self.draw()
+        """``steps_per_epoch`` fresh draws, made :data:`STEPS_PER_DRAW` at a time."""
+        remaining = self.steps_per_epoch
+        while remaining:
+            steps = min(remaining, STEPS_PER_DRAW)
+            yield from self.draws(steps)
+            remaining -= steps
 
     @property
     def expected_batch_size(self) -> int:

@@ -43,8 +43,10 @@ from torch.nn import functional
 from torch.utils.data import DataLoader, TensorDataset
 
 from privacy.clipping import REDUCED_PRECISION_MARGIN, ClippingEngine
+from privacy.noise import GaussianNoise
 from privacy.sampling import PoissonSampler, entropy_generator
 from training.errors import TrainingInputError
+from training.private_steps import noisy_update
 
 __all__ = ["VARIANTS", "Workload", "run_benchmark", "synthetic_workload"]
 
@@ -146,7 +148,7 @@ class _NonPrivate(_Variant):
             order = torch.randperm(self.workload.rows, device=self.device)
             for index in order.split(self.workload.batch_size):
                 if len(index) == self.workload.batch_size:
-                    yield self.features[index], self.labels[index]
+                    yield self.features.index_select(0, index), self.labels.index_select(0, index)
 
     def step(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         with self.autocast():
@@ -164,8 +166,8 @@ class _Poisson(_Variant):
             self.workload.rows, self.workload.sample_rate, entropy_generator(self.device)
         )
         while True:
-            index = sampler.draw()
-            yield self.features[index], self.labels[index]
+            for index in sampler.epoch():
+                yield self.features.index_select(0, index), self.labels.index_select(0, index)
 
 
 class _Fast(_Poisson):
@@ -174,23 +176,17 @@ class _Fast(_Poisson):
     def __init__(self, *args: object) -> None:
         super().__init__(*args)
         self._optimizer = self.optimizer(self.model.parameters())
-        self._engine = ClippingEngine(self.model, max_grad_norm=MAX_GRAD_NORM)
-        self._params = self._engine.params
-        self._generator = entropy_generator(self.device)
+        self._engine = ClippingEngine(
+            self.model,
+            max_grad_norm=MAX_GRAD_NORM,
+            noise=GaussianNoise(NOISE_MULTIPLIER * MAX_GRAD_NORM, entropy_generator(self.device)),
+        )
 
     def step(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         with self._engine.capture(), self.autocast():
             logits = self.model(features)
         self._engine.accumulate(functional.cross_entropy(logits.float(), labels, reduction="none"))
-        grads = torch.cat([s.reshape(-1) for s in self._engine.take_sums().values()])
-        noise = torch.randn(grads.shape, generator=self._generator, device=self.device)
-        grads.add_(noise.mul_(NOISE_MULTIPLIER * MAX_GRAD_NORM)).div_(self.workload.batch_size)
-        for param, grad in zip(
-            self._params, grads.split([p.numel() for p in self._params]), strict=True
-        ):
-            param.grad = grad.view_as(param)
-        self._optimizer.step()
-        self._optimizer.zero_grad(set_to_none=True)
+        noisy_update(self._engine, self.workload.batch_size, self._optimizer)
 
 
 class _OpacusHooks(_Poisson):

@@ -40,13 +40,21 @@ from torch.nn import functional
 from torch.utils.data import DataLoader, Dataset
 
 from privacy.clipping import ClippingEngine
+from privacy.noise import GaussianNoise
 from privacy.sampling import PoissonSampler, entropy_generator
 from training.errors import TrainingError, TrainingInputError
 from training.features import EncodedTable
 from training.precision import LossScaler, PrecisionStrategy
 from training.replicas import SINGLE, Replica, all_reduce_sum, any_replica
 
-__all__ = ["ClippingMode", "PrivateStepper", "StepOutcome", "StepSetup", "private_stepper"]
+__all__ = [
+    "ClippingMode",
+    "PrivateStepper",
+    "StepOutcome",
+    "StepSetup",
+    "noisy_update",
+    "private_stepper",
+]
 
 
 class ClippingMode(StrEnum):
@@ -106,6 +114,25 @@ class PrivateStepper(Protocol):
         ...
 
 
+def noisy_update(
+    engine: ClippingEngine,
+    normaliser: int,
+    optimizer: torch.optim.Optimizer,
+    replica: Replica = SINGLE,
+) -> None:
+    """The DP-SGD update from the engine's noised clipped sums.
+
+    The sums of all replicas (only the leader's engine adds noise) are added up and
+    divided by Opacus' normaliser, the global expected batch size; then the optimizer
+    steps.
+    """
+    flat = all_reduce_sum(engine.take_flat(), replica).div_(normaliser)
+    for param, grad in engine.unflatten(flat):
+        param.grad = grad if grad.dtype == param.dtype else grad.to(param.dtype)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def private_stepper(mode: ClippingMode, setup: StepSetup) -> PrivateStepper:
     """The stepper for ``mode``; refuses combinations that would weaken the guarantee."""
     return _STEPPERS[ClippingMode(mode)](setup)
@@ -133,9 +160,14 @@ class _FastStepper:
             )
         # Opacus' normaliser, for the global expected batch.
         self._normaliser = int(len(setup.train) * setup.sample_rate)
-        self._noise_generator = entropy_generator(setup.device)
-        self._engine = ClippingEngine(setup.model, max_grad_norm=setup.max_grad_norm)
-        self._params = self._engine.params
+        noise = GaussianNoise(
+            setup.noise_multiplier * setup.max_grad_norm, entropy_generator(setup.device)
+        )
+        self._engine = ClippingEngine(
+            setup.model,
+            max_grad_norm=setup.max_grad_norm,
+            noise=noise if replica.leader else None,  # noise once for the global batch
+        )
         self._accountant = create_accountant(setup.accountant)
 
     def epoch(self) -> Iterator[torch.Tensor]:
@@ -150,7 +182,8 @@ class _FastStepper:
         chunk = setup.max_physical_batch_size or max(1, len(index))
         loss_sum, finite = torch.zeros((), dtype=torch.float64, device=setup.device), True
         for part in index.split(chunk) if len(index) else [index]:
-            features, labels = self._features[part], self._labels[part]
+            features = self._features.index_select(0, part)
+            labels = self._labels.index_select(0, part)
             with self._engine.capture(), setup.strategy.autocast(setup.device):
                 logits = setup.model(features)
             losses = functional.cross_entropy(logits.float(), labels, reduction="none")
@@ -160,17 +193,7 @@ class _FastStepper:
             loss_sum += losses.detach().sum()
         if any_replica(not finite, replica, setup.device):
             return self._skip()
-        grads = torch.cat([s.reshape(-1) for s in self._engine.take_sums().values()])
-        if replica.leader:  # noise once for the global batch
-            noise = torch.randn(grads.shape, generator=self._noise_generator, device=setup.device)
-            grads.add_(noise.mul_(setup.noise_multiplier * setup.max_grad_norm))
-        all_reduce_sum(grads, replica).div_(self._normaliser)
-        for param, grad in zip(
-            self._params, grads.split([p.numel() for p in self._params]), strict=True
-        ):
-            param.grad = grad.view_as(param).to(param.dtype)
-        setup.optimizer.step()
-        setup.optimizer.zero_grad(set_to_none=True)
+        noisy_update(self._engine, self._normaliser, setup.optimizer, replica)
         self._count()
         scaler.update(overflow=False)
         totals = all_reduce_sum(torch.stack([loss_sum, loss_sum.new_tensor(len(index))]), replica)

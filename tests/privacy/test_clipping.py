@@ -274,8 +274,9 @@ def test_models_it_cannot_clip_exactly_are_refused() -> None:
 def test_poisson_sampling_has_opacus_distribution(rows: int, rate: float) -> None:
     """Each row in independently with probability q, like Opacus' per-row coin flips.
 
-    Checked on 40,000 draws: every row's inclusion rate, the batch-size distribution
-    against Binomial(n, q) and against Opacus' own sampler, and pairwise independence.
+    Checked on 40,000 draws, made as epochs do (many steps per call): every row's
+    inclusion rate, the batch-size distribution against Binomial(n, q) and against
+    Opacus' own sampler, and independence of rows within a step and across steps.
     """
     draws = 40_000
     sampler = PoissonSampler(rows, rate, torch.Generator().manual_seed(7))
@@ -284,8 +285,8 @@ def test_poisson_sampling_has_opacus_distribution(rows: int, rate: float) -> Non
     )
     included = torch.zeros(draws, rows, dtype=torch.bool)
     opacus_sizes = []
-    for i in range(draws):
-        batch = sampler.draw()
+    batches = [batch for _ in range(draws // 40) for batch in sampler.draws(40)]
+    for i, batch in enumerate(batches):
         assert batch.dtype == torch.long and torch.all(batch[1:] > batch[:-1])
         included[i, batch] = True
         if i % len(opacus) == 0:
@@ -306,7 +307,19 @@ def test_poisson_sampling_has_opacus_distribution(rows: int, rate: float) -> Non
     theirs = np.bincount(opacus_sizes, minlength=rows + 1)
     table = np.stack([sizes, theirs])[:, sizes + theirs > 0]
     assert stats.chi2_contingency(table).pvalue > 1e-3
+    pair_sigma = (rate**2 * (1 - rate**2) / draws) ** 0.5
     both = (included[:, 0] & included[:, 1]).float().mean()
-    assert abs(float(both) - rate**2) < 5 * (rate**2 * (1 - rate**2) / draws) ** 0.5
+    assert abs(float(both) - rate**2) < 5 * pair_sigma
+    # The last row of one step and the first of the next are neighbours in the process.
+    across = (included[:-1, -1] & included[1:, 0]).float().mean()
+    assert abs(float(across) - rate**2) < 5 * pair_sigma
     if rows == 7:  # P(empty) = 0.95^7 = 70%: empty batches happen and are returned
         assert sizes[0] > 0
+
+
+def test_an_epoch_is_int_one_over_q_steps_of_the_right_rows() -> None:
+    sampler = PoissonSampler(50, 0.013, torch.Generator().manual_seed(3))
+    epoch = list(sampler.epoch())
+    assert len(epoch) == sampler.steps_per_epoch == 76  # more than one 32-step draw
+    assert all(len(b) == 0 or (b.min() >= 0 and b.max() < 50) for b in epoch)
+    assert sum(len(b) for b in epoch) > 0
