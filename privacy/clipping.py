@@ -156,21 +156,21 @@ def _linear_add_clipped_sums(
     Both operands go to the product in fp32: a bf16 product would round the *sum* to bf16.
     """
     g, a = layer.output_grad, layer.activation
-    rows = clip * layer.unscale
+    rows = clip if layer.unscale == 1.0 else clip * layer.unscale
     if g.dim() > 2:  # a sequence: every position of sample i carries c_i
         rows = rows.repeat_interleave(g[0].numel() // g.shape[-1])
-    g, a = g.reshape(-1, g.shape[-1]), a.reshape(-1, a.shape[-1])
+        g, a = g.reshape(-1, g.shape[-1]), a.reshape(-1, a.shape[-1])
     weight, bias = layer.weight, layer.bias
     if g.shape[1] <= a.shape[1]:
-        g = g * rows.unsqueeze(1)  # fp32 whatever g's dtype
+        g = g * rows[:, None]  # fp32 whatever g's dtype
         if weight is not None:
-            sums[weight].addmm_(g.t(), a.float())
+            sums[weight].addmm_(g.t(), a if a.dtype == torch.float32 else a.float())
         if bias is not None:
             sums[bias].add_(g.sum(0))
     else:
-        g = g.float()
+        g = g if g.dtype == torch.float32 else g.float()
         if weight is not None:
-            sums[weight].addmm_(g.t(), a * rows.unsqueeze(1))
+            sums[weight].addmm_(g.t(), a * rows[:, None])
         if bias is not None:
             sums[bias].addmv_(g.t(), rows)
 
