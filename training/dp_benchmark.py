@@ -46,7 +46,7 @@ from privacy.clipping import REDUCED_PRECISION_MARGIN, ClippingEngine
 from privacy.noise import GaussianNoise
 from privacy.sampling import PoissonSampler, entropy_generator
 from training.errors import TrainingInputError
-from training.private_steps import noisy_update
+from training.private_steps import PaddedGather, noisy_update, row_multiple
 
 __all__ = ["VARIANTS", "Workload", "run_benchmark", "synthetic_workload"]
 
@@ -182,9 +182,21 @@ class _Fast(_Poisson):
             noise=GaussianNoise(NOISE_MULTIPLIER * MAX_GRAD_NORM, entropy_generator(self.device)),
         )
 
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """As the trainer gathers: padded to its row multiple (only real rows count)."""
+        gather = PaddedGather(
+            self.features, self.labels, row_multiple(self.dtype or torch.float32, self.device)
+        )
+        sampler = PoissonSampler(
+            self.workload.rows, self.workload.sample_rate, entropy_generator(self.device)
+        )
+        while True:
+            for index in sampler.epoch():
+                yield gather(index)
+
     def step(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         with self._engine.capture(), self.autocast():
-            logits = self.model(features)
+            logits = self.model(features)[: len(labels)]
         self._engine.accumulate(functional.cross_entropy(logits.float(), labels, reduction="none"))
         noisy_update(self._engine, self.workload.batch_size, self._optimizer)
 

@@ -49,11 +49,13 @@ from training.replicas import SINGLE, Replica, all_reduce_sum, any_replica
 
 __all__ = [
     "ClippingMode",
+    "PaddedGather",
     "PrivateStepper",
     "StepOutcome",
     "StepSetup",
     "noisy_update",
     "private_stepper",
+    "row_multiple",
 ]
 
 
@@ -114,6 +116,42 @@ class PrivateStepper(Protocol):
         ...
 
 
+# oneDNN's bf16 kernels on CPU run about a fifth slower on odd row counts than on
+# multiples of 32 (bench/bench_dp.py, fast_bf16); in fp32 padding only adds rows.
+_LOW_PRECISION_CPU_ROW_MULTIPLE = 32
+
+
+def row_multiple(compute_dtype: torch.dtype, device: torch.device) -> int:
+    """The row count Poisson batches are padded up to a multiple of (1: no padding)."""
+    if device.type == "cpu" and compute_dtype != torch.float32:
+        return _LOW_PRECISION_CPU_ROW_MULTIPLE
+    return 1
+
+
+class PaddedGather:
+    """Gathers a batch of in-memory rows, the features padded with zero rows up to a
+    multiple of ``multiple`` rows; the labels are the real rows' only.
+
+    The caller keeps only the first ``len(labels)`` outputs for the loss, so a padding
+    row gets a zero output gradient: it adds nothing to any norm or sum, and rows do
+    not interact in the forward pass (the clipping engine's own assumption).
+    """
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, multiple: int) -> None:
+        self.multiple = multiple
+        self._pad_row = len(features)
+        if multiple > 1:
+            features = torch.cat([features, features.new_zeros(1, *features.shape[1:])])
+        self._features, self._labels = features, labels
+
+    def __call__(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = self._labels.index_select(0, index)
+        short = -len(index) % self.multiple
+        if short:
+            index = torch.cat([index, index.new_full((short,), self._pad_row)])
+        return self._features.index_select(0, index), labels
+
+
 def noisy_update(
     engine: ClippingEngine,
     normaliser: int,
@@ -150,8 +188,11 @@ class _FastStepper:
         self._setup = setup
         replica = setup.replica
         shard = torch.arange(replica.rank, len(setup.train), replica.world_size)
-        self._features = setup.train.features[shard].to(setup.device)
-        self._labels = setup.train.labels[shard].to(setup.device)
+        self._gather = PaddedGather(
+            setup.train.features[shard].to(setup.device),
+            setup.train.labels[shard].to(setup.device),
+            row_multiple(setup.strategy.compute_dtype, setup.device),
+        )
         self._sampler = PoissonSampler(len(shard), setup.sample_rate, entropy_generator())
         if self._sampler.steps_per_epoch != setup.steps_per_epoch:
             raise TrainingError(
@@ -182,10 +223,9 @@ class _FastStepper:
         chunk = setup.max_physical_batch_size or max(1, len(index))
         loss_sum, finite = torch.zeros((), dtype=torch.float64, device=setup.device), True
         for part in index.split(chunk) if len(index) else [index]:
-            features = self._features.index_select(0, part)
-            labels = self._labels.index_select(0, part)
+            features, labels = self._gather(part)
             with self._engine.capture(), setup.strategy.autocast(setup.device):
-                logits = setup.model(features)
+                logits = setup.model(features)[: len(labels)]  # padding rows get no loss
             losses = functional.cross_entropy(logits.float(), labels, reduction="none")
             finite = self._engine.accumulate(scaler.scale_loss(losses), loss_scale=scaler.scale)
             if not finite:
