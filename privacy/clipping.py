@@ -118,21 +118,23 @@ class _Rule:
     add_clipped_sums: AddClippedSums
 
 
-def _row_norms(rows: torch.Tensor) -> torch.Tensor:
-    """fp32 Euclidean norms of the rows of a 2-D tensor in any float dtype."""
-    return torch.linalg.vector_norm(rows, dim=1, dtype=torch.float32)
+def _squared_row_norms(rows: torch.Tensor) -> torch.Tensor:
+    """fp32 squared Euclidean norms of the rows of a 2-D tensor in any float dtype."""
+    if rows.dtype == torch.float32:
+        return torch.linalg.vecdot(rows, rows)
+    return torch.linalg.vector_norm(rows, dim=1, dtype=torch.float32).square_()
 
 
 def _linear_squared_norms(layer: _Layer) -> torch.Tensor:
     weighted, biased = layer.weight is not None, layer.bias is not None
     if layer.output_grad.dim() == 2:
         # The per-sample weight gradient is the outer product g_i a_i^T: |g_i| |a_i|.
-        g_sq = _row_norms(layer.output_grad).square_()
+        g_sq = _squared_row_norms(layer.output_grad)
         if layer.unscale != 1.0:
             g_sq.mul_(layer.unscale**2)
         if not weighted:
             return g_sq
-        a_sq = _row_norms(layer.activation).square_()
+        a_sq = _squared_row_norms(layer.activation)
         return torch.addcmul(g_sq, g_sq, a_sq) if biased else g_sq.mul_(a_sq)
     a = layer.activation32().flatten(1, -2)  # (B, T, in)
     g = layer.grad32().flatten(1, -2)  # (B, T, out)
