@@ -222,7 +222,21 @@ class _OpacusHooks(_Poisson):
         self._optimizer.zero_grad(set_to_none=True)
 
 
-class _OpacusGhost(_Poisson):
+class _GhostStep(_Variant):
+    """One step of Opacus' ghost clipping: its loss wrapper's double backward pass."""
+
+    _loss: DPLossFastGradientClipping
+    _optimizer: DPOptimizerFastGradientClipping
+
+    def step(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        with self.autocast():
+            logits = self.model(features)
+        self._loss(logits.float(), labels).backward()
+        self._optimizer.step()
+        self._optimizer.zero_grad(set_to_none=True)
+
+
+class _OpacusGhost(_GhostStep, _Poisson):
     def __init__(self, *args: object) -> None:
         super().__init__(*args)
         self.model = GradSampleModuleFastGradientClipping(
@@ -236,19 +250,12 @@ class _OpacusGhost(_Poisson):
         )
         self._loss = DPLossFastGradientClipping(self.model, self._optimizer, nn.CrossEntropyLoss())
 
-    def step(self, features: torch.Tensor, labels: torch.Tensor) -> None:
-        with self.autocast():
-            logits = self.model(features)
-        self._loss(logits.float(), labels).backward()
-        self._optimizer.step()
-        self._optimizer.zero_grad(set_to_none=True)
 
-
-class _OpacusGhostLoader(_OpacusGhost):
+class _OpacusGhostLoader(_GhostStep):
     """Ghost clipping fed by ``make_private``'s Poisson DataLoader (per-item dataset path)."""
 
     def __init__(self, *args: object) -> None:
-        _Variant.__init__(self, *args)
+        super().__init__(*args)
         loader = DataLoader(
             TensorDataset(self.workload.features, self.workload.labels),
             batch_size=self.workload.batch_size,
