@@ -21,8 +21,9 @@ import torch
 
 from audits.files import atomic_write_json
 from custodian import trail
-from custodian.params import PrivacyParams, TrainParams
+from custodian.params import PARAMS_FILE, PrivacyParams, TrainParams
 from custodian.project import Project
+from governance.errors import InputError
 from governance.provenance import ColumnSpec
 from privacy.accounting import (
     AccountantKind,
@@ -31,6 +32,7 @@ from privacy.accounting import (
     default_delta,
     validate_delta,
 )
+from privacy.errors import PrivacyInputError
 from privacy.ledger import PrivacyLedger
 from training.features import ColumnRole, EncodedTable, FeatureSpec
 from training.model import Activation, ModelConfig
@@ -148,13 +150,23 @@ def mark_finished(run: ChargedRun) -> None:
     atomic_write_json(run.run_dir / DONE_MARKER, {"steps": run.result.accounted_steps})
 
 
+def resolved_delta(privacy: PrivacyParams, rows: int) -> float:
+    """``privacy.delta``, or its default for ``rows`` training rows; refused at >= 1/rows."""
+    delta = privacy.delta if privacy.delta is not None else default_delta(rows)
+    try:
+        validate_delta(delta, rows)
+    except PrivacyInputError as err:
+        field = "privacy.delta" if privacy.delta is not None else "privacy.delta (default)"
+        raise InputError(f"{PARAMS_FILE}: {field}: {err}") from None
+    return delta
+
+
 def _plan(
     train: EncodedTable, params: TrainParams, privacy: PrivacyParams
 ) -> tuple[TrainConfig, DpConfig, StepPlan]:
     """The training config, the noise calibrated to the target epsilon, the step plan."""
     kind = AccountantKind.parse(privacy.accountant)
-    delta = privacy.delta if privacy.delta is not None else default_delta(len(train))
-    validate_delta(delta, len(train))
+    delta = resolved_delta(privacy, len(train))
     config = train_config(params)
     plan = plan_steps(len(train), config.batch_size, config.epochs)
     sigma = calibrate_noise(privacy.target_epsilon, delta, plan.sample_rate, plan.total_steps, kind)

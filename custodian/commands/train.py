@@ -22,6 +22,7 @@ from custodian.commands.dp_runs import (
     dataset_spent,
     feature_spec,
     mark_finished,
+    resolved_delta,
 )
 from custodian.commands.replicas import replica_group
 from custodian.params import PARAMS_FILE, PrivacyParams, TrainParams, load_section
@@ -29,8 +30,6 @@ from custodian.project import Project
 from governance.errors import InputError
 from governance.provenance import ColumnRole as SchemaRole
 from governance.provenance import Provenance
-from privacy.accounting import default_delta, validate_delta
-from privacy.errors import PrivacyInputError
 from privacy.ledger import PrivacyLedger
 from training.checkpoint import save_model
 from training.errors import TrainingInputError
@@ -146,12 +145,7 @@ def _check_against_data(
             f"{PARAMS_FILE}: train.batch_size: {params.batch_size} exceeds the {rows} rows "
             f"of {source}; one batch would be the whole dataset every step"
         )
-    delta = privacy.delta if privacy.delta is not None else default_delta(rows)
-    try:
-        validate_delta(delta, rows)
-    except PrivacyInputError as err:
-        field = "privacy.delta" if privacy.delta is not None else "privacy.delta (default)"
-        raise InputError(f"{PARAMS_FILE}: {field}: {err}") from None
+    resolved_delta(privacy, rows)
 
 
 def _device(choice: str) -> torch.device:
