@@ -100,12 +100,6 @@ def _check_row_lengths(text: str, width: int, *, where: str) -> None:
             raise InputError(f"{where}: line {line_no}: {len(row)} fields, header has {width}")
 
 
-def read_csv(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    return read_csv_bytes(path.read_bytes(), where=str(path))
-
-
 def infer_columns(frame: pd.DataFrame, roles: dict[str, ColumnRole]) -> list[ColumnSpec]:
     """Describe each column (type, nullability, range, categories) as observed.
 

@@ -2,7 +2,7 @@ import pytest
 
 from governance.errors import InputError
 from governance.provenance import ColumnRole, ColumnType
-from governance.tables import infer_columns, read_csv, read_csv_bytes
+from governance.tables import infer_columns, read_csv_bytes
 
 
 @pytest.mark.parametrize(
@@ -21,11 +21,6 @@ def test_bad_files_are_refused_naming_the_file(content: bytes, message: str) -> 
     with pytest.raises(InputError, match=message) as info:
         read_csv_bytes(content, where="in.csv")
     assert str(info.value).startswith("in.csv: ")
-
-
-def test_missing_file(tmp_path) -> None:
-    with pytest.raises(InputError, match="file not found"):
-        read_csv(tmp_path / "nope.csv")
 
 
 def test_infers_types_ranges_and_categories() -> None:
