@@ -67,6 +67,7 @@ COMMANDS = {
     "validate": "custodian.commands.validate:validate_command",
     "split": "custodian.commands.split:split_command",
     "check": "custodian.commands.check:check_command",
+    "check-large": "custodian.commands.check_large:check_large_command",
     "train": "custodian.commands.train:train_command",
     "privacy": "custodian.commands.train:privacy_group",
     "evaluate": "custodian.commands.evaluate:evaluate_command",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
@@ -14,7 +14,7 @@ from governance.checks.frames import ScanContext, prepare
 from governance.checks.registry import DETECTORS
 from governance.errors import InputError
 
-__all__ = ["CheckConfig", "prepare_scan", "run_detectors", "scan"]
+__all__ = ["CheckConfig", "prepare_scan", "run_detectors", "scan", "worst_first"]
 
 _SEVERITY_ORDER = {severity: i for i, severity in enumerate(Severity)}
 _TYPE_ORDER = {kind: i for i, kind in enumerate(FindingType)}
@@ -52,7 +52,14 @@ def prepare_scan(
 
 
 def run_detectors(ctx: ScanContext) -> list[Finding]:
-    findings = [finding for kind in FindingType for finding in DETECTORS[kind](ctx)]
+    return worst_first(finding for kind in FindingType for finding in DETECTORS[kind](ctx))
+
+
+def worst_first(findings: Iterable[Finding]) -> list[Finding]:
+    """Findings in report order: by severity, then SPEC's type order, reference and columns.
+
+    The sort is stable, so findings that tie keep the order their detector gave them.
+    """
     return sorted(
         findings,
         key=lambda f: (

@@ -1,0 +1,292 @@
+"""Out-of-core detectors: SQL over the per-split hash tables, the in-memory scan's findings.
+
+Each detector here answers exactly what its in-memory namesake in
+``governance.checks`` answers (the same count semantics, severities, columns
+and row lists; see ``FindingType``), but only distinct hashes that matter
+and at most ``max_rows_listed + 1`` row positions per list ever leave DuckDB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import pandas as pd
+
+from governance.checks.duplicates import overlap_severity
+from governance.checks.findings import Finding, FindingType, Severity
+from governance.checks.registry import share
+from governance.large.engine import Kind, LargeContext
+
+LargeDetector = Callable[[LargeContext], list[Finding]]
+
+DETECTORS: dict[FindingType, LargeDetector] = {}
+
+
+def detector(kind: FindingType) -> Callable[[LargeDetector], LargeDetector]:
+    """Register ``fn`` as the out-of-core detector of ``kind`` (one per type)."""
+
+    def register(fn: LargeDetector) -> LargeDetector:
+        if kind in DETECTORS:
+            raise ValueError(f"two detectors for {kind}: {DETECTORS[kind].__name__}, {fn.__name__}")
+        DETECTORS[kind] = fn
+        return fn
+
+    return register
+
+
+class _Rows:
+    """The first ``max_rows_listed`` row positions a query selects, and whether there are more."""
+
+    def __init__(self, ctx: LargeContext, sql: str) -> None:
+        cap = ctx.config.max_rows_listed
+        rows = [
+            int(r[0])
+            # Positions are unique per split, and every query selects from one split.
+            for r in ctx.engine.rows(f"SELECT pos FROM ({sql}) ORDER BY pos LIMIT {cap + 1}")
+        ]
+        self.rows = tuple(rows[:cap])
+        self.truncated = len(rows) > cap
+
+
+def _finding(
+    kind: FindingType,
+    severity: Severity,
+    *,
+    count: int,
+    columns: Sequence[str],
+    detail: str,
+    train: _Rows | None = None,
+    test: _Rows | None = None,
+) -> Finding:
+    return Finding(
+        type=kind,
+        severity=severity,
+        count=count,
+        columns=tuple(columns),
+        train_rows=train.rows if train else (),
+        test_rows=test.rows if test else (),
+        rows_truncated=any(side is not None and side.truncated for side in (train, test)),
+        detail=detail,
+    )
+
+
+def _count(ctx: LargeContext, sql: str) -> int:
+    return int(ctx.engine.value(sql) or 0)
+
+
+def _temp(ctx: LargeContext, name: str, sql: str) -> str:
+    ctx.engine.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
+    return name
+
+
+@detector(FindingType.exact_duplicate)
+def exact_duplicates(ctx: LargeContext) -> list[Finding]:
+    train, test = ctx.table("train"), ctx.table("test")
+    shared = _temp(
+        ctx, "exact_shared", f"SELECT DISTINCT r FROM {test} SEMI JOIN {train} USING (r)"
+    )
+    matched = f"SELECT pos FROM {test} SEMI JOIN {shared} USING (r)"
+    count = _count(ctx, f"SELECT count(*) FROM ({matched})")
+    if not count:
+        return []
+    n_train, n_test = ctx.rows["train"], ctx.rows["test"]
+    # Good-Turing, as duplicates.repeat_chance: the share of train rows whose row repeats.
+    repeating = _count(
+        ctx,
+        f"SELECT sum(n) FROM (SELECT count(*) AS n FROM {train} GROUP BY r HAVING count(*) > 1)",
+    )
+    severity, chance_note = overlap_severity(count / n_test, repeating / n_train, ctx.config)
+    return [
+        _finding(
+            FindingType.exact_duplicate,
+            severity,
+            count=count,
+            columns=ctx.plan.compared,
+            train=_Rows(ctx, f"SELECT pos FROM {train} SEMI JOIN {shared} USING (r)"),
+            test=_Rows(ctx, matched),
+            detail=(
+                f"{share(count, n_test)} test rows equal a train row after normalisation"
+                f"{chance_note} so test scores partly measure memorisation."
+            ),
+        )
+    ]
+
+
+@detector(FindingType.duplicate_rows)
+def duplicate_rows(ctx: LargeContext) -> list[Finding]:
+    findings = []
+    for split in ("train", "test"):
+        table = ctx.table(split)
+        groups = _temp(
+            ctx,
+            f"repeats_{split}",
+            f"SELECT r, min(pos) AS first, count(*) AS n FROM {table}"
+            " GROUP BY r HAVING count(*) > 1",
+        )
+        count = _count(ctx, f"SELECT sum(n - 1) FROM {groups}")
+        if not count:
+            continue
+        rows = _Rows(
+            ctx, f"SELECT h.pos FROM {table} h JOIN {groups} g USING (r) WHERE h.pos <> g.first"
+        )
+        findings.append(
+            _finding(
+                FindingType.duplicate_rows,
+                Severity.warning,
+                count=count,
+                columns=ctx.plan.compared,
+                detail=(
+                    f"{share(count, ctx.rows[split])} {split} rows repeat an earlier"
+                    f" {split} row, so they weigh more than the data supports."
+                ),
+                **{split: rows},
+            )
+        )
+    return findings
+
+
+@detector(FindingType.conflicting_labels)
+def conflicting_labels(ctx: LargeContext) -> list[Finding]:
+    """Labelled rows whose features recur, labelled otherwise, in their own split or in train.
+
+    Per split, labelled rows grouped by feature hash: ``rmin <> rmax`` means
+    the features carry two or more labels (``r`` hashes features and label).
+    """
+    label = ctx.plan.label
+    if label is None:
+        return []
+    columns = ctx.plan.compared
+    labellings = {
+        split: _temp(
+            ctx,
+            f"labelling_{split}",
+            f"SELECT f, min(r) AS rmin, max(r) AS rmax FROM {ctx.table(split)}"
+            " WHERE labelled GROUP BY f",
+        )
+        for split in ("train", "test")
+    }
+    findings = []
+    for split in ("train", "test"):
+        table, labelling = ctx.table(split), labellings[split]
+        ambiguous = (
+            f"SELECT h.pos FROM {table} h JOIN {labelling} l USING (f)"
+            " WHERE h.labelled AND l.rmin <> l.rmax"
+        )
+        count = _count(ctx, f"SELECT count(*) FROM ({ambiguous})")
+        if count:
+            findings.append(
+                _finding(
+                    FindingType.conflicting_labels,
+                    Severity.warning,
+                    count=count,
+                    columns=columns,
+                    detail=(
+                        f"{share(count, ctx.rows[split])} {split} rows share every feature"
+                        f" value with a {split} row labelled differently, which caps"
+                        " accuracy and often means a labelling error."
+                    ),
+                    **{split: _Rows(ctx, ambiguous)},
+                )
+            )
+
+    def conflicts(split: str, other: str) -> str:
+        """Labelled rows of ``split`` whose features ``other`` labels otherwise (or ambiguously)."""
+        return (
+            f"SELECT h.pos FROM {ctx.table(split)} h JOIN {labellings[other]} l USING (f)"
+            " WHERE h.labelled AND (l.rmin <> l.rmax OR l.rmin <> h.r)"
+        )
+
+    count = _count(ctx, f"SELECT count(*) FROM ({conflicts('test', 'train')})")
+    if count:
+        findings.append(
+            _finding(
+                FindingType.conflicting_labels,
+                Severity.warning,
+                count=count,
+                columns=columns,
+                train=_Rows(ctx, conflicts("train", "test")),
+                test=_Rows(ctx, conflicts("test", "train")),
+                detail=(
+                    f"{share(count, ctx.rows['test'])} test rows share every feature value"
+                    " with train rows labelled differently, so they score label noise, not skill."
+                ),
+            )
+        )
+    return findings
+
+
+@detector(FindingType.group_leakage)
+def group_leakage(ctx: LargeContext) -> list[Finding]:
+    column = ctx.plan.id_column
+    if column is None:
+        return []
+    train, test = ctx.table("train"), ctx.table("test")
+    shared = _temp(
+        ctx,
+        "shared_ids",
+        f"SELECT id FROM {test} WHERE id IS NOT NULL"
+        f" INTERSECT SELECT id FROM {train} WHERE id IS NOT NULL",
+    )
+    count = _count(ctx, f"SELECT count(*) FROM {shared}")
+    if not count:
+        return []
+    selected = {
+        split: f"SELECT pos FROM {ctx.table(split)} SEMI JOIN {shared} USING (id)"
+        for split in ("train", "test")
+    }
+    n_train = _count(ctx, f"SELECT count(*) FROM ({selected['train']})")
+    n_test = _count(ctx, f"SELECT count(*) FROM ({selected['test']})")
+    return [
+        _finding(
+            FindingType.group_leakage,
+            Severity.critical,
+            count=count,
+            columns=[column],
+            train=_Rows(ctx, selected["train"]),
+            test=_Rows(ctx, selected["test"]),
+            detail=(
+                f"{count:,} {column} values are in both splits ({n_train:,} train"
+                f" rows, {share(n_test, ctx.rows['test'])} test rows), so the test set does"
+                f" not measure performance on unseen {column} values."
+            ),
+        )
+    ]
+
+
+@detector(FindingType.temporal_leakage)
+def temporal_leakage(ctx: LargeContext) -> list[Finding]:
+    column = ctx.plan.time_column
+    if column is None:
+        return []
+    train, test = ctx.table("train"), ctx.table("test")
+    ((train_present, earliest_test),) = ctx.engine.rows(
+        f"SELECT (SELECT count(t) FROM {train}), (SELECT min(t) FROM {test})"
+    )
+    if not train_present or earliest_test is None:
+        return []
+    late_train = f"SELECT pos FROM {train} WHERE t > (SELECT min(t) FROM {test})"
+    count = _count(ctx, f"SELECT count(*) FROM ({late_train})")
+    if not count:
+        return []
+    critical = count / train_present > ctx.config.temporal_critical_fraction
+    return [
+        _finding(
+            FindingType.temporal_leakage,
+            Severity.critical if critical else Severity.warning,
+            count=count,
+            columns=[column],
+            train=_Rows(ctx, late_train),
+            test=_Rows(ctx, f"SELECT pos FROM {test} WHERE t < (SELECT max(t) FROM {train})"),
+            detail=(
+                f"{share(count, int(train_present))} train rows are later than the earliest"
+                f" test row ({column} {_time_text(earliest_test, ctx.plan.time_kind)}), so the"
+                " model learns from the future it is then tested on."
+            ),
+        )
+    ]
+
+
+def _time_text(value: float | int, kind: Kind | None) -> str:
+    if kind is Kind.instant:
+        return str(pd.Timestamp(int(value), tz="UTC"))
+    return f"{float(value):g}"
