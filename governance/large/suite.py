@@ -33,6 +33,7 @@ from great_expectations.data_context.types.base import (
     ProgressBarsConfig,
 )
 
+from governance.errors import InputError
 from governance.expectations import FailedExpectation, SuiteOutcome, schema_suite
 from governance.large.engine import Engine, duckdb_errors_named, is_numeric_type
 from governance.large.limits import ScanLimits
@@ -74,16 +75,26 @@ def schema_suite_large(
     suite = schema_suite(record)
     tallies = [_Tally(e) for e in suite.expectations]
     per_chunk = [t for t in tallies if not isinstance(t.expectation, _WHOLE_FILE)]
+    validation = _chunk_validation(context, record, [t.expectation for t in per_chunk])
+
+    def validate(chunks: Iterator[pd.DataFrame]) -> None:
+        for chunk in chunks:
+            result = validation.run(batch_parameters={"dataframe": chunk}, result_format="SUMMARY")
+            for tally, outcome in zip(per_chunk, result.results, strict=True):
+                tally.add(bool(outcome.success), (outcome.result or {}).get("unexpected_count"))
+
     with duckdb_errors_named(limits), Engine(limits) as engine:
         rows = register(engine.con, source, "suite_source")
         for tally in tallies:
             if isinstance(tally.expectation, _WHOLE_FILE):
                 _whole_file(engine, source, tally, rows)
-        validation = _chunk_validation(context, record, [t.expectation for t in per_chunk])
-        for chunk in _chunks(engine, source, limits.gx_chunk_rows):
-            result = validation.run(batch_parameters={"dataframe": chunk}, result_format="SUMMARY")
-            for tally, outcome in zip(per_chunk, result.results, strict=True):
-                tally.add(bool(outcome.success), (outcome.result or {}).get("unexpected_count"))
+        if source.format is SourceFormat.csv:  # chunks of DuckDB's copy of the file
+            validate(_chunks(_csv_batches(engine, source, limits.gx_chunk_rows)))
+    if source.format is SourceFormat.parquet:  # DuckDB's memory is released by now
+        try:
+            validate(_chunks(_parquet_batches(source.files, limits.gx_chunk_rows)))
+        except pa.ArrowException as err:
+            raise InputError(f"{path}: cannot read in batches ({err})") from None
     failed = [
         FailedExpectation(
             expectation=t.expectation.expectation_type,
@@ -169,32 +180,37 @@ def _chunk_validation(
     )
 
 
-def _chunks(engine: Engine, source: Source, rows: int) -> Iterator[pd.DataFrame]:
-    """The file as pandas frames of at most ``rows`` rows; one empty frame if it has none.
-
-    Chunks of a CSV come from DuckDB's copy of it, in no particular order:
-    every per-chunk expectation is about single rows.
-    """
-    if source.format is SourceFormat.parquet:
-        schema = pq.read_schema(source.files[0])
-        batches: Iterator[pa.RecordBatch] = _parquet_batches(source.files, rows)
-    else:
-        columns = ", ".join(ident(c) for c in source.columns)
-        reader = engine.con.sql(f"SELECT {columns} FROM suite_source").to_arrow_reader(rows)
-        schema, batches = reader.schema, iter(reader)
+def _chunks(batches: pa.RecordBatchReader) -> Iterator[pd.DataFrame]:
+    """The batches as pandas frames; one empty frame if there are no rows."""
     seen = False
     for batch in batches:
         if batch.num_rows:
             seen = True
             yield _widened(batch).to_pandas()
     if not seen:
-        yield _widened(pa.RecordBatch.from_pylist([], schema=schema)).to_pandas()
+        yield _widened(pa.RecordBatch.from_pylist([], schema=batches.schema)).to_pandas()
 
 
-def _parquet_batches(files: tuple[Path, ...], rows: int) -> Iterator[pa.RecordBatch]:
-    for file in files:
-        with pq.ParquetFile(file) as parquet:
-            yield from parquet.iter_batches(batch_size=rows)
+def _csv_batches(engine: Engine, source: Source, rows: int) -> pa.RecordBatchReader:
+    """DuckDB's copy of a CSV file, in no particular order: per-chunk expectations are per row."""
+    columns = ", ".join(ident(c) for c in source.columns)
+    return engine.con.sql(f"SELECT {columns} FROM suite_source").to_arrow_reader(rows)
+
+
+def _parquet_batches(files: tuple[Path, ...], rows: int) -> pa.RecordBatchReader:
+    """Record batches decoded a row group at a time.
+
+    pyarrow's default pre-buffering reads every row group's bytes up front
+    (a whole file in memory); without it, memory is about one row group.
+    """
+    schema = pq.read_schema(files[0])
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for file in files:
+            with pq.ParquetFile(file, pre_buffer=False) as parquet:
+                yield from parquet.iter_batches(batch_size=rows)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 def _widened(batch: pa.RecordBatch) -> pa.RecordBatch:
