@@ -122,20 +122,24 @@ class Engine:
             raise InputError(
                 f"temp directory {parent}: cannot create a scratch directory ({err})"
             ) from None
-        self._con = duckdb.connect(
-            str(self._directory / "scan.duckdb"),
-            config={
-                "memory_limit": self.limits.memory_limit,
-                "threads": self.limits.threads,
-                "temp_directory": str(self._directory / "spill"),
-                "preserve_insertion_order": False,
-                "autoinstall_known_extensions": False,
-                "autoload_known_extensions": False,
-            },
-        )
-        # Text times without an offset are UTC, as the in-memory scan reads them.
-        self._con.execute("SET TimeZone = 'UTC'")
-        self._con.execute("SET enable_progress_bar = false")
+        try:
+            self._con = duckdb.connect(
+                str(self._directory / "scan.duckdb"),
+                config={
+                    "memory_limit": self.limits.memory_limit,
+                    "threads": self.limits.threads,
+                    "temp_directory": str(self._directory / "spill"),
+                    "preserve_insertion_order": False,
+                    "autoinstall_known_extensions": False,
+                    "autoload_known_extensions": False,
+                },
+            )
+            # Text times without an offset are UTC, as the in-memory scan reads them.
+            self._con.execute("SET TimeZone = 'UTC'")
+            self._con.execute("SET enable_progress_bar = false")
+        except BaseException:
+            self.__exit__(None, None, None)  # __exit__ does not run when __enter__ fails
+            raise
         return self
 
     def __exit__(

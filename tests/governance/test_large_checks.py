@@ -441,6 +441,22 @@ def test_reserved_column_names_are_refused(files: tuple[Path, Path], tmp_path: P
         scan_large(path, files[1], CONFIG, LIMITS)
 
 
+def test_scratch_directory_is_removed_when_duckdb_fails_to_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import duckdb
+
+    from governance.large.engine import Engine
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise duckdb.IOException("IO Error: cannot open the database file")
+
+    monkeypatch.setattr(duckdb, "connect", refuse)
+    with pytest.raises(duckdb.IOException), Engine(ScanLimits(temp_directory=tmp_path)):
+        pass
+    assert not list(tmp_path.iterdir())
+
+
 def test_limits_are_validated_on_construction() -> None:
     assert parse_size("256MB") == 256_000_000
     assert parse_size("1.5 GiB") == 3 * 2**29
