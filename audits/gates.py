@@ -183,35 +183,31 @@ def number(report: Mapping[str, Any] | None, *keys: str) -> float:
     return float(value)
 
 
+def at_most(name: str, value: float, limit_name: str, limit: float, spec: str = "g") -> Verdict:
+    """Cleared when ``value <= limit``; the reason shows both, e.g. ``delta 1e-06 <= ...``."""
+    cleared = value <= limit
+    return Verdict(
+        cleared, f"{name} {value:{spec}} {'<=' if cleared else '>'} {limit_name} {limit:g}"
+    )
+
+
 @fail_closed(PRIVACY_REPORT)
 def epsilon_gate(privacy: Mapping[str, Any] | None, limits: Limits) -> Verdict:
-    epsilon = number(privacy, "epsilon")
-    return Verdict(
-        epsilon <= limits.max_epsilon,
-        f"epsilon {epsilon:.3f} {'<=' if epsilon <= limits.max_epsilon else '>'} "
-        f"policy.max_epsilon {limits.max_epsilon:g}",
+    return at_most(
+        "epsilon", number(privacy, "epsilon"), "policy.max_epsilon", limits.max_epsilon, ".3f"
     )
 
 
 @fail_closed(PRIVACY_REPORT)
 def delta_gate(privacy: Mapping[str, Any] | None, limits: Limits) -> Verdict:
-    delta = number(privacy, "delta")
-    return Verdict(
-        delta <= limits.max_delta,
-        f"delta {delta:g} {'<=' if delta <= limits.max_delta else '>'} "
-        f"policy.max_delta {limits.max_delta:g}",
-    )
+    return at_most("delta", number(privacy, "delta"), "policy.max_delta", limits.max_delta)
 
 
 def lifetime_budget_gate(spent: float | None, lifetime: float, problem: str | None) -> Verdict:
     """``spent``: the ledger's composed epsilon for the dataset; ``problem``: why it is unknown."""
     if problem is not None or spent is None:
         return Verdict(False, f"privacy ledger: {problem or 'no spend recorded for the dataset'}")
-    return Verdict(
-        spent <= lifetime,
-        f"dataset budget spent {spent:.3f} {'<=' if spent <= lifetime else '>'} "
-        f"privacy.lifetime_epsilon {lifetime:g}",
-    )
+    return at_most("dataset budget spent", spent, "privacy.lifetime_epsilon", lifetime, ".3f")
 
 
 @fail_closed(CHECKS_REPORT)
