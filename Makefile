@@ -21,7 +21,7 @@ run: install
 	$(BIN)/dvc repro
 
 test: install lint browser
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra --durations=15
 
 # The compliance page is tested in a real headless browser (Debian's chromium).
 browser:
