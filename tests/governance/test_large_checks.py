@@ -120,7 +120,7 @@ def only(findings: list[Finding], kind: FindingType, side: str | None = None) ->
     return found[0]
 
 
-def test_supported_types_are_the_four_out_of_core_checks() -> None:
+def test_supported_types_are_the_five_out_of_core_checks() -> None:
     assert set(SUPPORTED) == {
         FindingType.exact_duplicate,
         FindingType.group_leakage,
