@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable, Mapping
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -68,6 +69,29 @@ class CheckConfig(BaseModel):
 
     pii_min_fraction: Fraction = 0.001
     pii_critical_fraction: Fraction = 0.5
+
+    def features(self, columns: Iterable[str]) -> list[str]:
+        """The columns compared as features: those without a role that are not excluded."""
+        roles = {self.label, self.id_column, self.time_column, *self.exclude_columns}
+        return [c for c in columns if c not in roles]
+
+    def missing_columns(self, frames: Mapping[str, Collection[str]]) -> list[str]:
+        """A problem for each declared column absent from a frame (named as errors name it)."""
+        declared = {
+            "label": [self.label],
+            "id_column": [self.id_column],
+            "time_column": [self.time_column],
+            "pii_columns": list(self.pii_columns),
+            "exclude_columns": list(self.exclude_columns),
+        }
+        return [
+            f"{field} {column!r} is not a column of {where}"
+            for field, columns in declared.items()
+            for column in columns
+            if column is not None
+            for where, present in frames.items()
+            if column not in present
+        ]
 
     @model_validator(mode="after")
     def _consistent(self) -> CheckConfig:

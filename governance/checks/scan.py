@@ -133,20 +133,8 @@ def _problems(
             f"train and test columns differ: only in train {only_train}, only in test {only_test}"
         )
     problems += _type_mismatches(frames)
-    declared = {
-        "label": [config.label],
-        "id_column": [config.id_column],
-        "time_column": [config.time_column],
-        "pii_columns": list(config.pii_columns),
-        "exclude_columns": list(config.exclude_columns),
-    }
-    for field, columns in declared.items():
-        for column in columns:
-            for where, frame in (("train", train), ("test", test)):
-                if column is not None and column not in frame.columns:
-                    problems.append(f"{field} {column!r} is not a column of {where}")
-    ignored = {config.label, config.id_column, config.time_column, *config.exclude_columns}
-    features = [c for c in train.columns if c not in ignored]
+    problems += config.missing_columns({"train": train.columns, "test": test.columns})
+    features = config.features(train.columns)
     if not features:
         problems.append("no feature columns left to compare (all have a role or are excluded)")
     for name, frame in references.items():

@@ -108,20 +108,8 @@ def check_pair(train: Source, test: Source, config: CheckConfig) -> None:
             f"train ({train.path}) and test ({test.path}) columns differ:"
             f" only in train {only_train}, only in test {only_test}"
         )
-    declared = {
-        "label": [config.label],
-        "id_column": [config.id_column],
-        "time_column": [config.time_column],
-        "pii_columns": list(config.pii_columns),
-        "exclude_columns": list(config.exclude_columns),
-    }
-    for field, columns in declared.items():
-        for column in columns:
-            for source in (train, test):
-                if column is not None and column not in source.columns:
-                    problems.append(f"{field} {column!r} is not a column of {source.where()}")
-    ignored = {config.label, config.id_column, config.time_column, *config.exclude_columns}
-    if not [c for c in train.columns if c not in ignored]:
+    problems += config.missing_columns({s.where(): s.columns for s in (train, test)})
+    if not config.features(train.columns):
         problems.append("no feature columns left to compare (all have a role or are excluded)")
     if problems:
         raise InputError("; ".join(problems))
