@@ -8,6 +8,7 @@ schema suite aggregated over chunks equals GX on the whole frame.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -404,33 +405,42 @@ def test_sealed_and_unsupported_files_are_refused(files: tuple[Path, Path], tmp_
         scan_large(broken, files[1], CONFIG, LIMITS)
 
 
-def test_values_no_kind_can_compare_are_refused(tmp_path: Path) -> None:
-    train, test = make_frame(100, 1, 0, 0.0), make_frame(50, 2, 0, 0.0)
+def _text_number(train: pd.DataFrame, test: pd.DataFrame) -> None:
     test["x1"] = test["x1"].astype(str)
     test.loc[7, "x1"] = "n/a (sensor)"
-    paths = (
-        write_parquet(train, tmp_path / "a.parquet"),
-        write_parquet(test, tmp_path / "b.parquet"),
-    )
-    with pytest.raises(
-        InputError,
-        match=r"column 'x1' holds numbers in train but non-numeric"
-        r" values in test \(.*b\.parquet\) \(1 rows, first at row 7\)",
-    ):
-        scan_large(*paths, CONFIG, LIMITS)
-    train, test = make_frame(100, 1, 0, 0.0), make_frame(50, 2, 0, 0.0)
+
+
+def _text_time(train: pd.DataFrame, test: pd.DataFrame) -> None:
     train["day"] = "2020-01-01"
     test["day"] = "2020-02-01"
     test.loc[3, "day"] = "next tuesday"
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        (
+            _text_number,
+            r"column 'x1' holds numbers in train but non-numeric"
+            r" values in test \(.*b\.parquet\) \(1 rows, first at row 7\)",
+        ),
+        (
+            _text_time,
+            r"time column 'day' in test .* 1 value\(s\) cannot be read"
+            r" as dates \(first at row 3\)",
+        ),
+    ],
+)
+def test_values_no_kind_can_compare_are_refused(
+    tmp_path: Path, spoil: Callable[[pd.DataFrame, pd.DataFrame], None], message: str
+) -> None:
+    train, test = make_frame(100, 1, 0, 0.0), make_frame(50, 2, 0, 0.0)
+    spoil(train, test)
     paths = (
         write_parquet(train, tmp_path / "a.parquet"),
         write_parquet(test, tmp_path / "b.parquet"),
     )
-    with pytest.raises(
-        InputError,
-        match=r"time column 'day' in test .* 1 value\(s\) cannot be read"
-        r" as dates \(first at row 3\)",
-    ):
+    with pytest.raises(InputError, match=message):
         scan_large(*paths, CONFIG, LIMITS)
 
 
