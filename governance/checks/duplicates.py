@@ -7,10 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from governance.checks import details
 from governance.checks.config import CheckConfig
 from governance.checks.findings import Finding, FindingType, Severity
 from governance.checks.frames import HashedFrame, ScanContext
-from governance.checks.registry import detector, make_finding, share
+from governance.checks.registry import detector, make_finding
 from governance.checks.similarity import isin
 
 
@@ -57,10 +58,7 @@ def exact_duplicates(ctx: ScanContext) -> list[Finding]:
             columns=compared_columns(ctx),
             train_rows=np.flatnonzero(isin(train, test[in_train])),
             test_rows=np.flatnonzero(in_train),
-            detail=(
-                f"{share(count, len(test))} test rows equal a train row after normalisation"
-                f"{chance_note} so test scores partly measure memorisation."
-            ),
+            detail=details.exact_duplicate(count, len(test), chance_note),
         )
     ]
 
@@ -79,10 +77,7 @@ def duplicate_rows(ctx: ScanContext) -> list[Finding]:
                 Severity.warning,
                 count=len(repeats),
                 columns=compared_columns(ctx),
-                detail=(
-                    f"{share(len(repeats), len(split))} {split.name} rows repeat an earlier"
-                    f" {split.name} row, so they weigh more than the data supports."
-                ),
+                detail=details.duplicate_rows(len(repeats), len(split), split.name),
                 **{side: repeats},
             )
         )
@@ -138,11 +133,7 @@ def conflicting_labels(ctx: ScanContext) -> list[Finding]:
                     Severity.warning,
                     count=len(rows),
                     columns=columns,
-                    detail=(
-                        f"{share(len(rows), len(split))} {split.name} rows share every feature"
-                        f" value with a {split.name} row labelled differently, which caps"
-                        " accuracy and often means a labelling error."
-                    ),
+                    detail=details.conflicting_labels_within(len(rows), len(split), split.name),
                     **{side: rows},
                 )
             )
@@ -158,10 +149,7 @@ def conflicting_labels(ctx: ScanContext) -> list[Finding]:
                 columns=columns,
                 train_rows=np.flatnonzero(test.conflicts(ctx.train, train)),
                 test_rows=test_rows,
-                detail=(
-                    f"{share(len(test_rows), len(ctx.test))} test rows share every feature value"
-                    " with train rows labelled differently, so they score label noise, not skill."
-                ),
+                detail=details.conflicting_labels_across(len(test_rows), len(ctx.test)),
             )
         )
     return findings

@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from governance.checks import details
 from governance.checks.findings import Finding, FindingType, Severity
 from governance.checks.frames import ColumnKind, ScanContext
-from governance.checks.registry import detector, make_finding, share
+from governance.checks.registry import detector, make_finding
 from governance.checks.similarity import isin
 
 _NAT = np.iinfo(np.int64).min
@@ -46,10 +47,8 @@ def group_leakage(ctx: ScanContext) -> list[Finding]:
             columns=[column],
             train_rows=train_rows,
             test_rows=test_rows,
-            detail=(
-                f"{len(shared):,} {column} values are in both splits ({len(train_rows):,} train"
-                f" rows, {share(len(test_rows), len(ctx.test))} test rows), so the test set does"
-                f" not measure performance on unseen {column} values."
+            detail=details.group_leakage(
+                column, len(shared), len(train_rows), len(test_rows), len(ctx.test)
             ),
         )
     ]
@@ -80,10 +79,11 @@ def temporal_leakage(ctx: ScanContext) -> list[Finding]:
             columns=[column],
             train_rows=np.flatnonzero(late_train),
             test_rows=np.flatnonzero(early_test),
-            detail=(
-                f"{share(count, int(train_present.sum()))} train rows are later than the earliest"
-                f" test row ({column} {_time_text(earliest_test)}), so the model learns from"
-                " the future it is then tested on."
+            detail=details.temporal_leakage(
+                column,
+                count,
+                int(train_present.sum()),
+                details.time_text(earliest_test, isinstance(earliest_test, np.integer)),
             ),
         )
     ]
@@ -91,12 +91,6 @@ def temporal_leakage(ctx: ScanContext) -> list[Finding]:
 
 def _present(times: np.ndarray) -> np.ndarray:
     return ~np.isnan(times) if times.dtype.kind == "f" else times != _NAT
-
-
-def _time_text(value: np.generic) -> str:
-    if isinstance(value, np.integer):
-        return str(pd.Timestamp(int(value), tz="UTC"))
-    return f"{float(value):g}"
 
 
 class _Task(StrEnum):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -10,20 +11,27 @@ from governance.checks.findings import Finding, FindingType, Severity
 from governance.checks.frames import ScanContext
 
 Detector = Callable[[ScanContext], list[Finding]]
+D = TypeVar("D", bound=Callable[..., list[Finding]])
 
 DETECTORS: dict[FindingType, Detector] = {}
 
 
-def detector(kind: FindingType) -> Callable[[Detector], Detector]:
-    """Register ``fn`` as the detector of ``kind`` (one per type)."""
+def registrar(table: dict[FindingType, D]) -> Callable[[FindingType], Callable[[D], D]]:
+    """A decorator factory that files each detector in ``table`` under its type (one per type)."""
 
-    def register(fn: Detector) -> Detector:
-        if kind in DETECTORS:
-            raise ValueError(f"two detectors for {kind}: {DETECTORS[kind].__name__}, {fn.__name__}")
-        DETECTORS[kind] = fn
-        return fn
+    def detector(kind: FindingType) -> Callable[[D], D]:
+        def register(fn: D) -> D:
+            if kind in table:
+                raise ValueError(f"two detectors for {kind}: {table[kind].__name__}, {fn.__name__}")
+            table[kind] = fn
+            return fn
 
-    return register
+        return register
+
+    return detector
+
+
+detector = registrar(DETECTORS)
 
 
 def make_finding(

@@ -10,28 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import pandas as pd
-
+from governance.checks import details
 from governance.checks.duplicates import overlap_severity
 from governance.checks.findings import Finding, FindingType, Severity
-from governance.checks.registry import share
+from governance.checks.registry import registrar
 from governance.large.engine import Kind, LargeContext
 
 LargeDetector = Callable[[LargeContext], list[Finding]]
 
 DETECTORS: dict[FindingType, LargeDetector] = {}
-
-
-def detector(kind: FindingType) -> Callable[[LargeDetector], LargeDetector]:
-    """Register ``fn`` as the out-of-core detector of ``kind`` (one per type)."""
-
-    def register(fn: LargeDetector) -> LargeDetector:
-        if kind in DETECTORS:
-            raise ValueError(f"two detectors for {kind}: {DETECTORS[kind].__name__}, {fn.__name__}")
-        DETECTORS[kind] = fn
-        return fn
-
-    return register
+detector = registrar(DETECTORS)
 
 
 class _Rows:
@@ -104,10 +92,7 @@ def exact_duplicates(ctx: LargeContext) -> list[Finding]:
             columns=ctx.plan.compared,
             train=_Rows(ctx, f"SELECT pos FROM {train} SEMI JOIN {shared} USING (r)"),
             test=_Rows(ctx, matched),
-            detail=(
-                f"{share(count, n_test)} test rows equal a train row after normalisation"
-                f"{chance_note} so test scores partly measure memorisation."
-            ),
+            detail=details.exact_duplicate(count, n_test, chance_note),
         )
     ]
 
@@ -135,10 +120,7 @@ def duplicate_rows(ctx: LargeContext) -> list[Finding]:
                 Severity.warning,
                 count=count,
                 columns=ctx.plan.compared,
-                detail=(
-                    f"{share(count, ctx.rows[split])} {split} rows repeat an earlier"
-                    f" {split} row, so they weigh more than the data supports."
-                ),
+                detail=details.duplicate_rows(count, ctx.rows[split], split),
                 **{split: rows},
             )
         )
@@ -180,11 +162,7 @@ def conflicting_labels(ctx: LargeContext) -> list[Finding]:
                     Severity.warning,
                     count=count,
                     columns=columns,
-                    detail=(
-                        f"{share(count, ctx.rows[split])} {split} rows share every feature"
-                        f" value with a {split} row labelled differently, which caps"
-                        " accuracy and often means a labelling error."
-                    ),
+                    detail=details.conflicting_labels_within(count, ctx.rows[split], split),
                     **{split: _Rows(ctx, ambiguous)},
                 )
             )
@@ -206,10 +184,7 @@ def conflicting_labels(ctx: LargeContext) -> list[Finding]:
                 columns=columns,
                 train=_Rows(ctx, conflicts("train", "test")),
                 test=_Rows(ctx, conflicts("test", "train")),
-                detail=(
-                    f"{share(count, ctx.rows['test'])} test rows share every feature value"
-                    " with train rows labelled differently, so they score label noise, not skill."
-                ),
+                detail=details.conflicting_labels_across(count, ctx.rows["test"]),
             )
         )
     return findings
@@ -244,11 +219,7 @@ def group_leakage(ctx: LargeContext) -> list[Finding]:
             columns=[column],
             train=_Rows(ctx, selected["train"]),
             test=_Rows(ctx, selected["test"]),
-            detail=(
-                f"{count:,} {column} values are in both splits ({n_train:,} train"
-                f" rows, {share(n_test, ctx.rows['test'])} test rows), so the test set does"
-                f" not measure performance on unseen {column} values."
-            ),
+            detail=details.group_leakage(column, count, n_train, n_test, ctx.rows["test"]),
         )
     ]
 
@@ -277,16 +248,11 @@ def temporal_leakage(ctx: LargeContext) -> list[Finding]:
             columns=[column],
             train=_Rows(ctx, late_train),
             test=_Rows(ctx, f"SELECT pos FROM {test} WHERE t < (SELECT max(t) FROM {train})"),
-            detail=(
-                f"{share(count, int(train_present))} train rows are later than the earliest"
-                f" test row ({column} {_time_text(earliest_test, ctx.plan.time_kind)}), so the"
-                " model learns from the future it is then tested on."
+            detail=details.temporal_leakage(
+                column,
+                count,
+                int(train_present),
+                details.time_text(earliest_test, ctx.plan.time_kind is Kind.instant),
             ),
         )
     ]
-
-
-def _time_text(value: float | int, kind: Kind | None) -> str:
-    if kind is Kind.instant:
-        return str(pd.Timestamp(int(value), tz="UTC"))
-    return f"{float(value):g}"
