@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 
@@ -66,6 +66,15 @@ class HashedFrame:
 
     def __len__(self) -> int:
         return len(self.frame)
+
+    def hashes_without(self, dropped: Sequence[str], roles: Roles) -> tuple[np.ndarray, np.ndarray]:
+        """(feature hashes, row hashes) as if the ``dropped`` features were not there."""
+        if not dropped:
+            return self.features, self.rows
+        features = _fold([self.cells[c] for c in roles.features if c not in dropped], len(self))
+        has_label = roles.label is not None and roles.label in self.cells
+        rows = _fold([features, self.cells[roles.label]], len(self)) if has_label else features
+        return features, rows
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,6 +139,9 @@ class ScanContext:
     train: HashedFrame
     test: HashedFrame
     references: Mapping[str, HashedFrame]
+    # Results one detector computes and others reuse (e.g. the columns found to
+    # encode the label, which duplicate checks leave out), keyed by who made them.
+    derived: dict[str, object] = field(default_factory=dict)
 
     @cached_property
     def numeric_near(self) -> NumericNear | None:

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 import pandas as pd
 
 # Importing the detector modules registers them (see ``registry.detector``).
-from governance.checks import contamination, duplicates, leakage, near, pii  # noqa: F401
+from governance.checks import contamination, duplicates, leakage, near, pii, proxy  # noqa: F401
 from governance.checks.config import CheckConfig
 from governance.checks.findings import Finding, FindingType, Severity
 from governance.checks.frames import ScanContext, prepare
