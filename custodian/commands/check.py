@@ -46,6 +46,7 @@ EVALUATION_SPLITS = ("test", "val")
 @click.option("--label", help="Label column.")
 @click.option("--id-column", help="Identifier column (group leakage).")
 @click.option("--time-column", help="Time column (temporal leakage).")
+@click.option("--sensitive", help="Sensitive attribute columns, comma-separated (proxy check).")
 @click.option(
     "--splits",
     type=click.Path(path_type=Path),
@@ -69,6 +70,7 @@ def check_command(
     label,
     id_column,
     time_column,
+    sensitive,
     splits,
     ingested,
     gx_dir,
@@ -78,7 +80,7 @@ def check_command(
 ) -> None:
     """Find leakage and contamination; exit 1 on an unwaived critical finding."""
     if splits is not None:
-        if train or test or reference or label or id_column or time_column:
+        if train or test or reference or label or id_column or time_column or sensitive:
             raise click.UsageError("--splits takes roles from provenance; drop the other inputs")
         if ingested is None or docs is None or out is None:
             raise click.UsageError("--splits needs --ingested, --docs and --out")
@@ -86,7 +88,12 @@ def check_command(
     else:
         if train is None or test is None:
             raise click.UsageError("give --train and --test (or --splits)")
-        config = _config(label=label, id_column=id_column, time_column=time_column)
+        config = _config(
+            label=label,
+            id_column=id_column,
+            time_column=time_column,
+            sensitive_columns=tuple(c for c in (sensitive or "").split(",") if c),
+        )
         references = {table_name(path): read_table(path) for path in reference}
         try:
             findings = scan(read_table(train), read_table(test), references, config=config)
@@ -145,6 +152,7 @@ def _config_from(record: Provenance, time_aware: bool, thresholds: dict) -> Chec
             time_column=record.column(ColumnRole.time) if time_aware else None,
             pii_columns=tuple(pii),
             exclude_columns=tuple(record.columns_with(ColumnRole.excluded)),
+            sensitive_columns=tuple(record.columns_with(ColumnRole.sensitive)),
             **thresholds,
         )
     except ValidationError as err:
@@ -181,6 +189,17 @@ def _pipeline_check(splits: Path, ingested: Path, gx_dir: Path, docs: Path) -> d
             for _, findings in outcomes[f"train_vs_{name}"]
             for f in findings
         ]
+    # Inputs the model trains on that stand in for a sensitive attribute, for the
+    # model card and the compliance page (audits read this field).
+    proxies = {
+        (tuple(f["columns"]), tuple(f["sensitive_columns"])): f["severity"]
+        for f in _all_findings(report)
+        if f["type"] == "proxy"
+    }
+    report["proxies"] = [
+        {"inputs": list(inputs), "sensitive": list(sensitive), "severity": severity}
+        for (inputs, sensitive), severity in proxies.items()
+    ]
     report["expectations"] = {
         name: {r.expectation_config.kwargs["finding_type"]: bool(r.success) for r, _ in results}
         for name, results in outcomes.items()
