@@ -24,7 +24,7 @@ from pydantic import (
 
 from audits.gates import GATES, GateId, Limits
 from audits.trust import KeyRole
-from governance.checks import FindingType
+from governance.checks import CheckThresholds, FindingType
 from governance.errors import InputError
 from governance.licenses import IntendedUse, normalize_expression
 from governance.provenance import DatasetName
@@ -165,7 +165,7 @@ class CheckParams(Section):
     # Finding type -> reason: a waived critical finding is reported, not fatal.
     waivers: dict[FindingType, Reason] = Field(default_factory=dict)
     # Overrides of the scan's thresholds (governance.checks.CheckConfig fields).
-    thresholds: dict[str, float | int] = Field(default_factory=dict)
+    thresholds: CheckThresholds = Field(default_factory=CheckThresholds)
 
 
 class PrivacyParams(Section):

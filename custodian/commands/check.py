@@ -20,7 +20,7 @@ from audits.files import atomic_directory, atomic_write_json
 from custodian import trail
 from custodian.commands.datasets import load_dataset, read_table, table_name
 from custodian.params import CheckParams, load_section
-from governance.checks import CheckConfig, Finding, Severity, scan
+from governance.checks import CheckConfig, CheckThresholds, Finding, Severity, scan
 from governance.errors import CheckFailed, InputError
 from governance.expectations import context_copy
 from governance.gx_checks import run_leakage_suite, stack_splits
@@ -141,7 +141,7 @@ def _config(**values) -> CheckConfig:
         raise InputError(format_validation_error(err, where="check")) from None
 
 
-def _config_from(record: Provenance, time_aware: bool, thresholds: dict) -> CheckConfig:
+def _config_from(record: Provenance, time_aware: bool, thresholds: CheckThresholds) -> CheckConfig:
     pii = [c.name for c in record.columns if c.pii and c.role is not ColumnRole.identifier]
     try:
         return CheckConfig(
@@ -153,7 +153,7 @@ def _config_from(record: Provenance, time_aware: bool, thresholds: dict) -> Chec
             pii_columns=tuple(pii),
             exclude_columns=tuple(record.columns_with(ColumnRole.excluded)),
             sensitive_columns=tuple(record.columns_with(ColumnRole.sensitive)),
-            **thresholds,
+            **thresholds.model_dump(exclude_unset=True),
         )
     except ValidationError as err:
         raise InputError(

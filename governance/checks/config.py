@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
 Score = Annotated[float, Field(ge=0.5, le=1.0)]
@@ -136,3 +136,21 @@ class CheckConfig(BaseModel):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+# Fields that say what the data is, not how strictly to judge it.
+_ROLE_FIELDS = frozenset(
+    {"label", "id_column", "time_column", "pii_columns", "exclude_columns", "sensitive_columns"}
+)
+
+# params.yaml ``check.thresholds``: every CheckConfig field but the roles, each
+# with its type and bounds; unknown keys are rejected when params are read.
+CheckThresholds = create_model(
+    "CheckThresholds",
+    __config__=ConfigDict(frozen=True, extra="forbid"),
+    **{
+        name: (info.annotation, info)
+        for name, info in CheckConfig.model_fields.items()
+        if name not in _ROLE_FIELDS
+    },
+)
