@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import importlib.resources
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from governance.checks import CheckConfig, Finding, FindingType, Severity, scan
 from governance.checks.registry import DETECTORS
 from governance.errors import InputError
+from governance.provenance import ColumnRole, Provenance, SourceDeclaration
 
 N_TRAIN, N_TEST = 4000, 1000
 WORDS = np.array([f"w{i:04d}" for i in range(5000)])
@@ -85,6 +88,7 @@ def test_every_finding_type_has_a_detector() -> None:
         "group_leakage",
         "temporal_leakage",
         "target_leakage",
+        "proxy",
         "reference_contamination",
         "duplicate_rows",
         "conflicting_labels",
@@ -489,24 +493,82 @@ def test_randhie_row_split_leaks_people_and_label(randhie: pd.DataFrame) -> None
     assert group.severity is Severity.critical and group.columns == ("zper",)
     assert group.count > 2500  # most of the 5,912 people have rows on both sides
     leaking = {
-        f.columns[0]
+        f.columns
         for f in of_type(findings, FindingType.target_leakage)
         if f.severity is Severity.critical
     }
-    assert leaking == {"meddol", "lnmeddol"}
+    # meddol alone, its log alone, then (without those two) the four parts of meddol.
+    assert leaking == {("meddol",), ("lnmeddol",), ("outpdol", "drugdol", "suppdol", "inpdol")}
 
 
-def test_randhie_group_split_is_clean_once_label_encoders_are_excluded(
-    randhie: pd.DataFrame,
-) -> None:
+@pytest.fixture(scope="module")
+def randhie_groups(randhie: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     rng = np.random.default_rng(0)
     people = randhie["zper"].unique()
     train, test = split_rows(randhie, randhie["zper"].isin(rng.choice(people, len(people) // 5)))
     assert not set(train["zper"]) & set(test["zper"])
+    return train, test
 
-    findings = scan(train, test, config=RAND)
-    assert not of_type(findings, FindingType.group_leakage)
 
-    excluded = RAND.model_copy(update={"exclude_columns": ("meddol", "lnmeddol")})
-    findings = scan(train, test, config=excluded)
+def declared_config(record: Provenance) -> CheckConfig:
+    """The roles the pipeline's check stage reads from a provenance record."""
+    return CheckConfig(
+        label=record.column(ColumnRole.label),
+        id_column=record.column(ColumnRole.identifier),
+        exclude_columns=tuple(record.columns_with(ColumnRole.excluded)),
+        sensitive_columns=tuple(record.columns_with(ColumnRole.sensitive)),
+    )
+
+
+@pytest.fixture(scope="module")
+def randhie_record() -> Provenance:
+    path = Path(__file__).parents[2] / "datasets/randhie.yaml"
+    declared = SourceDeclaration.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    return declared.provenance("test")
+
+
+@pytest.mark.slow
+def test_randhie_old_declaration_leaks_the_label_through_four_columns_and_proxies(
+    randhie_groups: tuple[pd.DataFrame, pd.DataFrame], randhie_record: Provenance
+) -> None:
+    # The declaration before the fix: only meddol and lnmeddol excluded.
+    config = declared_config(randhie_record).model_copy(
+        update={"exclude_columns": ("meddol", "lnmeddol")}
+    )
+
+    findings = scan(*randhie_groups, config=config)
+
+    leaks = of_type(findings, FindingType.target_leakage)
+    critical = [f for f in leaks if f.severity is Severity.critical]
+    assert [f.columns for f in critical] == [("outpdol", "drugdol", "suppdol", "inpdol")]
+    assert critical[0].rule == "binexp = (outpdol + drugdol + suppdol + inpdol > 0)"
+    assert critical[0].count == 4
+    # outpdol alone stays a warning: the single-column check cannot see this leak.
+    assert [(f.columns, f.severity) for f in leaks if f not in critical] == [
+        (("outpdol",), Severity.warning)
+    ]
+    proxies = {
+        (f.columns, frozenset(f.sensitive_columns)) for f in of_type(findings, FindingType.proxy)
+    }
+    assert proxies == {
+        (("linc",), frozenset({"income"})),
+        (("child",), frozenset({"xage"})),
+        (("fchild",), frozenset({"female", "xage"})),
+    }
+
+
+@pytest.mark.slow
+def test_randhie_committed_declaration_is_clean(
+    randhie_groups: tuple[pd.DataFrame, pd.DataFrame], randhie_record: Provenance
+) -> None:
+    config = declared_config(randhie_record)
+    assert {"outpdol", "drugdol", "suppdol", "inpdol", "linc", "child", "fchild"} <= set(
+        config.exclude_columns
+    )
+    assert all(c.reason for c in randhie_record.columns if c.role is ColumnRole.excluded)
+
+    findings = scan(*randhie_groups, config=config)
+
     assert not [f for f in findings if f.severity is Severity.critical], findings
+    assert not of_type(findings, FindingType.target_leakage)
+    assert not of_type(findings, FindingType.proxy)
