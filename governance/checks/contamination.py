@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from governance.checks.duplicates import overlap_severity, repeat_chance
+from governance.checks.duplicates import overlap_severity, split_chance
 from governance.checks.findings import Finding, FindingType, Severity
 from governance.checks.frames import HashedFrame, ScanContext
 from governance.checks.near import near_rows
@@ -51,7 +51,7 @@ def _exact(ctx: ScanContext, reference: HashedFrame) -> Finding | None:
         return None
     severity, chance_note = overlap_severity(
         count / len(reference),
-        repeat_chance(ctx.train.features),
+        split_chance(ctx, ctx.roles.features),
         ctx.config,
     )
     return make_finding(
