@@ -44,7 +44,9 @@ def unstack_splits(
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame]]:
     def part(label: str) -> pd.DataFrame:
         rows = stacked[stacked[SPLIT_COLUMN] == label].drop(columns=SPLIT_COLUMN)
-        return rows.reset_index(drop=True)
+        # Stacking fills a column one part lacks with missing values; such a
+        # column is dropped again, so the part is compared on what it has.
+        return rows.dropna(axis=1, how="all").reset_index(drop=True)
 
     names = [
         label.removeprefix(REFERENCE_PREFIX)

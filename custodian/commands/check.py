@@ -21,6 +21,7 @@ from custodian import trail
 from custodian.commands.datasets import load_dataset, read_table, table_name
 from custodian.params import CheckParams, load_section
 from governance.checks import CheckConfig, CheckThresholds, Finding, Severity, scan
+from governance.checks.scan import alignment
 from governance.errors import CheckFailed, InputError
 from governance.expectations import context_copy
 from governance.gx_checks import run_leakage_suite, stack_splits
@@ -95,12 +96,14 @@ def check_command(
             sensitive_columns=tuple(c for c in (sensitive or "").split(",") if c),
         )
         references = {table_name(path): read_table(path) for path in reference}
+        frames = read_table(train), read_table(test)
         try:
-            findings = scan(read_table(train), read_table(test), references, config=config)
+            findings = scan(*frames, references, config=config)
         except InputError as err:
             # The scan names frames by role; the user named files.
             raise InputError(f"--train {train}, --test {test}: {err}") from None
         report = {"train": str(train), "test": str(test), "findings": _dump(findings), "waived": {}}
+        report["not_compared"] = alignment(*frames, references, config)
     if out is not None:
         atomic_write_json(out, report)
     _print(report, as_json)
@@ -200,6 +203,13 @@ def _pipeline_check(splits: Path, ingested: Path, gx_dir: Path, docs: Path) -> d
         {"inputs": list(inputs), "sensitive": list(sensitive), "severity": severity}
         for (inputs, sensitive), severity in proxies.items()
     ]
+    report["not_compared"] = {
+        f"train_vs_{name}: {where}": columns
+        for name in EVALUATION_SPLITS
+        for where, columns in alignment(
+            train, load_dataset(splits, name)[1], references, config
+        ).items()
+    }
     report["expectations"] = {
         name: {r.expectation_config.kwargs["finding_type"]: bool(r.success) for r, _ in results}
         for name, results in outcomes.items()
@@ -220,6 +230,8 @@ def _print(report: dict, as_json: bool) -> None:
         click.echo(json.dumps(report, indent=2))
         return
     findings = _all_findings(report)
+    for where, columns in report.get("not_compared", {}).items():
+        click.echo(f"not compared ({where} lacks them or has only them): {', '.join(columns)}")
     if not findings:
         click.echo("no findings")
         return

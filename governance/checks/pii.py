@@ -82,12 +82,17 @@ def _is_string(ctx: ScanContext, column: str) -> bool:
         pd.api.types.is_numeric_dtype(split.frame[column])
         or pd.api.types.is_datetime64_any_dtype(split.frame[column])
         for split in (ctx.train, ctx.test)
+        if column in split.frame.columns
     )
 
 
 def _scan_column(ctx: ScanContext, column: str) -> Finding | None:
     config = ctx.config
-    values = {split.name: split.frame[column] for split in (ctx.train, ctx.test)}
+    values = {
+        split.name: split.frame[column]
+        for split in (ctx.train, ctx.test)
+        if column in split.frame.columns  # test may lack it (compared on shared columns)
+    }
     present = sum(int(v.notna().sum()) for v in values.values())
     if not present:
         return None
@@ -106,7 +111,9 @@ def _scan_column(ctx: ScanContext, column: str) -> Finding | None:
         name: np.flatnonzero(np.logical_or.reduce([m.kinds[kind] for kind in found]))
         for name, m in matches.items()
     }
-    count = len(rows["train"]) + len(rows["test"])
+    none = np.empty(0, dtype=np.int64)
+    train_rows, test_rows = rows.get("train", none), rows.get("test", none)
+    count = len(train_rows) + len(test_rows)
     critical = count / present >= config.pii_critical_fraction
     return make_finding(
         ctx,
@@ -114,8 +121,8 @@ def _scan_column(ctx: ScanContext, column: str) -> Finding | None:
         Severity.critical if critical else Severity.warning,
         count=count,
         columns=[column],
-        train_rows=rows["train"],
-        test_rows=rows["test"],
+        train_rows=train_rows,
+        test_rows=test_rows,
         detail=(
             f"{column} is not declared as PII, yet {share(count, present)} of its values hold"
             f" {', '.join(found)}; undeclared personal data escapes the controls on it."

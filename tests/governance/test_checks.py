@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from governance.checks import CheckConfig, Finding, FindingType, Severity, scan
 from governance.checks.registry import DETECTORS
+from governance.checks.scan import alignment
 from governance.errors import InputError
 from governance.provenance import ColumnRole, Provenance, SourceDeclaration
 
@@ -430,7 +431,18 @@ def test_findings_sorted_worst_first_and_serialisable(
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda tr, te, c: (tr, te.drop(columns="x1"), c), "train and test columns differ"),
+        (
+            lambda tr, te, c: (tr, te.rename(columns=lambda n: n.upper()).assign(label=1), c),
+            "id_column 'person' is not a column of test",
+        ),
+        (
+            lambda tr, te, c: (
+                tr,
+                te.rename(columns=lambda n: n if n in ("person", "visit", "label") else n + "_"),
+                c,
+            ),
+            "train and test share no feature column",
+        ),
         (lambda tr, te, c: (tr, te, c.model_copy(update={"label": "y"})), "label 'y' is not"),
         (
             lambda tr, te, c: (tr.drop(columns="person"), te.drop(columns="person"), c),
@@ -452,9 +464,29 @@ def test_bad_input_raises_one_line_input_error(
     assert "\n" not in str(raised.value)
 
 
-def test_reference_must_hold_the_features(train: pd.DataFrame, test: pd.DataFrame) -> None:
-    with pytest.raises(InputError, match="reference 'r' lacks feature column 'x1'"):
-        scan(train, test, {"r": train.drop(columns="x1")}, config=CONFIG)
+def test_reference_and_test_compared_on_the_columns_they_share(
+    train: pd.DataFrame, test: pd.DataFrame
+) -> None:
+    # A public benchmark rarely carries your identifier, dates or derived columns.
+    reference = train.loc[[5, 7, 9], ["x1", "x2", "colour"]].reset_index(drop=True)
+    test = test.drop(columns=["note"])
+
+    findings = scan(train, test, {"bench": reference}, config=CONFIG)
+
+    contamination = only(findings, FindingType.reference_contamination)
+    assert contamination.severity is Severity.critical  # continuous values: no chance match
+    assert contamination.columns == ("x1", "x2", "colour")
+    assert (contamination.reference_rows, contamination.train_rows) == ((0, 1, 2), (5, 7, 9))
+    assert [f.type for f in findings] == [FindingType.reference_contamination]
+    assert alignment(train, test, {"bench": reference}, CONFIG) == {
+        "test": ["note"],
+        "reference 'bench'": ["x3", "amount", "count", "city"],
+    }
+
+
+def test_reference_sharing_no_feature_is_refused(train: pd.DataFrame, test: pd.DataFrame) -> None:
+    with pytest.raises(InputError, match="reference 'r' shares no feature column"):
+        scan(train, test, {"r": pd.DataFrame({"other": [1, 2]})}, config=CONFIG)
 
 
 def test_config_rejects_contradictions() -> None:
