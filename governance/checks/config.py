@@ -87,6 +87,9 @@ class CheckConfig(BaseModel):
     proxy_warning: Score = 0.95
 
     pii_min_fraction: Fraction = 0.001
+    # Fixed-width whole numbers (5+ digits) with at least this share of
+    # distinct values are identifiers (a person's rows share one).
+    identifier_column_fraction: Fraction = 0.25
     pii_critical_fraction: Fraction = 0.5
 
     def features(self, columns: Iterable[str]) -> list[str]:
