@@ -35,12 +35,12 @@ class Compared:
     features: dict[str, np.ndarray]  # split name -> feature hash per row
     rows: dict[str, np.ndarray]  # split name -> (features, label) hash per row
 
-    @property
-    def note(self) -> str:
-        """A clause for finding details naming the columns left out, if any."""
+    def said(self, detail: str) -> str:
+        """``detail`` with the columns left out named before its final full stop."""
         if not self.dropped:
-            return ""
-        return f" (compared without {', '.join(self.dropped)}, found to encode the label)"
+            return detail
+        left_out = f" (compared without {', '.join(self.dropped)}, found to encode the label)"
+        return detail.removesuffix(".") + left_out + "."
 
 
 def compared(ctx: ScanContext) -> Compared:
@@ -131,7 +131,7 @@ def exact_duplicates(ctx: ScanContext) -> list[Finding]:
             columns=same.columns,
             train_rows=np.flatnonzero(isin(train, test[in_train])),
             test_rows=np.flatnonzero(in_train),
-            detail=details.exact_duplicate(count, len(test), chance_note) + same.note,
+            detail=same.said(details.exact_duplicate(count, len(test), chance_note)),
         )
     ]
 
@@ -152,7 +152,7 @@ def duplicate_rows(ctx: ScanContext) -> list[Finding]:
                 Severity.warning,
                 count=len(repeats),
                 columns=same.columns,
-                detail=details.duplicate_rows(len(repeats), len(split), split.name) + same.note,
+                detail=same.said(details.duplicate_rows(len(repeats), len(split), split.name)),
                 **{side: repeats},
             )
         )
@@ -213,8 +213,9 @@ def conflicting_labels(ctx: ScanContext) -> list[Finding]:
                     Severity.warning,
                     count=len(rows),
                     columns=same.columns,
-                    detail=details.conflicting_labels_within(len(rows), len(split), split.name)
-                    + same.note,
+                    detail=same.said(
+                        details.conflicting_labels_within(len(rows), len(split), split.name)
+                    ),
                     **{side: rows},
                 )
             )
@@ -230,7 +231,7 @@ def conflicting_labels(ctx: ScanContext) -> list[Finding]:
                 columns=same.columns,
                 train_rows=np.flatnonzero(test.conflicts(train)),
                 test_rows=test_rows,
-                detail=details.conflicting_labels_across(len(test_rows), len(ctx.test)) + same.note,
+                detail=same.said(details.conflicting_labels_across(len(test_rows), len(ctx.test))),
             )
         )
     return findings
