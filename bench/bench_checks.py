@@ -5,11 +5,12 @@ Run: ``python bench/bench_checks.py [--train-rows N] [--test-rows N] [--json]``
 The frames have 20 columns (an identifier, a time, a binary label, 9 numeric,
 6 categorical and 1 free-text feature, 1 label-encoding feature) with problems
 of every finding type planted, plus a 10,000-row reference set. The label is
-given away by two columns together (``refund + rebate``, a multi-column leak
-for the boosted-tree check), and ``plan`` is set by the sensitive ``age`` (a proxy). Time and peak
-memory are reported per phase: preparing (normalising and hashing every cell),
-the two shared similarity indexes, and each detector. Times come from an
-untraced pass; memory from a second pass under ``tracemalloc`` (Python and
+given away by two columns together (``refund + rebate > 0``, a multi-column
+leak for the boosted-tree check), and ``plan`` is set by the sensitive ``age``
+(a proxy). Time and peak memory are reported per phase: preparing
+(normalising and hashing every cell), the two shared similarity indexes,
+the label analysis (single columns and the model) and each detector. Times
+come from an untraced pass; memory from a second pass under ``tracemalloc`` (Python and
 numpy allocations; scipy's KD-tree nodes are allocated in C++ and not traced),
 and the process's peak RSS is printed at the end.
 """
@@ -54,10 +55,13 @@ PLANTED = {
 def make_frame(n: int, rng: np.random.Generator, first_person: int, first_day: str) -> pd.DataFrame:
     x = rng.normal(size=(n, 6)).round(4)
     label = (x[:, 0] + x[:, 1] + rng.normal(size=n) > 0).astype(np.int64)
-    # A refund recorded after the outcome, split in two parts at random: the
-    # parts together give the label away (a multi-column leak), neither alone does.
-    refund = label * 100.0 + rng.normal(scale=10, size=n)
-    part = rng.random(n)
+    # Refunds and rebates are paid only after a positive outcome, each in about
+    # 60% of such rows and at least one of them always: together they give the
+    # label away (label = refund + rebate > 0), neither alone does.
+    paid = rng.random((n, 2)) < 0.6
+    paid[:, 1] |= ~paid[:, 0]
+    paid &= label[:, None] == 1
+    amounts = np.where(paid, rng.gamma(2.0, 40.0, size=(n, 2)).round(2) + 0.01, 0.0)
     age = rng.integers(18, 90, size=n)
     zipf = 1.0 / (np.arange(len(WORDS)) + 20.0)
     words = rng.choice(WORDS, size=(n, 12), p=zipf / zipf.sum())
@@ -74,7 +78,7 @@ def make_frame(n: int, rng: np.random.Generator, first_person: int, first_day: s
             "age": age,
             "visits": rng.poisson(2, size=n),
             "score": np.where(rng.random(n) < 0.05, np.nan, x[:, 5]),
-            "rebate": (refund * part).round(2),
+            "rebate": amounts[:, 1],
             "colour": rng.choice(["red", "green", "blue", "cyan", "black"], size=n),
             "region": rng.choice([f"region {i}" for i in range(50)], size=n),
             # A proxy of the sensitive attribute age: the plan is set by age bracket.
@@ -83,7 +87,7 @@ def make_frame(n: int, rng: np.random.Generator, first_person: int, first_day: s
             "channel": rng.choice(["web", "phone", "branch", "partner"], size=n),
             "weekday": rng.choice(["mon", "tue", "wed", "thu", "fri", "sat", "sun"], size=n),
             "note": [" ".join(row) for row in words],
-            "refund": (refund * (1 - part)).round(2),
+            "refund": amounts[:, 0],
             "label": label,
         }
     )

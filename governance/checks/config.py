@@ -82,7 +82,7 @@ class CheckConfig(BaseModel):
     # The most columns a minimal leaking (or proxy) set may name.
     max_set_size: Annotated[int, Field(ge=1, le=12)] = 6
     # A rule is stated when it gives the label on at least this share of rows.
-    rule_agreement: Fraction = 0.995
+    rule_agreement: Fraction = 0.99
     proxy_critical: Score = 0.99
     proxy_warning: Score = 0.95
 

@@ -27,8 +27,8 @@ from threadpoolctl import threadpool_limits
 MAX_CATEGORIES = 255
 # Trees small and few: the question is whether the label is (almost) a function
 # of the columns, which shallow boosting answers, not how well a tuned model does.
-_MAX_ITER = 40
-_LEARNING_RATE = 0.2
+_MAX_ITER = 25
+_LEARNING_RATE = 0.3
 # Rare combinations (53 RAND rows have supplies as their only spending) must
 # still get a leaf of their own, or a column that decides them looks unneeded.
 _MIN_SAMPLES_LEAF = 5

@@ -19,6 +19,10 @@ from governance.checks.leakage import design, labelled_sample, model_inputs, tar
 from governance.checks.predictive import METRIC, Explanation, Predictability, Target, Task
 from governance.checks.registry import detector, make_finding
 
+# The screen's sample, and how far below the warning score it still passes a column.
+_SCREEN_ROWS = 2000
+_SCREEN_MARGIN = 0.1
+
 
 @dataclass(frozen=True)
 class _Proxy:
@@ -63,9 +67,15 @@ def _predicting(ctx: ScanContext, sensitive: Sequence[str], inputs: Sequence[str
 
 
 def _derived(ctx: ScanContext, sensitive: Sequence[str], inputs: Sequence[str]) -> list[_Proxy]:
-    """Per input: the fewest sensitive attributes it is (almost) a function of."""
+    """Per input: the fewest sensitive attributes it is (almost) a function of.
+
+    Every input is a target here, so each is first screened on a small sample;
+    only those that come near the warning score get the full fit.
+    """
     found = []
     for column in inputs:
+        if not _screened(ctx, column, sensitive):
+            continue
         explained = _explain(ctx, column, sensitive)
         if explained is not None and explained[0].minimal.score >= ctx.config.proxy_warning:
             found.append(
@@ -78,6 +88,22 @@ def _derived(ctx: ScanContext, sensitive: Sequence[str], inputs: Sequence[str]) 
                 )
             )
     return found
+
+
+def _screened(ctx: ScanContext, target_column: str, predictors: Sequence[str]) -> bool:
+    """Whether ``predictors`` come within reach of the warning score on a small sample."""
+    config = ctx.config
+    rows = labelled_sample(ctx, target_column, min(config.model_max_rows, _SCREEN_ROWS))
+    target = target_of(ctx, target_column, rows, config.max_classes, config.seed)
+    if target is None:
+        return False
+    values, categorical = design(ctx, [c for c in predictors if c != target_column], rows)
+    if not values:
+        return False
+    model = Predictability(
+        values, categorical, Target(target_column, target.task, target.values), config.seed
+    )
+    return model.fit(list(values)).score >= config.proxy_warning - _SCREEN_MARGIN
 
 
 def _explain(
