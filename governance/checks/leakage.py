@@ -161,7 +161,7 @@ def _analyse(ctx: ScanContext) -> LabelAnalysis:
 
 def _single_column(ctx: ScanContext, column: str, rows: Rows, target: _Target) -> Finding | None:
     config, label = ctx.config, ctx.roles.label
-    score, by_missing = _column_score(ctx, column, rows, target)
+    score, by_missing = column_score(ctx, column, rows, target)
     if score < config.target_leakage_warning:
         return None
     critical = score >= config.target_leakage_critical
@@ -354,7 +354,7 @@ def target_of(
     return _Target(Task.multiclass, codes, folds, n_classes, "")
 
 
-def _column_score(
+def column_score(
     ctx: ScanContext, column: str, rows: tuple[np.ndarray, np.ndarray], target: _Target
 ) -> tuple[float, bool]:
     """(best single-feature score, whether missingness alone reaches it)."""
