@@ -53,9 +53,7 @@ def scan_sampled(
     ctx = prepare_scan(frames["train"], frames["test"], config=config)
     note = _sample_note(frames["train"], frames["test"], limits.sample_rows)
     return [
-        _in_files(finding, positions, note)
-        for kind in SAMPLED
-        for finding in IN_MEMORY[kind](ctx)
+        _in_files(finding, positions, note) for kind in SAMPLED for finding in IN_MEMORY[kind](ctx)
     ]
 
 
