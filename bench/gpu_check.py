@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import operator
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -94,16 +96,19 @@ WORKLOADS = (
 )
 
 
+_COMPARISONS: dict[str, Callable[[float, float], bool]] = {">=": operator.ge, "<=": operator.le}
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """A goal every benched workload must meet on the GPU."""
 
     metric: str
-    op: str  # ">=" or "<="
+    op: str  # a key of _COMPARISONS
     threshold: float
 
     def judge(self, value: float) -> bool:
-        return value >= self.threshold if self.op == ">=" else value <= self.threshold
+        return _COMPARISONS[self.op](value, self.threshold)
 
 
 TARGETS = (
@@ -128,16 +133,30 @@ class Check:
         return max(0.0, self.deadline - time.monotonic())
 
     def run(self, args: list[str], cwd: Path, limit: float) -> subprocess.CompletedProcess[str]:
-        """``args`` in ``cwd``, killed after ``limit`` seconds or the budget, whichever first."""
+        """``args`` in ``cwd``, killed after ``limit`` seconds or the budget, whichever first.
+
+        The command runs in its own process group, and a timeout kills the whole group:
+        ``dvc repro`` leaves no ``custodian train`` (or nccl follower) behind on the GPU.
+        """
         timeout = min(limit, self.seconds_left())
         if timeout < 5:
             raise PartTimeout(f"no time left in the budget for: {' '.join(args[:4])}")
+        process = subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         try:
-            return subprocess.run(
-                args, cwd=cwd, env=self.env, capture_output=True, text=True, timeout=timeout
-            )
+            stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
             raise PartTimeout(f"{' '.join(args[:4])} ran past {timeout:.0f} s") from None
+        return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
 
 
 class PartFailed(Exception):
