@@ -3,7 +3,8 @@
     .venv/bin/python bench/gpu_check.py SUMMARY.json [--dry-run] [--budget 470]
 
 Four parts, in order, each a real command in its own process with a time limit taken
-from what is left of ``--budget`` seconds (about 5-6 minutes on one H100):
+from what is left of ``--budget`` seconds (470: sized for under 8 minutes on one H100,
+an estimate until it has run on one):
 
 ``cuda_tests``
     ``pytest -m cuda``: fp16 loss scaling, bf16 autocast, the fast engine against Opacus
