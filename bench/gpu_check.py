@@ -217,17 +217,29 @@ def bench(check: Check) -> dict[str, object]:
         done = check.run(args, ROOT, 150)
         if done.returncode != 0:
             raise PartFailed(f"bench {workload.name} exited {done.returncode}: {_tail(done)}")
-        figures[workload.name] = json.loads(done.stdout)
+        report = json.loads(done.stdout)
+        # The noise is drawn once per step: its share of a fast fp32 step's time.
+        step_ms = 1000 * workload_batch(workload, check.dry_run) / report["fast_fp32"]
+        report["noise_share_of_fast_fp32_step"] = report["noise_ms_per_step"] / step_ms
+        figures[workload.name] = report
     result: dict[str, object] = {"status": "passed", "workloads": figures}
     if planned:
         result["planned"] = planned
     return result
 
 
+# A dry run benches at this size, on CPU: (rows, expected batch).
+_DRY_SIZE = (2_000, 64)
+
+
+def workload_batch(workload: BenchWorkload, dry_run: bool) -> int:
+    return _DRY_SIZE[1] if dry_run else workload.batch_size
+
+
 def bench_args(workload: BenchWorkload, *, dry_run: bool) -> list[str]:
     """The ``custodian bench dp`` command line; a dry run's is tiny and on CPU."""
     rows, batch, rounds, seconds, device = (
-        (2_000, 64, "1", "0.2", "cpu")
+        (*_DRY_SIZE, "1", "0.2", "cpu")
         if dry_run
         else (workload.rows, workload.batch_size, "3", "1.0", "cuda")
     )

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,19 @@ def test_targets_are_judged_per_workload() -> None:
     assert not gpu_check._passed(passed, met, judged=False)  # a dry run skips nothing
 
 
+def test_a_command_past_its_time_is_killed_with_everything_it_started(tmp_path: Path) -> None:
+    """A timed-out ``dvc repro`` must not leave its ``custodian train`` on the GPU."""
+    marker = tmp_path / "still-running"
+    child = f"sleep 8 && touch {marker}"
+    check_ = gpu_check.Check(False, tmp_path, time.monotonic() + 60, project_env())
+    started = time.monotonic()
+    with pytest.raises(gpu_check.PartTimeout, match="ran past 5 s"):
+        check_.run(["sh", "-c", f"({child}) & wait"], tmp_path, 5)
+    assert time.monotonic() - started < 7
+    time.sleep(4)  # the grandchild would have touched the marker by now
+    assert not marker.exists()
+
+
 @pytest.mark.slow
 def test_dry_run_plans_every_part_and_runs_what_cpu_can(tmp_path: Path) -> None:
     summary_path = tmp_path / "out" / "gpu-check.json"
@@ -99,6 +113,7 @@ def test_dry_run_plans_every_part_and_runs_what_cpu_can(tmp_path: Path) -> None:
     ((name, figures),) = bench["workloads"].items()
     assert name == "mlp-64-256-256-2" and figures["device"] == "cpu"
     assert figures["fast_fp32"] > 0 and figures["max_rel_error_vs_opacus"] < 1e-5
+    assert 0 < figures["noise_share_of_fast_fp32_step"] < 1
     for planned in bench["planned"].values():  # the GPU commands, not run here
         assert planned[planned.index("--device") + 1] == "cuda"
         assert "fast_fp16" in planned and "fast_bf16" in planned
