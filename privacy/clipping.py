@@ -47,7 +47,13 @@ from torch.nn import functional
 
 from privacy.errors import PrivacyError, PrivacyInputError
 from privacy.noise import GaussianNoise
-from privacy.products import FP32, REDUCED_PRECISION_MARGIN, ProductKernel, product_kernel
+from privacy.products import (
+    FP32,
+    REDUCED_PRECISION_MARGIN,
+    ProductKernel,
+    full_fp32_products,
+    product_kernel,
+)
 
 __all__ = ["REDUCED_PRECISION_MARGIN", "ClippingEngine", "UnsupportedModule"]
 
@@ -158,24 +164,40 @@ def _linear_add_clipped_sums(
     """``sum_i c_i g_i a_i^T`` as one matrix product, the clip factors on the narrower side.
 
     The product's output and the sum are fp32 whatever the kernel's inputs: a bf16 output
-    would round the *sum* to bf16.
+    would round the *sum* to bf16. Over a sequence, sample i's gradient is a sum of one
+    outer product per position; those may cancel while their rounding errors do not, so
+    no per-sample margin bounds a reduced product there: sequences take full fp32.
     """
     g, a = layer.output_grad, layer.activation
     rows = clip if layer.unscale == 1.0 else clip * layer.unscale
-    if g.dim() > 2:  # a sequence: every position of sample i carries c_i
-        rows = rows.repeat_interleave(g[0].numel() // g.shape[-1])
+    if g.dim() == 2:
+        _add_weighted_products(layer, layer.products, g, a, rows, sums)
+        return
+    rows = rows.repeat_interleave(g[0].numel() // g.shape[-1])  # every position carries c_i
+    with full_fp32_products():
         g, a = g.reshape(-1, g.shape[-1]), a.reshape(-1, a.shape[-1])
+        _add_weighted_products(layer, FP32, g, a, rows, sums)
+
+
+def _add_weighted_products(
+    layer: _Layer,
+    products: ProductKernel,
+    g: torch.Tensor,
+    a: torch.Tensor,
+    rows: torch.Tensor,
+    sums: Mapping[nn.Parameter, torch.Tensor],
+) -> None:
     weight, bias = layer.weight, layer.bias
     if g.shape[1] <= a.shape[1]:
         g = g * rows[:, None]  # fp32 whatever g's dtype
         if weight is not None:
-            layer.products.addmm_(sums[weight], g.t(), a)
+            products.addmm_(sums[weight], g.t(), a)
         if bias is not None:
             sums[bias].add_(g.sum(0))
     else:
         g = g if g.dtype == torch.float32 else g.float()
         if weight is not None:
-            layer.products.addmm_(sums[weight], g.t(), a * rows[:, None])
+            products.addmm_(sums[weight], g.t(), a * rows[:, None])
         if bias is not None:
             sums[bias].addmv_(g.t(), rows)
 

@@ -18,8 +18,10 @@ Either reduced-precision kernel rounds each operand to bf16 at most once, which 
 each element of a sample's outer product by less than ``(1 + 2^-7)^2 - 1 < 2^-6`` of
 itself (round-to-nearest moves it by at most 2^-8; the bound also covers truncation).
 Scaling every clip factor by :data:`REDUCED_PRECISION_MARGIN` keeps each sample's
-contribution within ``max_grad_norm``; the slack left between 2^-7 and 2^-6 exceeds the
-fp32 accumulation error of any realistic sequence length. The *sum* itself is never
+contribution within ``max_grad_norm`` where that contribution is *one* outer product
+(2-D inputs). Over a sequence it is a sum of one outer product per position, which may
+cancel while their rounding errors add up: no margin bounds that, so the engine forms
+sequence products in full fp32 (:func:`full_fp32_products`). The *sum* itself is never
 rounded to bf16 (that would move it by up to 2^-8 of its magnitude before the noise,
 which no per-sample margin bounds).
 
@@ -39,7 +41,7 @@ import torch
 
 from privacy.errors import PrivacyInputError
 
-__all__ = ["REDUCED_PRECISION_MARGIN", "ProductKernel", "product_kernel"]
+__all__ = ["REDUCED_PRECISION_MARGIN", "ProductKernel", "full_fp32_products", "product_kernel"]
 
 # See the module notes: bf16 rounding of both operands moves an outer product's elements
 # by less than 2^-6 of themselves, even if it truncates.
@@ -73,6 +75,19 @@ def _onednn_bf16_mode() -> Iterator[None]:
     backend = torch.backends.mkldnn.matmul
     previous = backend.fp32_precision
     backend.fp32_precision = "bf16"
+    try:
+        yield
+    finally:
+        backend.fp32_precision = previous
+
+
+@contextlib.contextmanager
+def full_fp32_products() -> Iterator[None]:
+    """fp32 products in full fp32 inside, also within a reduced kernel's mode (CPU). On
+    CUDA nothing to do: fp32 products there are full fp32 (TF32 is refused up front)."""
+    backend = torch.backends.mkldnn.matmul
+    previous = backend.fp32_precision
+    backend.fp32_precision = "ieee"
     try:
         yield
     finally:

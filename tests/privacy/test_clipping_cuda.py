@@ -22,6 +22,7 @@ from privacy.errors import PrivacyInputError
 from privacy.noise import GaussianNoise
 from privacy.products import CUDA_BF16, FP32, product_kernel
 from privacy.sampling import entropy_generator
+from tests.privacy.test_products import _cancelling_sequence_sample
 
 pytestmark = pytest.mark.cuda
 
@@ -203,3 +204,17 @@ def test_tf32_matmul_is_refused_on_the_device() -> None:
             engine.accumulate(per_sample_loss(logits, labels))
     finally:
         torch.backends.cuda.matmul.fp32_precision = previous
+
+
+def test_a_cancelling_sequence_sample_stays_within_the_bound_under_bf16() -> None:
+    """Sequence layers form their products in full fp32 on the device too (see
+    ``test_products.py``: bf16-input products would give this sample 9x the bound)."""
+    layer, inputs, g = _cancelling_sequence_sample()
+    model = nn.Sequential(layer).to(CUDA)
+    engine = ClippingEngine(model, max_grad_norm=1.0)
+    with engine.capture(), autocast(torch.bfloat16):
+        out = model(inputs.to(CUDA))
+    assert engine.accumulate((out.float() * g.to(CUDA)).sum((1, 2)))
+    clipped = engine.take_sums()[layer.weight]
+    engine.detach()
+    assert float(clipped.norm()) <= 1.0
