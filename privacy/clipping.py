@@ -280,7 +280,10 @@ def _opacus_rule(module_type: type[nn.Module]) -> _Rule:
     sampler = GradSampleModule.GRAD_SAMPLERS[module_type]
 
     def per_sample(layer: _Layer) -> list[tuple[nn.Parameter, torch.Tensor]]:
-        grads = sampler(layer.module, [layer.activation32()], layer.grad32())
+        # A sample's gradient may sum over positions: full fp32 even within a reduced
+        # kernel's mode (see _linear_add_clipped_sums).
+        with full_fp32_products():
+            grads = sampler(layer.module, [layer.activation32()], layer.grad32())
         return [(p, gs) for p, gs in grads.items() if p.requires_grad]
 
     return _per_sample_rule(per_sample)
