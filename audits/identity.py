@@ -7,10 +7,11 @@ Croissant metadata. Each is a frozen model that rejects unknown keys.
 
 from __future__ import annotations
 
+from datetime import date
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 Line = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=500)]
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=10)]
@@ -38,9 +39,20 @@ class DataProtection(_Record):
 
     population: Line
     period: Line
+    # The period as dates (Croissant's rai:dataCollectionTimeframe), where they are known.
+    collected_from: date | None = None
+    collected_to: date | None = None
     lawful_basis: Line
     dpia_reference: Line
     retention: Line
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DataProtection:
+        if (self.collected_from is None) != (self.collected_to is None):
+            raise ValueError("give both collected_from and collected_to, or neither")
+        if self.collected_from and self.collected_to and self.collected_from > self.collected_to:
+            raise ValueError("collected_from is after collected_to")
+        return self
 
 
 class AiActCategory(StrEnum):
