@@ -216,7 +216,8 @@ def _warnings(
         if isinstance(values, Mapping) and values.get("fractional"):
             warnings.append(
                 f"{values['fractional']} test row(s) have fractional (imputed) {attribute} "
-                f"values, bucketed at {values.get('edges')}: {values.get('fractional_to')}"
+                f"values, bucketed at {values.get('edges')}: "
+                + describe_assignment(values.get("fractional_to"))
             )
     reference = metrics.get("reference") or {}
     if reference.get("trained") is False:
@@ -252,6 +253,13 @@ def fairness_complete(metrics: Mapping[str, Any]) -> bool:
         and bool(every_slice)
         and all(isinstance(e, Mapping) and all(k in e for k in SLICE_KEYS) for e in every_slice)
     )
+
+
+def describe_assignment(assigned: object) -> str:
+    """``{"<0.5": 2, ">=0.5": 4}`` as ``2 to <0.5, 4 to >=0.5``."""
+    if not isinstance(assigned, Mapping) or not assigned:
+        return "none"
+    return ", ".join(f"{count} to {bucket}" for bucket, count in assigned.items())
 
 
 def _num(value: object) -> str:

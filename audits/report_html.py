@@ -19,7 +19,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from audits import svg
-from audits.compliance import ComplianceReport
+from audits.compliance import ComplianceReport, describe_assignment
 from audits.gates import GateResult
 from audits.nist import FUNCTIONS, MappedSubcategory
 
@@ -507,8 +507,8 @@ class _Page:
         imputed = [
             f"<li><code>{_e(attribute)}</code>: {_e(v.get('fractional'))} of {_e(v.get('rows'))} "
             f"test rows hold fractional (imputed) values, assigned by the bucket edges "
-            f"{_e(v.get('edges'))} as {_e(v.get('fractional_to'))}; {_e(v.get('missing'))} "
-            "missing</li>"
+            f"{_e(v.get('edges'))}: {_e(describe_assignment(v.get('fractional_to')))}; "
+            f"{_e(v.get('missing'))} missing</li>"
             for attribute, v in sorted((metrics.get("sensitive_values") or {}).items())
             if isinstance(v, Mapping) and v.get("fractional")
         ]
