@@ -84,8 +84,9 @@ class AttestationPredicate(_Frozen):
     key_fingerprint: Fingerprint
     actor: Text
     signed_at: AwareDatetime
-    # An attestation that does not say what was checked attests nothing.
-    note: Text
+    # What was checked and where it is recorded; optional in the CLI contract, and the page
+    # shows an attestation without one as such.
+    note: Text | None = None
     catalog_version: str
     git_commit: str | None
 

@@ -639,7 +639,7 @@ class _Page:
                     "pass" if a.get("status") == "counted" else "fail",
                     str(a.get("status")),
                 ),
-                _e(a.get("note") or a.get("reason") or ""),
+                _e(a.get("reason") or a.get("note") or "(no note)"),
             )
             for a in summary.recorded
         ]

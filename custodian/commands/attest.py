@@ -43,14 +43,12 @@ ATTESTATION_PATTERN = "*.dsse.json"
 @click.command("attest")
 @click.argument("subcategory")
 @click.option("--as", "name", required=True, help="Your key's name in the trust store.")
-@click.option("--note", required=True, help="What you checked, and where it is recorded.")
-def attest_command(subcategory: str, name: str, note: str) -> None:
+@click.option("--note", help="What you checked, and where it is recorded.")
+def attest_command(subcategory: str, name: str, note: str | None) -> None:
     """Sign an attestation of a NIST AI RMF SUBCATEGORY (e.g. 'GOVERN 2.2') as NAME."""
-    note = " ".join(note.split())
-    if not note or len(note) > NOTE_LIMIT:
-        raise click.BadParameter(
-            f"say what you checked, in 1 to {NOTE_LIMIT} characters", param_hint="--note"
-        )
+    note = " ".join(note.split()) if note else None
+    if note is not None and len(note) > NOTE_LIMIT:
+        raise click.BadParameter(f"at most {NOTE_LIMIT} characters", param_hint="--note")
     subcategory = " ".join(subcategory.split()).upper()
     project = Project.discover()
     catalog = load_catalog()

@@ -34,10 +34,15 @@ def require(root: Path, *subcategories: str) -> None:
 
 
 def attest(
-    root: Path, subcategory: str, name: str, monkeypatch: pytest.MonkeyPatch, note: str = "done"
+    root: Path,
+    subcategory: str,
+    name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    note: str | None = "done",
 ) -> Result:
     monkeypatch.setenv("CUSTODIAN_ACTOR", f"{name}@example.org")
-    return invoke("attest", subcategory, "--as", name, "--note", note, cwd=root)
+    extra = ("--note", note) if note is not None else ()
+    return invoke("attest", subcategory, "--as", name, *extra, cwd=root)
 
 
 def attestation_files(root: Path) -> list[Path]:
@@ -92,7 +97,8 @@ def test_a_retrained_model_needs_a_new_measure_attestation(
 ) -> None:
     require(project, *REQUIRED)
     for subcategory, name in zip(REQUIRED, ("olivia", "max"), strict=True):
-        assert attest(project, subcategory, name, monkeypatch).returncode == 0
+        # SPEC's form: --note is optional.
+        assert attest(project, subcategory, name, monkeypatch, note=None).returncode == 0
     model = project / "models/model.safetensors"
     model.write_bytes(model.read_bytes()[::-1])
     _, verdict = check(project)
@@ -135,7 +141,7 @@ def test_forged_or_edited_attestations_do_not_count(
     [
         (("MAP 2.1", "--as", "olivia", "--note", "x"), "nothing to attest"),
         (("GOVERN 9.9", "--as", "olivia", "--note", "x"), "not a subcategory"),
-        (("GOVERN 2.2", "--as", "olivia"), "--note"),
+        (("GOVERN 2.2", "--as", "olivia", "--note", "x" * 2001), "at most 2000 characters"),
         (("GOVERN 2.2", "--as", "nobody", "--note", "x"), "no key named 'nobody'"),
     ],
 )
