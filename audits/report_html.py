@@ -191,7 +191,7 @@ class _Page:
             f"'{_e(item)}' --as NAME --note TEXT</code>)</li>"
             for item in decision.attestations_required
         )
-        parts.append(f"<h3>The release waits for</h3><ul>{roles}{required}</ul>")
+        parts.append(f'<h3>The release waits for</h3><ul id="waits">{roles}{required}</ul>')
         parts.append(
             f"<p>{len(decision.attestations_open)} NIST AI RMF subcategories still need a "
             f'person\'s attestation (<a href="#attestations">the to-do list</a>); '

@@ -223,7 +223,7 @@ def evaluate_command(
         },
         "lift_over_baseline": utility.accuracy - baseline.accuracy,
         "calibration": {"ece": reliability.ece, "bins": reliability.bins},
-        "slices": _groups_json(groups),
+        "slices": {attribute: _groups_json(by) for attribute, by in groups.items()},
         "slice_min_rows": params.min_slice_rows,
         "slice_confidence": params.slice_confidence,
         "worst_slice": worst.to_json() if worst is not None else None,

@@ -109,7 +109,7 @@ window.addEventListener("load", () => {
     width: window.innerWidth,
     scroll: document.documentElement.scrollWidth,
     widest: Math.max(...right),
-    decision: document.getElementById("decision").getBoundingClientRect().bottom,
+    waits: document.getElementById("waits").getBoundingClientRect().bottom,
   });
   document.body.appendChild(out);
 });
@@ -152,12 +152,12 @@ def check_page_in_chromium(page: Path, tmp_path: Path, epsilon: float) -> None:
     ):
         assert expected in text, expected
     assert "passed" not in text[: text.index("Gate summary")].lower()
-    # The decision and what it waits for are above the fold, and nothing overflows, at a
-    # desktop width and at 800 px.
+    # The decision and what it waits for are above the fold (a 1000 px high window), and
+    # nothing overflows, at a desktop width and at 800 px.
     for width in (1280, 800):
         measured = layout(page, tmp_path, width)
         assert measured["width"] == width and measured["scroll"] <= width, measured
-        assert measured["widest"] <= width and measured["decision"] <= 1000, measured
+        assert measured["widest"] <= width and measured["waits"] <= 1000, measured
     shot = tmp_path / "page.png"
     taken = chromium(
         f"--screenshot={shot}", "--window-size=1280,2000", url, profile=tmp_path / "profile"
@@ -179,6 +179,9 @@ def check_page_in_chromium(page: Path, tmp_path: Path, epsilon: float) -> None:
 
 def test_report_gates_a_real_run_waives_audits_and_renders(project: Path, tmp_path: Path) -> None:
     set_params(project, "train", epochs=1)
+    # One DP epoch leaves a model that is about the majority class (lift 0.000): the utility
+    # gate rightly refuses it. This test is about the pack, so it accepts no lift here.
+    set_params(project, "policy", min_lift_over_baseline=-0.05)
     dvc("repro", "audit", cwd=project)
     privacy = write_evaluation(project)
 
