@@ -158,7 +158,9 @@ def release_decision(
     attested = {row.id for row in rows if row.attested_by}
     missing = [item for item in required_attestations if item not in attested]
     open_rows = [
-        row.id for row in rows if row.status in (Status.ATTESTATION_REQUIRED, Status.PARTIAL)
+        row.id
+        for row in rows
+        if row.needs_person and not row.attested_by and row.status is not Status.NOT_APPLICABLE
     ]
     cleared = len(gates) - len(failed)
     if failed:

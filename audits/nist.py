@@ -237,6 +237,8 @@ class MappedSubcategory(_Frozen):
     crosswalk: Crosswalk
     note: str
     evidenced_when: str = ""
+    # Whether a person's attestation is part of the rule (custodian attest accepts it).
+    needs_person: bool = False
     attested_by: str | None = None
 
 
@@ -303,6 +305,7 @@ def _map_one(
             crosswalk=item.crosswalk,
             note=note,
             evidenced_when=rule.evidenced_when(),
+            needs_person=rule.needs_person,
             attested_by=signed,
         )
 

@@ -248,3 +248,12 @@ def test_training_chart_has_separate_axes_and_marks_the_released_epoch() -> None
     assert ">epsilon</text>" in spent
     for chart in (losses, spent):
         assert 'stroke-dasharray="4 3"' in chart and ">released</text>" in chart
+
+
+def test_the_to_do_list_holds_only_what_a_person_can_attest() -> None:
+    failed = sample_report(failed={"utility": "lift -0.001 < 0.01"})
+    todo = set(failed.decision.attestations_open)
+    # MEASURE 2.1 is partial because its utility evidence failed, yet no attestation can
+    # make up for that: it is not on the to-do list; the organisational rows are.
+    assert "MEASURE 2.1" not in todo and "MAP 2.1" not in todo
+    assert {"GOVERN 2.2", "MEASURE 2.11"} <= todo
