@@ -196,21 +196,28 @@ def _warnings(
         return ["reports/metrics.json is missing: utility, fairness and privacy audit unknown"]
     warnings = []
     for group, key in (("slice", "slices"), ("intersectional slice", "intersections")):
-        below, small = [], 0
+        below, clearly, small = [], [], 0
         for attribute, values in sorted((metrics.get(key) or {}).items()):
             for label, entry in values.items():
                 if not isinstance(entry, Mapping):
                     continue
                 small += bool(entry.get("small"))
                 if entry.get("below_baseline") and not entry.get("small"):
-                    below.append(
+                    named = (
                         f"{attribute}={label} ({_num(entry.get('accuracy'))} < "
                         f"{_num(entry.get('baseline_accuracy'))})"
                     )
+                    below.append(named)
+                    if _interval_below(entry):
+                        clearly.append(named)
         if below:
+            # Every slice below its baseline is named; for intersections (many, small) only
+            # those whose whole interval lies below it, the rest counted.
+            named = below if key == "slices" else clearly
             warnings.append(
-                f"{len(below)} {group}(s) with accuracy below their majority-class baseline: "
-                + "; ".join(below)
+                f"{len(below)} {group}(s) with accuracy below their majority-class baseline, "
+                f"{len(clearly)} with the whole confidence interval below it"
+                + (": " + "; ".join(named) if named else "")
             )
         if small:
             warnings.append(f"{small} {group}(s) too small to compare (marked small)")
@@ -254,6 +261,17 @@ def fairness_complete(metrics: Mapping[str, Any]) -> bool:
         all(key in metrics for key in FAIRNESS_KEYS)
         and bool(every_slice)
         and all(isinstance(e, Mapping) and all(k in e for k in SLICE_KEYS) for e in every_slice)
+    )
+
+
+def _interval_below(entry: Mapping[str, Any]) -> bool:
+    interval, baseline = entry.get("accuracy_ci"), entry.get("baseline_accuracy")
+    return (
+        isinstance(interval, list)
+        and len(interval) == 2
+        and isinstance(interval[1], int | float)
+        and isinstance(baseline, int | float)
+        and interval[1] < baseline
     )
 
 

@@ -91,7 +91,8 @@ def test_evaluate_reports_utility_slices_and_an_audit_below_epsilon(project: Pat
     assert len(metrics["intersections"]) == 6  # every pair of the four sensitive attributes
     for pair in metrics["intersections"].values():
         assert sum(s["rows"] for s in pair.values()) == 3028
-    assert metrics["sensitive_values"]["black"]["fractional"] > 0
+    assert metrics["sensitive_values"]["black"]["fractional"] > 0  # imputed 0/1 shares
+    assert metrics["sensitive_values"]["xage"]["indicator"] is False  # years: continuous
 
     # The dataset's rule is DP-only (policy.allow_nonprivate_reference false): no reference
     # model is trained, and what is left is measured against the baseline.

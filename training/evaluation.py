@@ -379,22 +379,26 @@ def intersection_labels(first: pd.Series, second: pd.Series) -> pd.Series:
 
 
 def sensitive_values(values: pd.Series, spec: SliceSpec) -> dict[str, Any]:
-    """How a sensitive column's values fall: missing, and fractional where it is bucketed.
+    """How a sensitive column's values fall: missing, and fractional where it is an indicator.
 
-    Fractional values of a column that is otherwise 0/1 (RAND HIE's ``black``) are imputed
-    shares, not group memberships: the page says how many rows a bucket edge assigned.
+    A bucketed column whose values all lie in [0, 1] is a group indicator; its values
+    between 0 and 1 (RAND HIE's ``black``) are imputed shares, not memberships, and the
+    page says how many rows a bucket edge assigned. Other numeric columns (age, income)
+    are continuous: their fractions mean nothing.
     """
     present = values.dropna()
     result: dict[str, Any] = {"rows": len(values), "missing": int(len(values) - len(present))}
     if spec.edges is None:
         return result | {"bucketed": False}
     numbers = pd.to_numeric(present, errors="raise").to_numpy(dtype=np.float64)
-    fractional = numbers != np.round(numbers)
+    indicator = bool(len(numbers)) and bool(numbers.min() >= 0 and numbers.max() <= 1)
+    result |= {"bucketed": True, "edges": list(spec.edges), "indicator": indicator}
+    if not indicator:
+        return result
+    fractional = (numbers > 0) & (numbers < 1)
     names = bucket_names(spec.edges)
     assigned = np.searchsorted(spec.edges, numbers[fractional], side="right")
     return result | {
-        "bucketed": True,
-        "edges": list(spec.edges),
         "fractional": int(fractional.sum()),
         "fractional_to": {
             names[i]: int((assigned == i).sum()) for i in sorted(set(assigned.tolist()))

@@ -119,6 +119,7 @@ def metrics(epsilon: float, delta: float) -> dict[str, Any]:
                 "missing": 0,
                 "bucketed": True,
                 "edges": [0.5],
+                "indicator": True,
                 "fractional": 6,
                 "fractional_to": {"<0.5": 2, ">=0.5": 4},
             },

@@ -201,7 +201,10 @@ def test_every_metric_sits_next_to_its_baseline_and_slices_carry_rates_and_inter
     assert "equalised-odds gap 0.190" in text
     assert "Intersections of two sensitive attributes" in text and "black & female" in text
     assert "6 of 2998 test rows hold fractional (imputed) values" in text
-    assert "2 slice(s) with accuracy below their majority-class baseline" in text
+    assert (
+        "2 slice(s) with accuracy below their majority-class baseline, 1 with the whole "
+        "confidence interval below it: black=0 (0.804 < 0.816); female=1 (0.795 < 0.820)"
+    ) in text
 
 
 def test_links_resolve_inside_the_pack() -> None:

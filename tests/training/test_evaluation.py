@@ -219,8 +219,12 @@ def test_fractional_sensitive_values_are_counted_not_hidden() -> None:
     report = sensitive_values(values, SliceSpec("black", edges=(0.5,)))
     assert report["missing"] == 1 and report["fractional"] == 3
     assert report["fractional_to"] == {"<0.5": 1, ">=0.5": 2}
+    assert report["indicator"] is True
     categorical = sensitive_values(pd.Series([0, 1, None]), SliceSpec("f", categories=(0, 1)))
     assert categorical == {"rows": 3, "missing": 1, "bucketed": False}
+    # Age in years is continuous, not a 0/1 indicator: its fractions are not imputations.
+    age = sensitive_values(pd.Series([25.5, 61.2, 3.0]), SliceSpec("xage", edges=(18, 35)))
+    assert age["indicator"] is False and "fractional" not in age
 
 
 def test_intersection_labels_join_both_slices() -> None:
