@@ -52,7 +52,8 @@ code { font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; word-break: br
 .flag { color: var(--bad); font-weight: 600; }
 .small-slice { color: var(--muted); font-style: italic; }
 .outside { color: var(--muted); }
-td, th { overflow-wrap: anywhere; }
+td, th { overflow-wrap: break-word; }
+code.id, .badge { word-break: normal; white-space: nowrap; }
 .scroll { overflow-x: auto; max-width: 100%; }
 .muted { color: var(--muted); }
 .charts { display: flex; flex-wrap: wrap; gap: 16px; }
@@ -257,7 +258,7 @@ class _Page:
                 detail += f"<br><strong>Waived:</strong> {_e(gate.waiver_reason)}"
             rows.append(
                 (
-                    f"<code>{_e(gate.id.value)}</code>",
+                    f'<code class="id">{_e(gate.id.value)}</code>',
                     _e(gate.title),
                     self.badge(state),
                     detail,
@@ -272,16 +273,20 @@ class _Page:
         )
 
     def provenance(self, datasets: Sequence[Mapping[str, Any]]) -> str:
+        # Four columns, each cell several short lines: eight columns overflowed at 800 px.
         rows = [
             (
-                f"<code>{_e(d.get('name'))}</code><br>{_e(d.get('title') or '')}",
-                f"<code>{_e(d.get('source'))}</code><br>{_e(d.get('source_version') or '')}",
-                f"<code>{_e(d.get('license'))}</code><br>"
+                f"<code>{_e(d.get('name'))}</code><br>{_e(d.get('title') or '')}<br>"
+                f"{_e(d.get('rows'))} rows, sha256 <code>{_e(str(d.get('sha256'))[:16])}…</code>"
+                + (
+                    "<br>from " + _e(", ".join(p.get("name", "") for p in d.get("parents") or []))
+                    if d.get("parents")
+                    else ""
+                ),
+                f"<code>{_e(d.get('source'))}</code><br>{_e(d.get('source_version') or '')}<br>"
+                f"license <code>{_e(d.get('license'))}</code>: "
                 f"{_e(', '.join(d.get('obligations') or []) or 'no obligations')}",
-                _e(d.get("rows")),
-                f"<code>{_e(str(d.get('sha256'))[:16])}…</code>",
-                _e(", ".join(d.get("pii_categories") or []) or "none"),
-                _e(", ".join(p.get("name", "") for p in d.get("parents") or []) or "-"),
+                _e(_words(d.get("pii_categories")) or "none"),
                 self.link(str(d.get("record"))),
             )
             for d in datasets
@@ -294,20 +299,7 @@ class _Page:
         return self.section(
             "provenance",
             "Provenance and licenses",
-            self.table(
-                (
-                    "dataset",
-                    "source",
-                    "license",
-                    "rows",
-                    "sha256",
-                    "personal data",
-                    "parents",
-                    "record",
-                ),
-                rows,
-                numeric=(3,),
-            ),
+            self.table(("dataset", "source and license", "personal data", "record"), rows),
             f"<h3>Citations</h3><ul>{citations}</ul>" if citations else "",
         )
 
@@ -742,6 +734,13 @@ def _ci(value: object) -> str:
 
 def _pct(confidence: object) -> str:
     return f"{confidence:.0%}" if _number(confidence) else "-"
+
+
+def _words(values: object) -> str:
+    """``["racial_or_ethnic_origin", "age"]`` as ``racial or ethnic origin, age``."""
+    if not isinstance(values, list | tuple):
+        return ""
+    return ", ".join(str(value).replace("_", " ") for value in values)
 
 
 def _anchor(subcategory: str) -> str:
