@@ -66,6 +66,7 @@ dl.facts dd { margin: 0; }
   body { max-width: none; padding: 0; font-size: 11px; }
   h2 { break-after: avoid; }
   table, figure, .verdict { break-inside: avoid; }
+  .scroll { overflow: visible; }
   a { color: inherit; text-decoration: none; }
   .badge, .verdict { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
 }
