@@ -57,6 +57,7 @@ PROJECT_FILES = (
     "dvc.lock",
     "data/.gitignore",
     "reports/.gitignore",
+    "attestations",
     "governance",
     "custodian",
     "training",
