@@ -8,8 +8,9 @@ product into an fp32 buffer. How that product is computed is chosen here, once p
     fp32 inputs, fp32 accumulation and output. fp16 stays here: the unscaled, clipped
     factors (``c_i / loss scale``) can fall below fp16's range and would flush to zero.
 ``onednn-bf16`` (bf16 or fp16 autocast on CPU, where oneDNN is available)
-    fp32 inputs and output, with oneDNN's bf16 "fpmath" mode on for the products only:
-    oneDNN may round the inputs to bf16 internally (twice as fast on CPU).
+    fp32 inputs and output, with oneDNN's bf16 "fpmath" mode on while the clipped sums
+    are formed (not the norms): oneDNN may round the inputs to bf16 internally (twice as
+    fast on CPU).
 ``cuda-bf16`` (bf16 autocast on CUDA)
     bf16 inputs, fp32 accumulation and output (``torch.mm(..., out_dtype=torch.float32)``),
     added into the fp32 sum: the tensor-core product without the bf16 sum.
@@ -98,8 +99,8 @@ def full_fp32_products() -> Iterator[None]:
 class ProductKernel:
     """How one ``accumulate`` forms its weighted products.
 
-    Enter :meth:`active` around the products (and only them), scale the clip factors by
-    ``margin``, and add each product into its fp32 sum with :meth:`addmm_`.
+    Enter :meth:`active` around forming the clipped sums (never the norms), scale the clip
+    factors by ``margin``, and add each product into its fp32 sum with :meth:`addmm_`.
     """
 
     name: str
