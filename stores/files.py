@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import stat
 from pathlib import Path
 
 from stores.errors import InsecureSecretFile, UnsafeStoreFile
 
 PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
 # O_NOFOLLOW refuses a link as the last component; O_NONBLOCK stops a FIFO from blocking.
 _SAFE_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _READ_CHUNK = 1 << 20
@@ -86,17 +88,39 @@ def read_secret_file(path: Path) -> bytes:
 
 
 def create_private_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to the new file ``path`` (mode 0600) durably; FileExistsError if taken."""
+    """Publish ``data`` as the new file ``path``, mode 0600; FileExistsError if it is taken.
+
+    The file appears complete or not at all, and on disk (file and directory
+    entry): it is written under a temporary name and linked into place, and
+    ``link`` (unlike ``rename``) refuses to replace anything already there, a
+    link included, so two writers never overwrite each other.
+    """
     check_store_directory(path.parent)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _SAFE_FLAGS, PRIVATE_FILE_MODE)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _SAFE_FLAGS, PRIVATE_FILE_MODE)
     try:
-        # The creation mode is filtered by the umask; say exactly what we mean.
-        os.fchmod(fd, PRIVATE_FILE_MODE)
-        write_all(fd, data)
-        os.fsync(fd)
+        try:
+            # The creation mode is filtered by the umask; say exactly what we mean.
+            os.fchmod(fd, PRIVATE_FILE_MODE)
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.link(temporary, path)
     finally:
-        os.close(fd)
+        temporary.unlink(missing_ok=True)
     fsync_directory(path.parent)
+
+
+def make_private_directory(directory: Path) -> None:
+    """Create ``directory`` (and its parents) for secrets: mode 0700. An existing one is checked,
+    not changed: it belongs to its owner, and the files' own modes protect what is in it."""
+    check_store_directory(directory)
+    if directory.is_dir():
+        return
+    directory.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    # mkdir's mode is filtered by the umask; say exactly what we mean.
+    os.chmod(directory, PRIVATE_DIR_MODE)
 
 
 def check_store_directory(directory: Path) -> None:
