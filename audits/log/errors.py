@@ -27,4 +27,3 @@ class NoTrustedKeys(AuditError):
 
 class LogFormatError(AuditError):
     """An entry of the log does not parse into an :class:`AuditEntry`."""
-
