@@ -221,30 +221,29 @@ class Reader:
 
     def lines(self, start: int, end: int) -> Iterator[Line]:
         """Lines of the bytes ``[start, end)``, in order, read in large chunks."""
-        offset = position = start
-        pending = b""
-        while position < end:
-            chunk = os.pread(self.fd, min(_READ_CHUNK, end - position), position)
-            if not chunk:
-                break
-            position += len(chunk)
-            pending += chunk
-            *complete, pending = pending.split(b"\n")
-            for data in complete:
-                yield Line(offset, data, terminated=True)
-                offset += len(data) + 1
-        if pending:
-            yield Line(offset, pending, terminated=False)
+        for offset, block in self._blocks(start, end):
+            yield from _split_block(offset, block)
 
     def search(self, needle: bytes, start: int, end: int) -> Iterator[tuple[int, Line]]:
         """``(index, line)`` of each line in ``[start, end)`` that holds ``needle``.
 
-        ``index`` counts lines from ``start``. A megabyte without the needle is
-        only counted, never split, so a search of a large file costs little more
-        than reading it.
+        ``index`` counts lines from ``start``. A block without the needle is only
+        counted, never split, so a search costs little more than reading the file.
         """
-        offset = position = start
         index = 0
+        for offset, block in self._blocks(start, end):
+            if needle not in block:
+                index += block.count(b"\n") + (not block.endswith(b"\n"))
+                continue
+            for line in _split_block(offset, block):
+                if needle in line.data:
+                    yield index, line
+                index += 1
+
+    def _blocks(self, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+        """``(offset, bytes)`` of whole lines in ``[start, end)``, about a megabyte at a time;
+        only the last block may end without a newline."""
+        offset = position = start
         pending = b""
         while position < end:
             chunk = os.pread(self.fd, min(_READ_CHUNK, end - position), position)
@@ -253,18 +252,12 @@ class Reader:
             position += len(chunk)
             data = pending + chunk
             cut = data.rfind(b"\n") + 1
-            complete, pending = data[:cut], data[cut:]
-            if needle not in complete:
-                index += complete.count(b"\n")
-                offset += len(complete)
-                continue
-            for part in complete.split(b"\n")[:-1]:
-                if needle in part:
-                    yield index, Line(offset, part, terminated=True)
-                index += 1
-                offset += len(part) + 1
-        if pending and needle in pending:
-            yield index, Line(offset, pending, terminated=False)
+            if cut:
+                yield offset, data[:cut]
+                offset += cut
+            pending = data[cut:]
+        if pending:
+            yield offset, pending
 
     def line_ending_at(self, end: int) -> Line | None:
         """The line whose newline is the byte just before ``end``, if there is one."""
@@ -366,6 +359,15 @@ def _scan_tail(fd: int, size: int, link: LinkReader | None) -> Tail:
     if before is None:
         return Tail(final.offset, 0, GENESIS, torn=torn, damaged_before_torn=True)
     return Tail(final.offset, before.seq + 1, sha256_hex(lines[0].data), torn=torn)
+
+
+def _split_block(offset: int, block: bytes) -> Iterator[Line]:
+    *complete, rest = block.split(b"\n")
+    for data in complete:
+        yield Line(offset, data, terminated=True)
+        offset += len(data) + 1
+    if rest:
+        yield Line(offset, rest, terminated=False)
 
 
 def _final_lines(fd: int, end: int, count: int) -> list[Line]:

@@ -10,37 +10,24 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from custodian.project import PIPELINE_KEY_NAME, Project
-from tests.custodian.test_audit_cli import invoke
+from tests.custodian.test_audit_cli import invoke, signed, signed_base  # noqa: F401
 
 # A victim's secret, with no trailing newline: the old writer took it for a torn last line,
 # copied it into the project and truncated the victim.
 SECRET = b"victim-data-key:3q2+7w==not-for-the-project"
 
 
-@pytest.fixture(scope="module")
-def signed_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A project whose log, checkpoints and trust stores exist (one command ran)."""
-    base = tmp_path_factory.mktemp("stores")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CUSTODIAN_HOME", str(base / "home"))
-        (base / "project").mkdir()
-        result = invoke("keys", "generate", "r1", "--role", "reviewer", cwd=base / "project")
-        assert result.returncode == 0, result.stderr
-    yield base
-
-
 @pytest.fixture
-def signed(signed_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    shutil.copytree(signed_base, tmp_path / "copy", symlinks=True)
-    monkeypatch.setenv("CUSTODIAN_HOME", str(tmp_path / "copy" / "home"))
+def root(signed: Path, monkeypatch: pytest.MonkeyPatch) -> Path:  # noqa: F811
+    """A fresh copy of a project whose log, checkpoints and trust stores exist."""
     monkeypatch.setenv("CUSTODIAN_ACTOR", "alice")
-    return tmp_path / "copy" / "project"
+    return signed
 
 
 @pytest.fixture
@@ -115,53 +102,53 @@ STORE_FILES: dict[str, Callable[[Path], Path]] = {
 }
 
 
-def test_symlinked_log_after_deleting_the_checkpoint_is_refused(signed: Path, victim: Path) -> None:
+def test_symlinked_log_after_deleting_the_checkpoint_is_refused(root: Path, victim: Path) -> None:
     """The issue's reproduction: log.jsonl -> a victim's key, checkpoint.json deleted."""
-    _log(signed).with_name("checkpoint.json").unlink()
-    _replace_with_link(_log(signed), victim)
+    _log(root).with_name("checkpoint.json").unlink()
+    _replace_with_link(_log(root), victim)
 
-    for result in (_next_command(signed), _verify(signed)):
-        _assert_refused(result, _log(signed), "symbolic link")
-    _assert_untouched(victim, signed)
+    for result in (_next_command(root), _verify(root)):
+        _assert_refused(result, _log(root), "symbolic link")
+    _assert_untouched(victim, root)
 
 
 @pytest.mark.parametrize("name", sorted(STORE_FILES))
 def test_each_symlinked_store_file_is_refused_by_the_next_command(
-    name: str, signed: Path, victim: Path
+    name: str, root: Path, victim: Path
 ) -> None:
-    path = STORE_FILES[name](signed)
+    path = STORE_FILES[name](root)
     _replace_with_link(path, victim)
     # The ledger is read by verify's cross-check; every other file by the next command too.
-    result = _verify(signed) if name == "ledger" else _next_command(signed)
+    result = _verify(root) if name == "ledger" else _next_command(root)
 
     _assert_refused(result, path, "symbolic link" if name != "lock" else "not a regular")
-    _assert_untouched(victim, signed)
+    _assert_untouched(victim, root)
 
 
-def test_symlinked_ledger_is_never_written_through(signed: Path, victim: Path) -> None:
+def test_symlinked_ledger_is_never_written_through(root: Path, victim: Path) -> None:
     from privacy.ledger import PrivacyLedger
     from stores.errors import UnsafeStoreFile
 
-    _replace_with_link(_ledger(signed), victim)
+    _replace_with_link(_ledger(root), victim)
     with pytest.raises(UnsafeStoreFile, match="symbolic link"):
-        PrivacyLedger(_ledger(signed)).open_run("ab" * 32, "run", 1.1, 0.01, "prv", 1e-5)
-    _assert_untouched(victim, signed)
+        PrivacyLedger(_ledger(root)).open_run("ab" * 32, "run", 1.1, 0.01, "prv", 1e-5)
+    _assert_untouched(victim, root)
 
 
-def test_symlinked_audit_directory_is_refused(signed: Path, tmp_path: Path) -> None:
-    directory = _log(signed).parent
+def test_symlinked_audit_directory_is_refused(root: Path, tmp_path: Path) -> None:
+    directory = _log(root).parent
     elsewhere = tmp_path / "elsewhere"
     shutil.move(directory, elsewhere)
     directory.symlink_to(elsewhere)
     before = {p.name: p.read_bytes() for p in elsewhere.iterdir() if p.is_file()}
 
-    _assert_refused(_next_command(signed), directory, "symbolic link")
+    _assert_refused(_next_command(root), directory, "symbolic link")
     assert {p.name: p.read_bytes() for p in elsewhere.iterdir() if p.is_file()} == before
 
 
 @pytest.mark.parametrize("kind", ["fifo", "directory"])
-def test_a_fifo_or_directory_in_place_of_the_log_is_refused(kind: str, signed: Path) -> None:
-    log = _log(signed)
+def test_a_fifo_or_directory_in_place_of_the_log_is_refused(kind: str, root: Path) -> None:
+    log = _log(root)
     log.unlink()
     if kind == "fifo":
         os.mkfifo(log)  # opening it for reading would block forever without O_NONBLOCK
@@ -169,5 +156,5 @@ def test_a_fifo_or_directory_in_place_of_the_log_is_refused(kind: str, signed: P
         log.mkdir()
 
     cause = "a FIFO" if kind == "fifo" else "a directory"
-    for result in (_next_command(signed), _verify(signed)):
+    for result in (_next_command(root), _verify(root)):
         _assert_refused(result, log, cause)
