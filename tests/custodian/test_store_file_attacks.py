@@ -47,6 +47,14 @@ def _history(root: Path) -> Path:
     return _log(root).with_name("checkpoint.history.jsonl")
 
 
+def _checkpoint(root: Path) -> Path:
+    return _log(root).with_name("checkpoint.json")
+
+
+def _trust_index(root: Path) -> Path:
+    return Project(root).local_trust_store().index_path
+
+
 def _ledger(root: Path) -> Path:
     path = Project(root).privacy_ledger_path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,7 +103,9 @@ def _verify(root: Path):
 
 STORE_FILES: dict[str, Callable[[Path], Path]] = {
     "log": _log,
+    "checkpoint": _checkpoint,
     "history": _history,
+    "trust-index": _trust_index,
     "ledger": _ledger,
     "lock": _lock,
     "pipeline-key": _pipeline_key,
