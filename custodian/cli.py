@@ -73,6 +73,7 @@ COMMANDS = {
     "check": "custodian.commands.check:check_command",
     "check-large": "custodian.commands.check_large:check_large_command",
     "train": "custodian.commands.train:train_command",
+    "plan": "custodian.commands.plan:plan_command",
     "privacy": "custodian.commands.train:privacy_group",
     "evaluate": "custodian.commands.evaluate:evaluate_command",
     "experiments": "custodian.commands.experiments:experiments",

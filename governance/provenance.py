@@ -53,6 +53,14 @@ class ColumnType(StrEnum):
     boolean = "boolean"
     string = "string"
     datetime = "datetime"
+    # Free text (notes, comments): its values are never recorded and it is never a
+    # model feature (no text encoder exists); the PII check still scans it.
+    text = "text"
+
+
+# Columns whose values never leave the data: no categories or range are recorded
+# for them, only counts and a format (see ``ColumnSpec.format``).
+UNRECORDED_PII = frozenset({"direct_identifier", "contact"})
 
 
 class PiiCategory(StrEnum):
@@ -81,6 +89,10 @@ class ColumnSpec(Frozen):
     categories: list[str | int | float | bool] | None = None
     pii: list[PiiCategory] = Field(default_factory=list)
     description: str | None = None
+    # For columns whose values are not recorded (free text, identifiers, declared
+    # personal data): how many distinct values, and their shape ("A999", "9{6}").
+    distinct: int | None = Field(default=None, ge=0)
+    format: str | None = None
     # Why an excluded column is not trained on (e.g. it composes the label, or
     # stands in for a sensitive attribute); reviewers and the checks read it.
     reason: Annotated[str, StringConstraints(min_length=1)] | None = None
@@ -90,6 +102,23 @@ class ColumnSpec(Frozen):
         if self.reason is not None and self.role is not ColumnRole.excluded:
             raise ValueError(f"column {self.name!r}: only excluded columns record a reason")
         return self
+
+    @model_validator(mode="after")
+    def _values_not_recorded(self) -> ColumnSpec:
+        if self.values_private and self.categories is not None:
+            raise ValueError(
+                f"column {self.name!r}: free text and declared personal data record no categories"
+            )
+        if self.values_private and (self.minimum is not None or self.maximum is not None):
+            raise ValueError(
+                f"column {self.name!r}: free text and declared personal data record no range"
+            )
+        return self
+
+    @property
+    def values_private(self) -> bool:
+        """Free text or declared direct personal data: no value may be written anywhere."""
+        return self.type is ColumnType.text or bool(UNRECORDED_PII & set(self.pii))
 
     @model_validator(mode="after")
     def _range_is_ordered(self) -> ColumnSpec:

@@ -15,7 +15,9 @@ encoding here depends on the data only row by row, never on aggregates:
 
 The feature layout is a function of the schema alone, so train, validation and test
 encode to the same columns whatever values they hold. Identifier, time, label and excluded
-columns are never features; sensitive columns are features only when asked for.
+columns are never features; sensitive columns are features only when asked for. Free text
+(``free_text``) is never a feature: no text encoder exists, and one-hot encoding its values
+would copy them, personal data included, into the model's feature names.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class FeatureSpec:
     maximum: float | None = None
     categories: tuple[Category, ...] | None = None
     nullable: bool = False
+    free_text: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -120,7 +123,7 @@ def input_columns(
     allowed = {ColumnRole.FEATURE}
     if include_sensitive:
         allowed.add(ColumnRole.SENSITIVE)
-    return tuple(spec for spec in columns if spec.role in allowed)
+    return tuple(spec for spec in columns if spec.role in allowed and not spec.free_text)
 
 
 def feature_names(

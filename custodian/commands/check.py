@@ -25,7 +25,7 @@ from governance.checks.scan import alignment
 from governance.errors import CheckFailed, InputError
 from governance.expectations import context_copy
 from governance.gx_checks import run_leakage_suite, stack_splits
-from governance.provenance import ColumnRole, Provenance
+from governance.provenance import ColumnRole, ColumnType, Provenance
 from governance.registry import format_validation_error
 
 EVALUATION_SPLITS = ("test", "val")
@@ -154,7 +154,12 @@ def _config_from(record: Provenance, time_aware: bool, thresholds: CheckThreshol
             # promised time order; a group split mixes years by design.
             time_column=record.column(ColumnRole.time) if time_aware else None,
             pii_columns=tuple(pii),
-            exclude_columns=tuple(record.columns_with(ColumnRole.excluded)),
+            exclude_columns=tuple(
+                c.name
+                for c in record.columns
+                if c.role is ColumnRole.excluded and c.type is not ColumnType.text
+            ),
+            text_columns=tuple(c.name for c in record.columns if c.type is ColumnType.text),
             sensitive_columns=tuple(record.columns_with(ColumnRole.sensitive)),
             **thresholds.model_dump(exclude_unset=True),
         )

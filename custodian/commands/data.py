@@ -20,10 +20,12 @@ from pydantic import ValidationError
 
 from audits.files import atomic_write_bytes, atomic_write_text
 from custodian.commands.datasets import data_key
+from custodian.commands.ingest import license_policy
 from custodian.params import DataParams, load_section
 from custodian.project import Project
-from governance.errors import InputError
+from governance.errors import InputError, PolicyViolation
 from governance.ingest import ProvenanceMismatch
+from governance.licenses import evaluate_license
 from governance.provenance import ColumnRole, Encryption, Provenance, provenance_json_schema
 from governance.registry import (
     META_KEY,
@@ -65,6 +67,16 @@ def data() -> None:
 @click.option("--label", help="Label column.")
 @click.option("--time", "time_", help="Time column.")
 @click.option("--exclude", help="Comma-separated columns never trained on (e.g. encode the label).")
+@click.option(
+    "--text",
+    help="Comma-separated free-text columns: never trained on, values never recorded "
+    "(recognised without it when values are long, varied sentences).",
+)
+@click.option(
+    "--pii",
+    help="Comma-separated columns of direct personal data (names, emails, phone numbers): "
+    "never trained on, values never recorded.",
+)
 @click.option("--intended-use", help="What the data may be used for.")
 @click.option("--restriction", multiple=True, help="A use restriction (repeatable).")
 @click.option(
@@ -90,12 +102,18 @@ def add(
     label: str | None,
     time_: str | None,
     exclude: str | None,
+    text: str | None,
+    pii: str | None,
     intended_use: str | None,
     restriction: tuple[str, ...],
     encrypt: bool,
     remove_plaintext: bool,
 ) -> None:
-    """Track PATH with DVC and record its provenance in the .dvc file's meta."""
+    """Track PATH with DVC and record its provenance in the .dvc file's meta.
+
+    The license must pass the policy in params.yaml (as at ingest). No value of a
+    free-text, identifier or personal-data column is recorded, only counts and formats.
+    """
     registry = load_section(DataParams, "data").registry
     if not path.is_file():
         raise InputError(f"{path}: file not found")
@@ -111,9 +129,10 @@ def add(
     content = path.read_bytes()
     frame = read_csv_bytes(content, where=str(path))
     try:
-        columns = infer_columns(frame, roles)
+        inferred = infer_columns(frame, roles, text=_columns_option(text), pii=_columns_option(pii))
     except InputError as err:
         raise InputError(f"{path}: {err}") from None
+    columns = inferred.columns
     try:
         record = Provenance(
             name=name or path.stem.lower(),
@@ -130,6 +149,17 @@ def add(
         )
     except ValidationError as err:
         raise InputError(format_validation_error(err, where="custodian data add")) from None
+    # Refused here rather than at ingest, before anything is tracked or staged.
+    try:
+        evaluate_license(
+            record.license,
+            dataset=record.name,
+            intended_use=(policy := license_policy()).intended_use,
+            allowed=policy.allowed,
+            approved_refs=policy.approved_refs,
+        )
+    except PolicyViolation as err:
+        raise PolicyViolation(f"--license: {err}") from None
     tracked = registry / f"{record.name}.csv{SEALED_SUFFIX}" if encrypt else path
     entries = load_registry(registry)
     if encrypt:
@@ -149,6 +179,8 @@ def add(
             tracked.unlink(missing_ok=True)
         raise
     dvc_file = _write_meta(tracked, record)
+    for note in inferred.notes:
+        click.echo(f"{path}: {note}")
     sealed = f", encrypted under data key {data_key().key_id}" if encrypt else ""
     click.echo(
         f"registered {record.name} ({record.license}, {record.rows} rows{sealed}) in {dvc_file}"
@@ -184,6 +216,10 @@ def _write_meta(tracked: Path, record: Provenance) -> Path:
     content = yaml.safe_load(dvc_file.read_text(encoding="utf-8"))
     content["meta"] = {META_KEY: record.to_json()}
     atomic_write_text(dvc_file, yaml.safe_dump(content, sort_keys=False, allow_unicode=True))
+    if _autostage():
+        ignore = tracked.with_name(".gitignore")
+        staged = [str(dvc_file), *([str(ignore)] if ignore.exists() else [])]
+        subprocess.run(["git", "add", "--", *staged], capture_output=True, check=False)
     return dvc_file
 
 
@@ -206,16 +242,36 @@ def _roles(identifier, sensitive, label, time_, exclude) -> dict[str, ColumnRole
 
 
 def _dvc_add(path: Path) -> None:
+    # Autostage off here: the .dvc file is staged only once its meta holds the record
+    # (``_write_meta``), never without it.
+    _dvc(path, "--config", "core.autostage=false", "add", "--quiet", "--", str(path))
+
+
+def _dvc(path: Path, *args: str) -> None:
     result = subprocess.run(
         # "--": a file name starting with "-" is a path, never an option.
-        [sys.executable, "-m", "dvc", "add", "--quiet", "--", str(path)],
+        [sys.executable, "-m", "dvc", *args],
         capture_output=True,
         text=True,
         check=False,
     )
     if result.returncode != 0:
         message = (result.stderr or result.stdout).strip().splitlines()
-        raise InputError(f"{path}: dvc add failed: {message[-1] if message else 'no output'}")
+        raise InputError(
+            f"{path}: dvc {args[2] if len(args) > 2 else args[0]} failed: "
+            f"{message[-1] if message else 'no output'}"
+        )
+
+
+def _autostage() -> bool:
+    """Whether DVC stages the files it writes (``core.autostage``), as ``dvc add`` would."""
+    result = subprocess.run(
+        [sys.executable, "-m", "dvc", "config", "core.autostage"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.returncode == 0 and result.stdout.strip().lower() == "true"
 
 
 def _summary(entry: RegisteredDataset) -> dict:

@@ -24,7 +24,7 @@ from custodian import trail
 from custodian.params import PARAMS_FILE, PrivacyParams, TrainParams
 from custodian.project import Project
 from governance.errors import InputError
-from governance.provenance import ColumnSpec
+from governance.provenance import ColumnSpec, ColumnType
 from privacy.accounting import (
     AccountantKind,
     SgdSteps,
@@ -72,6 +72,7 @@ def feature_spec(column: ColumnSpec) -> FeatureSpec:
         maximum=column.maximum,
         categories=column.categories,
         nullable=column.nullable,
+        free_text=column.type is ColumnType.text,
     )
 
 

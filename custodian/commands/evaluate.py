@@ -55,6 +55,7 @@ from custodian.params import (
     TrainParams,
     load_section,
 )
+from custodian.preflight import slice_specs
 from governance.errors import InputError
 from governance.provenance import ColumnRole as SchemaRole
 from governance.provenance import Provenance
@@ -350,25 +351,9 @@ def _read_privacy_report(path: Path) -> dict[str, Any]:
 
 def _slice_specs(record: Provenance, edges: Mapping[str, list[float]]) -> list[SliceSpec]:
     """One spec per sensitive column: its categories, or the bucket edges params give it."""
-    sensitive = [c for c in record.columns if c.role is SchemaRole.sensitive]
-    names = {c.name for c in sensitive}
-    stray = sorted(set(edges) - names)
-    if stray:
-        raise InputError(
-            f"params.yaml: evaluate.slices: {stray} are not sensitive columns of the dataset "
-            f"(sensitive: {sorted(names)})"
-        )
-    specs = []
-    for column in sensitive:
-        if column.name in edges:
-            specs.append(SliceSpec(column.name, edges=tuple(edges[column.name])))
-        elif column.categories is not None:
-            specs.append(SliceSpec(column.name, categories=tuple(column.categories)))
-        else:
-            raise InputError(
-                f"params.yaml: evaluate.slices.{column.name}: the sensitive column "
-                f"{column.name!r} is numeric; give its bucket edges"
-            )
+    specs, problems = slice_specs(record, dict(edges))
+    if problems:
+        raise InputError(f"params.yaml: {'; '.join(problems)}")
     return specs
 
 

@@ -231,6 +231,10 @@ def _load(inputs: Inputs) -> Loaded:
     )
 
 
+# Keys the evaluate stage writes as null when there is nothing to report.
+_NULLABLE = frozenset({"worst_slice"})
+
+
 def _check_shapes(inputs: Inputs, metrics: Any, calibration: Any) -> None:
     """The nesting the page walks; the values themselves are judged by the gates."""
     if metrics is not None:
@@ -247,7 +251,9 @@ def _check_shapes(inputs: Inputs, metrics: Any, calibration: Any) -> None:
             "intersection_fairness",
             "sensitive_values",
         ):
-            if not isinstance(metrics.get(key, {}), dict):
+            value = metrics.get(key, {})
+            # worst_slice is null when no slice has min_slice_rows rows: a reported state.
+            if not (isinstance(value, dict) or (key in _NULLABLE and value is None)):
                 raise InputError(f"{inputs.metrics}: {key}: not an object")
         for key in ("slices", "intersections"):
             groups = metrics.get(key, {})

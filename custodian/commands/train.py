@@ -22,14 +22,23 @@ from custodian.commands.dp_runs import (
     dataset_spent,
     feature_spec,
     mark_finished,
-    resolved_delta,
 )
 from custodian.commands.replicas import replica_group
-from custodian.params import PARAMS_FILE, PrivacyParams, TrainParams, load_section
+from custodian.params import (
+    PARAMS_FILE,
+    DataParams,
+    PolicyParams,
+    PrivacyParams,
+    TrainParams,
+    load_section,
+)
+from custodian.preflight import Plan, preflight
 from custodian.project import Project
-from governance.errors import InputError
+from governance.errors import InputError, PolicyViolation
 from governance.provenance import ColumnRole as SchemaRole
 from governance.provenance import Provenance
+from governance.registry import load_registry
+from privacy.accounting import AccountantKind, SgdSteps, epsilon_of
 from privacy.ledger import PrivacyLedger
 from training.checkpoint import save_model
 from training.errors import TrainingInputError
@@ -55,11 +64,13 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
     privacy = load_section(PrivacyParams, "privacy")
     params = load_section(TrainParams, "train")
     device = _device(params.device)
+    # Every stage's params against the data and the policy, before any epsilon is spent.
+    plan = preflight(splits)
+    plan.raise_if_problems()
     train_record, train = encode_split(splits, "train", params.include_sensitive)
     _, val = encode_split(splits, "val", params.include_sensitive)
     source = splits / "train.csv"
     _check_two_classes(train.labels, train_record.column(SchemaRole.label), source=source)
-    _check_against_data(privacy, params, rows=len(train), source=source)
 
     dataset_sha256 = train_record.source_sha256
     argv = ["train", "--splits", str(splits), "--model-dir", str(model_dir)]
@@ -109,7 +120,13 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
             "stopped_early": result.stopped_early,
             "skipped_steps": result.skipped_steps,
             "resumed_from_step": result.resumed_from_step,
-            "budget": {"lifetime_epsilon": privacy.lifetime_epsilon, "spent_epsilon": spent},
+            "budget": {
+                "lifetime_epsilon": privacy.lifetime_epsilon,
+                "spent_epsilon": spent,
+                # What the dataset will have spent once the evaluate stage's audit run
+                # (planned before this run, at its full step count) is charged too.
+                "total_with_audit_epsilon": _with_audit(plan, spent),
+            },
         },
     )
     atomic_write_json(
@@ -136,16 +153,12 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
     )
 
 
-def _check_against_data(
-    privacy: PrivacyParams, params: TrainParams, *, rows: int, source: Path
-) -> None:
-    """The params that are valid only relative to the training split's size, named as such."""
-    if params.batch_size > rows:
-        raise InputError(
-            f"{PARAMS_FILE}: train.batch_size: {params.batch_size} exceeds the {rows} rows "
-            f"of {source}; one batch would be the whole dataset every step"
-        )
-    resolved_delta(privacy, rows)
+def _with_audit(plan: Plan, spent: float) -> float:
+    audit = [run for run in plan.runs if run.purpose == "audit"]
+    if not audit or plan.total_epsilon is None:
+        return spent
+    # Planned with the train run at its full length: never below what will be spent.
+    return max(plan.total_epsilon, spent)
 
 
 def _device(choice: str) -> torch.device:
@@ -189,16 +202,61 @@ def privacy_group() -> None:
 @privacy_group.command("ledger")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def ledger_command(as_json: bool) -> None:
-    """Epsilon spent per dataset, composed over every run that trained on it."""
+    """Epsilon spent per dataset: each run's epsilon and the total, every run composed."""
     spends = PrivacyLedger(Project.discover().privacy_ledger_path).summary()
+    names = _dataset_names()
+    rows = [_ledger_row(spend, names) for spend in spends]
     if as_json:
-        click.echo(json.dumps([s.to_json() for s in spends], indent=2))
+        click.echo(json.dumps(rows, indent=2))
         return
-    if not spends:
+    if not rows:
         click.echo("no privacy spent yet")
-    for spend in spends:
+    for row in rows:
+        name = row["dataset"] or "(not registered here)"
         click.echo(
-            f"dataset {spend.dataset_sha256[:12]}: epsilon {spend.spent_epsilon:.3f} "
-            f"at delta {spend.delta:g} ({spend.accountant}) over {len(spend.runs)} "
-            f"run(s), {spend.steps} steps"
+            f"dataset {name} (sha256 {row['dataset_sha256'][:12]}): epsilon "
+            f"{row['spent_epsilon']:.3f} in total at delta {row['delta']:g} "
+            f"({row['accountant']}, {len(row['runs'])} run(s) composed)"
         )
+        if row["population"]:
+            click.echo(f"  population: {' '.join(row['population'].split())}")
+        for run in row["runs"]:
+            click.echo(
+                f"  {run['run_id']:<36} epsilon {run['epsilon']:.3f} alone, "
+                f"{run['steps']} steps, sigma {run['noise_multiplier']:.3f}"
+            )
+
+
+def _ledger_row(spend, names: dict[str, str]) -> dict:
+    """One dataset's spend, with its registry name, population and each run's own epsilon."""
+    kind = AccountantKind.parse(spend.accountant)
+    row = spend.to_json()
+    row["dataset"] = names.get(spend.dataset_sha256)
+    row["population"] = _population() if row["dataset"] == _pipeline_dataset() else None
+    for run, entry in zip(spend.runs, row["runs"], strict=True):
+        alone = SgdSteps(run.noise_multiplier, run.sample_rate, run.steps)
+        entry["epsilon"] = epsilon_of([alone], spend.delta, kind)
+    return row
+
+
+def _dataset_names() -> dict[str, str]:
+    """Registered datasets by hash; the ledger keys spend by the data's hash."""
+    try:
+        entries = load_registry(load_section(DataParams, "data").registry)
+    except (InputError, PolicyViolation):
+        return {}
+    return {entry.record.sha256: entry.name for entry in entries}
+
+
+def _pipeline_dataset() -> str | None:
+    try:
+        return load_section(DataParams, "data").dataset
+    except InputError:
+        return None
+
+
+def _population() -> str | None:
+    try:
+        return load_section(PolicyParams, "policy").data_protection.population
+    except InputError:
+        return None

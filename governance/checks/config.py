@@ -26,6 +26,8 @@ class CheckConfig(BaseModel):
     time_column: str | None = None
     pii_columns: tuple[str, ...] = ()
     exclude_columns: tuple[str, ...] = ()
+    # Free text: compared for duplicates, never trained on (PII in it is a warning).
+    text_columns: tuple[str, ...] = ()
     # Declared sensitive attributes: evaluated, not trained on, so they are not
     # model inputs for the multi-column leakage model, and ``proxy`` looks for
     # inputs that stand in for them.
@@ -105,6 +107,7 @@ class CheckConfig(BaseModel):
             "time_column": [self.time_column],
             "pii_columns": list(self.pii_columns),
             "exclude_columns": list(self.exclude_columns),
+            "text_columns": list(self.text_columns),
             "sensitive_columns": list(self.sensitive_columns),
         }
         return [
@@ -143,7 +146,15 @@ class CheckConfig(BaseModel):
 
 # Fields that say what the data is, not how strictly to judge it.
 _ROLE_FIELDS = frozenset(
-    {"label", "id_column", "time_column", "pii_columns", "exclude_columns", "sensitive_columns"}
+    {
+        "label",
+        "id_column",
+        "time_column",
+        "pii_columns",
+        "exclude_columns",
+        "text_columns",
+        "sensitive_columns",
+    }
 )
 
 # params.yaml ``check.thresholds``: every CheckConfig field but the roles, each

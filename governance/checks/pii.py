@@ -82,6 +82,8 @@ _EXPECTED_SAMPLE_HITS = 20
 
 @detector(FindingType.pii)
 def pii(ctx: ScanContext) -> list[Finding]:
+    # Declared personal data is governed as such; free text is scanned, but as
+    # it is neither trained on nor recorded its findings are warnings.
     declared = {
         *ctx.config.pii_columns,
         *ctx.config.exclude_columns,
@@ -130,7 +132,8 @@ def _identifier_column(ctx: ScanContext, column: str) -> Finding | None:
     return make_finding(
         ctx,
         FindingType.pii,
-        Severity.warning,
+        # Trained on: the model memorises the ids (see above).
+        Severity.critical,
         count=len(values),
         columns=[column],
         detail=(
@@ -193,7 +196,11 @@ def _scan_column(ctx: ScanContext, column: str) -> Finding | None:
     none = np.empty(0, dtype=np.int64)
     train_rows, test_rows = rows.get("train", none), rows.get("test", none)
     count = len(train_rows) + len(test_rows)
-    critical = count / present >= config.pii_critical_fraction
+    # Personal data in a column that is trained on or recorded ends up in the model
+    # or the metadata: critical however few rows hold it. Free text is neither.
+    text = column in config.text_columns
+    critical = not text or count / present >= config.pii_critical_fraction
+    where = "free text (not trained on or recorded)" if text else "trained on"
     return make_finding(
         ctx,
         FindingType.pii,
@@ -203,10 +210,17 @@ def _scan_column(ctx: ScanContext, column: str) -> Finding | None:
         train_rows=train_rows,
         test_rows=test_rows,
         detail=(
-            f"{column} is not declared as PII, yet {share(count, present)} of its values hold"
-            f" {', '.join(found)}; undeclared personal data escapes the controls on it."
+            f"{column} ({where}) is not declared as PII, yet {share(count, present)} of its"
+            f" values hold {', '.join(found)}; undeclared personal data escapes the controls on"
+            " it. Declare it (custodian data add --text or --pii) or remove the values."
         ),
     )
+
+
+def pii_kinds(values: pd.Series) -> list[PiiKind]:
+    """The kinds of personal data any value of ``values`` holds (``data add`` asks this)."""
+    matches = _matches(values)
+    return [k for k in PiiKind if matches.kinds[k].any() and _plausible(k, [matches])]
 
 
 def _sample_matches(values: dict[str, pd.Series], size: int, present: int, seed: int) -> bool:

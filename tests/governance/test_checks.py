@@ -396,10 +396,16 @@ def test_pii_found_only_where_undeclared_and_plausible(
     for column in ("contact", "ssn", "card"):
         assert by_column[column].severity is Severity.critical
         assert by_column[column].count == N_TRAIN + N_TEST
+    # A few emails in a column that is trained on: critical, however few rows hold them.
     note = by_column["note"]
-    assert note.severity is Severity.warning
+    assert note.severity is Severity.critical
     assert note.train_rows == tuple(emails) and note.test_rows == ()
     assert "jane" not in note.model_dump_json()
+    # The same column declared free text (never trained on or recorded): a warning.
+    as_text = config.model_copy(update={"text_columns": ("note",)})
+    found = of_type(scan(train, test, config=as_text), FindingType.pii)
+    note = next(f for f in found if f.columns == ("note",))
+    assert note.severity is Severity.warning and note.train_rows == tuple(emails)
 
 
 def test_row_lists_are_capped_but_counts_are_not(train: pd.DataFrame, test: pd.DataFrame) -> None:
