@@ -60,6 +60,7 @@ DATA_TYPES = {
     "number": "sc:Float",
     "boolean": "sc:Boolean",
     "string": "sc:Text",
+    "text": "sc:Text",  # free text (its values are never recorded)
     "datetime": "sc:Date",
 }
 RAI_KEYS = (

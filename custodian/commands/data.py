@@ -216,6 +216,8 @@ def _write_meta(tracked: Path, record: Provenance) -> Path:
     content = yaml.safe_load(dvc_file.read_text(encoding="utf-8"))
     content["meta"] = {META_KEY: record.to_json()}
     atomic_write_text(dvc_file, yaml.safe_dump(content, sort_keys=False, allow_unicode=True))
+    # With core.autostage, `dvc add` staged the .dvc file before its meta held the
+    # record; stage it again so that what is committed carries the provenance.
     if _autostage():
         ignore = tracked.with_name(".gitignore")
         staged = [str(dvc_file), *([str(ignore)] if ignore.exists() else [])]
@@ -242,25 +244,16 @@ def _roles(identifier, sensitive, label, time_, exclude) -> dict[str, ColumnRole
 
 
 def _dvc_add(path: Path) -> None:
-    # Autostage off here: the .dvc file is staged only once its meta holds the record
-    # (``_write_meta``), never without it.
-    _dvc(path, "--config", "core.autostage=false", "add", "--quiet", "--", str(path))
-
-
-def _dvc(path: Path, *args: str) -> None:
     result = subprocess.run(
         # "--": a file name starting with "-" is a path, never an option.
-        [sys.executable, "-m", "dvc", *args],
+        [sys.executable, "-m", "dvc", "add", "--quiet", "--", str(path)],
         capture_output=True,
         text=True,
         check=False,
     )
     if result.returncode != 0:
         message = (result.stderr or result.stdout).strip().splitlines()
-        raise InputError(
-            f"{path}: dvc {args[2] if len(args) > 2 else args[0]} failed: "
-            f"{message[-1] if message else 'no output'}"
-        )
+        raise InputError(f"{path}: dvc add failed: {message[-1] if message else 'no output'}")
 
 
 def _autostage() -> bool:

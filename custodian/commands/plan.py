@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from custodian.preflight import PreflightFailed, preflight
+from governance.errors import InputError
 
 
 @click.command("plan")
@@ -24,6 +25,8 @@ def plan_command(splits: Path, as_json: bool) -> None:
 
     Exits 2 listing every problem the train stage would refuse the run for.
     """
+    if not (splits / "train.provenance.json").is_file():
+        raise InputError(f"{splits}: no split yet; run `dvc repro split` first (it spends nothing)")
     plan = preflight(splits)
     if as_json:
         click.echo(json.dumps(plan.to_json(), indent=2))
