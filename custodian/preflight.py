@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from audits.gates import GateId
 from custodian.commands.datasets import load_dataset
 from custodian.commands.dp_runs import feature_spec
 from custodian.params import (
@@ -153,7 +154,7 @@ def preflight(splits: Path) -> Plan:
             f"privacy.target_epsilon {privacy.target_epsilon:g} exceeds policy.max_epsilon "
             f"{policy.max_epsilon:g}: the release gate would fail after the budget is spent"
         )
-    _check_slices(plan, record, test, evaluate)
+    _check_slices(plan, record, test, evaluate, policy)
     if batch_ok and delta is not None:
         _plan_spend(plan, privacy, train_params, evaluate, rows, delta)
     return plan
@@ -218,10 +219,22 @@ def _check_delta(
 
 
 def _check_slices(
-    plan: Plan, record: Provenance, test: pd.DataFrame, params: EvaluateParams
+    plan: Plan,
+    record: Provenance,
+    test: pd.DataFrame,
+    params: EvaluateParams,
+    policy: PolicyParams,
 ) -> None:
     specs, problems = slice_specs(record, params.slices)
     plan.problems.extend(problems)
+    gated = _gateable(test, specs, policy.min_slice_rows)
+    if specs and not gated and GateId.WORST_SLICE_GAP not in policy.gate_waivers:
+        plan.problems.append(
+            f"policy.min_slice_rows {policy.min_slice_rows}: no sensitive attribute has two "
+            f"slices that large among the {len(test)} test rows, so the fairness gate would "
+            "fail after the budget is spent; lower it, or waive worst_slice_gap in "
+            "policy.gate_waivers with a reason"
+        )
     if params.min_slice_rows > len(test):
         plan.notes.append(
             f"evaluate.min_slice_rows {params.min_slice_rows} exceeds the {len(test)} test "
@@ -235,6 +248,15 @@ def _check_slices(
                 f"slices of {spec.column!r}: {gateable} of {len(counts)} have "
                 f">= {params.min_slice_rows} test rows; its gap is reported as not gateable"
             )
+
+
+def _gateable(test: pd.DataFrame, specs: list[SliceSpec], min_rows: int) -> list[str]:
+    """The sensitive attributes with at least two slices of ``min_rows`` test rows."""
+    return [
+        spec.column
+        for spec in specs
+        if int((slice_labels(test[spec.column], spec).value_counts() >= min_rows).sum()) >= 2
+    ]
 
 
 def _plan_spend(

@@ -142,6 +142,30 @@ def charged_train_dp(
     )
 
 
+def finished_run(
+    train: EncodedTable,
+    params: TrainParams,
+    privacy: PrivacyParams,
+    *,
+    purpose: str,
+    identity: Mapping[str, object],
+) -> Path | None:
+    """The directory of the latest finished run with this identity, if any (nothing is charged).
+
+    Lets a stage that reruns for reasons other than the run's mechanism (the evaluate
+    stage after a change to its slices) reuse what the run produced instead of paying again.
+    """
+    _, dp, _ = _plan(train, params, privacy)
+    prefix = _prefix({**identity, "sigma": dp.noise_multiplier})
+    runs = Project.discover().evidence_dir / "runs"
+    done = [
+        path.parent
+        for path in runs.glob(f"{purpose}-{prefix}-*/{DONE_MARKER}")
+        if path.parent.name.rpartition("-")[2].isdigit()
+    ]
+    return max(done, key=lambda d: int(d.name.rpartition("-")[2]), default=None)
+
+
 def mark_finished(run: ChargedRun) -> None:
     """Close the run once the caller has written what it produced.
 
@@ -222,11 +246,15 @@ def dataset_spent(dataset_sha256: str, delta: float, accountant: str) -> float:
 
 def _run(purpose: str, identity: Mapping[str, object]) -> tuple[str, Path]:
     """This configuration's unfinished run (to resume it), or a new run after the finished ones."""
-    digest = json.dumps(identity, sort_keys=True, default=str)
-    prefix = hashlib.sha256(digest.encode()).hexdigest()[:16]
+    prefix = _prefix(identity)
     runs = Project.discover().evidence_dir / "runs"
     for attempt in itertools.count(1):
         run_id = f"{purpose}-{prefix}-{attempt}"
         if not (runs / run_id / DONE_MARKER).exists():
             return run_id, runs / run_id
     raise AssertionError("itertools.count never ends")
+
+
+def _prefix(identity: Mapping[str, object]) -> str:
+    digest = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(digest.encode()).hexdigest()[:16]

@@ -43,6 +43,7 @@ from custodian.commands.dp_runs import (
     charged_train_dp,
     dataset_spent,
     feature_spec,
+    finished_run,
     mark_finished,
     model_config,
     train_config,
@@ -87,6 +88,9 @@ from training.trainer import train_non_private
 
 # The report's membership-inference TPR is at this false-positive rate (its key says 1%).
 MIA_FPR = 0.01
+# The audit run's result, kept in its run directory so that an evaluate rerun that does
+# not change the run's mechanism reuses it (plain JSON; nothing is unpickled).
+AUDIT_RESULT = "audit.json"
 # The metrics whose reference-minus-DP difference is the privacy cost.
 COST_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "f1", "log_loss")
 
@@ -542,20 +546,37 @@ def _audit_separate_run(inputs: _Inputs, production: Mapping[str, Any]) -> dict[
         include_sensitive=inputs.train_params.include_sensitive,
     )
     dataset_sha256 = inputs.record.source_sha256
+    audit_train = with_canaries(inputs.train, canaries)
+    identity = {
+        "dataset": dataset_sha256,
+        "train": inputs.record.sha256,
+        "train_params": inputs.train_params.model_dump(),
+        "privacy": inputs.privacy.model_dump(),
+        "audit": settings.model_dump(mode="json"),
+    }
+    # Only a change to the audit run's mechanism (its data, training, privacy or audit
+    # settings) pays for a new run; a change to the slices or the robustness settings
+    # reuses the finished run's result, with the dataset's spend read afresh.
+    done = finished_run(
+        audit_train, inputs.train_params, inputs.privacy, purpose="audit", identity=identity
+    )
+    if done is not None and (done / AUDIT_RESULT).is_file():
+        reused = json.loads((done / AUDIT_RESULT).read_text(encoding="utf-8"))
+        spent = dataset_spent(dataset_sha256, production["delta"], inputs.privacy.accountant)
+        return {
+            **reused,
+            "production_epsilon": production["epsilon"],
+            "spent_epsilon_after": spent,
+            "reused": True,
+        }
     run = charged_train_dp(
-        with_canaries(inputs.train, canaries),
+        audit_train,
         inputs.val,
         inputs.train_params,
         inputs.privacy,
         dataset_sha256=dataset_sha256,
         purpose="audit",
-        identity={
-            "dataset": dataset_sha256,
-            "train": inputs.record.sha256,
-            "train_params": inputs.train_params.model_dump(),
-            "privacy": inputs.privacy.model_dump(),
-            "audit": settings.model_dump(mode="json"),
-        },
+        identity=identity,
         device=resolve_device(inputs.train_params.device),
     )
     result = run.result
@@ -575,8 +596,7 @@ def _audit_separate_run(inputs: _Inputs, production: Mapping[str, Any]) -> dict[
     audit_accuracy = binary_metrics(
         inputs.test.labels.numpy(), _positive_probability(result.model, inputs.test)
     ).accuracy
-    mark_finished(run)
-    return {
+    result_json = {
         "mode": AuditMode.SEPARATE_RUN.value,
         "score": "black-box: minus the canary's cross-entropy loss under its label",
         "epsilon_lower_bound": audit.epsilon_lower_bound,
@@ -598,6 +618,9 @@ def _audit_separate_run(inputs: _Inputs, production: Mapping[str, Any]) -> dict[
         ),
         "released": False,
     }
+    atomic_write_json(run.run_dir / AUDIT_RESULT, result_json)
+    mark_finished(run)
+    return result_json
 
 
 def _audit_disabled(inputs: _Inputs, production: Mapping[str, Any]) -> dict[str, Any]:
