@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch is pinned to the CPU build in pyproject.toml; nothing pulls CUDA wheels.
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# `dvc plots show` offline: the page with the chart libraries inline (.dvc/config).
+	$(BIN)/python -m custodian.plots_page .dvc/plots.html
 	touch $(STAMP)
 
 run: install

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from custodian.plots_page import page as plots_page
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -103,6 +105,8 @@ def make_project(repo: Path, root: Path = ROOT) -> Path:
     )
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(repo, filter="data")
+    # What `make install` writes for `dvc plots show` (the page .dvc/config names).
+    (repo / ".dvc" / "plots.html").write_text(plots_page(), encoding="utf-8")
     run(["git", "init", "-q"], cwd=repo)
     run(["git", "add", "-A"], cwd=repo)
     run(["git", "commit", "-qm", "project"], cwd=repo)

@@ -137,6 +137,11 @@ class _Inputs:
     required=True,
     help="Accuracy per slice, DP vs reference (a DVC plot).",
 )
+@click.option(
+    "--headline",
+    type=click.Path(path_type=Path),
+    help="reports/headline.json: the few numbers `dvc metrics show` should show.",
+)
 def evaluate_command(
     splits: Path,
     model_dir: Path,
@@ -144,6 +149,7 @@ def evaluate_command(
     out: Path,
     calibration_plot: Path,
     slices_plot: Path,
+    headline: Path | None,
 ) -> None:
     """Evaluate the DP model: utility, calibration, slices, robustness, privacy audit."""
     started = time.monotonic()
@@ -260,12 +266,36 @@ def evaluate_command(
     )
     atomic_write_json(slices_plot, _slices_plot(groups))
     atomic_write_json(out, report)
+    if headline is not None:
+        atomic_write_json(headline, _headline(report, production, inputs.privacy))
 
     click.echo(_summary(utility, baseline, reliability.ece, worst, mia.auc, audit))
     click.echo(
         f"evaluated in {time.monotonic() - started:.1f} s (reference model "
         f"{reference_seconds:.1f} s, privacy audit {audit_seconds:.1f} s)"
     )
+
+
+def _headline(
+    report: Mapping[str, Any], production: Mapping[str, Any], privacy: PrivacyParams
+) -> dict[str, Any]:
+    """The headline numbers, flat; delta as text, which `dvc metrics show` would round to 0."""
+    audit = report["privacy_audit"]
+    worst = report["worst_slice"]
+    spent = audit.get("spent_epsilon_after")
+    if spent is None:  # no audit run: the train stage's report holds the total
+        spent = (production.get("budget") or {}).get("spent_epsilon")
+    return {
+        "accuracy": report["accuracy"],
+        "roc_auc": report["roc_auc"],
+        "lift_over_baseline": report["lift_over_baseline"],
+        "worst_slice_gap": worst["gap"] if worst else None,
+        "epsilon": production["epsilon"],
+        "delta": f"{production['delta']:g}",
+        "dataset_epsilon_spent": spent,
+        "lifetime_epsilon": privacy.lifetime_epsilon,
+        "audit_epsilon_lower_bound": audit.get("epsilon_lower_bound"),
+    }
 
 
 def _summary(
