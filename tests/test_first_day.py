@@ -54,7 +54,7 @@ def set_params(project: Path, slices: str) -> None:
     path = project / "params.yaml"
     text = path.read_text(encoding="utf-8")
     for old, new in SMALL_DATA.items():
-        assert old in text, old
+        assert old in text or new in text, old
         text = text.replace(old, new)
     text = re.sub(
         r"\n  slices:.*?\n  robustness:", f"\n  slices: {slices}\n  robustness:", text, flags=re.S
