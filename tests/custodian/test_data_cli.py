@@ -64,12 +64,53 @@ def test_add_tracks_with_dvc_and_stores_validated_meta(repo: Path) -> None:
     assert "clinic" in table and "CC-BY-4.0" in table
 
 
+def _edit_params(repo: Path, old: str, new: str) -> None:
+    path = repo / "params.yaml"
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new), encoding="utf-8")
+
+
 def test_registered_dataset_is_ingested_by_the_pipeline(repo: Path) -> None:
     assert add(repo).returncode == 0
-    run(["git", "add", "-A"], cwd=repo)
+    # What git will commit is the record, not a .dvc file staged before it was written.
+    staged = run(["git", "show", ":datasets/clinic.csv.dvc"], cwd=repo).stdout
+    assert yaml.safe_load(staged)["meta"]["custodian"]["name"] == "clinic"
+    _edit_params(repo, "  dataset: randhie ", "  dataset: clinic ")
     dvc("repro", "ingest", cwd=repo)
     record = json.loads((repo / "data/ingested/clinic.provenance.json").read_text())
     assert record["obligations"] == ["attribution"]
+    # Only the datasets the pipeline uses are ingested.
+    assert not (repo / "data/ingested/randhie.provenance.json").exists()
+
+
+def test_an_unrelated_refused_registration_does_not_stop_ingest(repo: Path) -> None:
+    assert add(repo).returncode == 0
+    # The policy changed after clinic was registered: its license is no longer allowed.
+    _edit_params(repo, "    - CC-BY-4.0\n", "")
+    result = dvc("repro", "ingest", cwd=repo)
+    assert "not ingested (not data.dataset or a check.references entry" in result.stdout
+    assert "clinic" in result.stdout
+    assert (repo / "data/ingested/randhie.provenance.json").is_file()
+    # Used, the same registration is refused.
+    _edit_params(repo, "  dataset: randhie ", "  dataset: clinic ")
+    refused = dvc("repro", "ingest", cwd=repo, check=False)
+    assert refused.returncode != 0 and "CC-BY-4.0 is not in policy.allowed_licenses" in (
+        refused.stderr + refused.stdout
+    )
+
+
+@pytest.mark.parametrize(
+    ("license_", "message"),
+    [
+        ("CC-BY-ND-4.0", "forbids derivatives"),
+        ("LicenseRef-Hospital", "LicenseRef without an approval entry"),
+    ],
+)
+def test_add_applies_the_license_policy(repo: Path, license_: str, message: str) -> None:
+    result = add(repo, "--license", license_)
+    assert result.returncode == 1 and message in result.stderr
+    assert not (repo / "datasets/clinic.csv.dvc").exists()
 
 
 @pytest.mark.parametrize(
