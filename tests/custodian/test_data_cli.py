@@ -103,7 +103,7 @@ def test_an_unrelated_refused_registration_does_not_stop_ingest(repo: Path) -> N
 @pytest.mark.parametrize(
     ("license_", "message"),
     [
-        ("CC-BY-ND-4.0", "forbids derivatives"),
+        ("CC-BY-ND-4.0", "is not in policy.allowed_licenses"),
         ("LicenseRef-Hospital", "LicenseRef without an approval entry"),
     ],
 )
@@ -152,6 +152,7 @@ def test_hand_edited_meta_is_refused_naming_file_and_field(repo: Path) -> None:
 def test_changed_data_without_re_adding_is_refused_at_ingest(repo: Path) -> None:
     assert add(repo).returncode == 0
     (repo / "datasets/clinic.csv").write_text(CSV + "4,2022,60,1\n")
+    _edit_params(repo, "  dataset: randhie ", "  dataset: clinic ")
     result = custodian("ingest", "--out", "data/ingested", cwd=repo)
     assert result.returncode == 1 and "the data changed; re-register it" in result.stderr
 
