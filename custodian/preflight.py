@@ -147,7 +147,7 @@ def preflight(splits: Path) -> Plan:
     )
     _check_features(plan, record, train_params)
     rows = len(train)
-    batch_ok = _check_batch(plan, train_params, rows)
+    batch_ok = _check_batch(plan, train_params, rows, splits / "train.csv")
     delta = _check_delta(plan, privacy, policy, rows)
     if privacy.target_epsilon > policy.max_epsilon:
         plan.problems.append(
@@ -183,10 +183,10 @@ def _check_features(plan: Plan, record: Provenance, params: TrainParams) -> None
         plan.problems.append("no feature columns: declare at least one column as a feature")
 
 
-def _check_batch(plan: Plan, params: TrainParams, rows: int) -> bool:
+def _check_batch(plan: Plan, params: TrainParams, rows: int, source: Path) -> bool:
     if params.batch_size > rows:
         plan.problems.append(
-            f"train.batch_size {params.batch_size} exceeds the {rows} training rows"
+            f"train.batch_size {params.batch_size} exceeds the {rows} rows of {source}"
         )
         return False
     rate = params.batch_size / rows
