@@ -71,15 +71,11 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from privacy.accounting import AccountantKind, SgdSteps, check_delta, epsilon_of
 from privacy.errors import BudgetExceeded, PrivacyError, PrivacyInputError
-from stores.local import (
-    Link,
-    LocalRecordFile,
-    Reader,
-    RecordBuilder,
-    SetAside,
-    StoreLocked,
-    sha256_hex,
-)
+from stores.errors import DamagedTail, StoreError
+from stores.local import Link, RecordBuilder, SetAside, StoreLocked, sha256_hex
+from stores.postgres import StoreUnavailable
+from stores.select import open_stream
+from stores.stream import RecordStream, Snapshot, StreamSession
 
 __all__ = [
     "BudgetCheck",
@@ -87,6 +83,7 @@ __all__ = [
     "LedgerCorrupted",
     "LedgerRun",
     "LedgerStatus",
+    "LedgerUnavailable",
     "PrivacyLedger",
     "RunSpend",
     "TornTail",
@@ -106,6 +103,10 @@ RunId = Annotated[str, Field(pattern=f"^{_RUN_ID.pattern}$")]
 
 class LedgerCorrupted(PrivacyError):
     """The ledger fails verification: a line was edited, deleted, inserted or reordered."""
+
+
+class LedgerUnavailable(PrivacyInputError):
+    """The ledger's store (a database server) cannot be reached: nothing was reserved (exit 2)."""
 
 
 class _Record(BaseModel):
@@ -424,47 +425,66 @@ class PrivacyLedger:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._file = LocalRecordFile(self.path, _link, lock_timeout=LOCK_TIMEOUT_S)
+        self._opened: RecordStream | None = None
+        self._session: StreamSession | None = None
+
+    @property
+    def store(self) -> RecordStream:
+        """The record stream holding the ledger: the file at :attr:`path`, or the team's
+        PostgreSQL store when ``store.toml`` beside it names one (:mod:`stores.select`)."""
+        if self._opened is None:
+            try:
+                self._opened = open_stream(self.path, _link, lock_timeout=LOCK_TIMEOUT_S)
+            except StoreError as err:
+                raise PrivacyInputError(f"privacy ledger store: {err}") from None
+        return self._opened
 
     @contextmanager
     def _locked(self) -> Iterator[_State]:
+        """Hold the stream for one read-decide-append: a file lock, or one transaction."""
         try:
-            with self._file.locked(), self._file.reading() as reader:
-                yield self._state(reader)
+            with self.store.session() as session:
+                self._session = session
+                try:
+                    yield self._state(session)
+                finally:
+                    self._session = None
         except StoreLocked as err:
             raise PrivacyError(f"privacy ledger {err}") from None
+        except DamagedTail as err:
+            raise LedgerCorrupted(str(err)) from None
+        except StoreUnavailable as err:
+            raise LedgerUnavailable(
+                f"privacy ledger unavailable, nothing reserved: {err}"
+            ) from None
+        except StoreError as err:
+            raise PrivacyError(f"privacy ledger {err}") from None
 
-    def _state(self, reader: Reader | None) -> _State:
-        if reader is None:
-            return _State((), GENESIS, None)
-        tail = reader.tail
-        if tail.damaged_before_torn:
-            raise LedgerCorrupted(reader.damaged_tail_message())
+    def _state(self, session: StreamSession) -> _State:
         try:
-            raw = reader.read(0, tail.end)
+            snapshot: Snapshot = session.snapshot()
         except OSError as err:
             raise PrivacyError(f"cannot read privacy ledger {self.path}: {err.strerror}") from err
         torn = None
-        if tail.torn is not None:
-            data = reader.read(tail.torn.offset, tail.torn.offset + tail.torn.length)
-            line = raw.count(b"\n") + 1
-            torn = TornTail(tail.torn.offset, tail.torn.length, sha256_hex(data), line)
+        if snapshot.torn is not None:
+            line = snapshot.raw.count(b"\n") + 1
+            cut = snapshot.torn
+            torn = TornTail(cut.offset, cut.length, cut.sha256, line)
         try:
-            return _read_state(raw, torn)
+            return _read_state(snapshot.raw, torn)
         except LedgerCorrupted as err:
-            raise LedgerCorrupted(f"{self.path}: {err}") from None
+            raise LedgerCorrupted(f"{self.store.label}: {err}") from None
 
     def _append(self, fields: dict[str, Any]) -> None:
         """Append the record ``fields``, after a recovery record if the tail is torn.
 
-        The caller holds the lock and has verified the file. The store sets torn bytes
-        aside first, then writes everything in one write, so a crash here leaves at worst
-        a new torn tail.
+        The caller holds :meth:`_locked` and has verified the records. A local store sets
+        torn bytes aside first, then writes everything in one write, so a crash here
+        leaves at worst a new torn tail; a server store commits when :meth:`_locked` ends.
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        assert self._session is not None, "append outside _locked"
         try:
-            with self._file.writing() as appender:
-                appender.append([_builder(fields)], recovery=_recovery)
+            self._session.append([_builder(fields)], recovery=_recovery)
         except OSError as err:
             raise PrivacyError(f"cannot write privacy ledger {self.path}: {err.strerror}") from err
 
@@ -689,9 +709,12 @@ class LedgerRun:
             return
         with self._ledger._locked() as state:
             self._check_session(state)
-            if self._lifetime_epsilon is not None:
-                self._check_lifetime(state, total_steps)
-            self._ledger._append({**self._fields, "event": "steps", "steps": total_steps})
+            # A retry after a lost acknowledgement (the server committed, the reply was
+            # lost) finds its reservation already there: nothing is appended twice.
+            if state.runs()[self.run_id][-1].steps < total_steps:
+                if self._lifetime_epsilon is not None:
+                    self._check_lifetime(state, total_steps)
+                self._ledger._append({**self._fields, "event": "steps", "steps": total_steps})
         self._steps = total_steps
 
     def _check_session(self, state: _State) -> None:
