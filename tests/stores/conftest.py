@@ -8,7 +8,7 @@ one for a reviewer, so tests never see each other's records.
 
 from __future__ import annotations
 
-import itertools
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +21,6 @@ from stores.postgres import add_project, migrate_schema, reviewer_role, writer_r
 from tests.stores import pgserver
 
 BACKENDS = ["local", "postgresql"]
-_projects = itertools.count()
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +51,7 @@ class PgProject:
 
 
 def new_project(server: pgserver.Server) -> PgProject:
-    project = PgProject(server, f"t{next(_projects)}")
+    project = PgProject(server, f"t{uuid.uuid4().hex[:12]}")
     with psycopg.connect(server.url()) as conn:
         add_project(conn, project.name)
         for login, group in (
