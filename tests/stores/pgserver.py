@@ -36,16 +36,24 @@ class Server:
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (``immediate`` is a crash: no checkpoint, clients cut)."""
-        _as_owner(
-            [_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"], check=False
-        )
+        _as_owner([_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"], check=False)
 
     def start(self) -> None:
         """Start (or restart after a stop) the server and wait until it accepts connections."""
         options = f"-k {self.socket_dir} -c listen_addresses='' -p {self.port}"
         _as_owner(
-            [_bin("pg_ctl"), "-D", str(self.data), "-o", options, "-w", "-s",
-             "-l", str(self.data / "server.log"), "start"]
+            [
+                _bin("pg_ctl"),
+                "-D",
+                str(self.data),
+                "-o",
+                options,
+                "-w",
+                "-s",
+                "-l",
+                str(self.data / "server.log"),
+                "start",
+            ]
         )
 
 
@@ -66,8 +74,19 @@ def throwaway_server() -> Iterator[Server]:
             shutil.chown(root, SUPERUSER)
             shutil.chown(sockets, SUPERUSER)
         _as_owner(
-            [_bin("initdb"), "-D", str(data), "-U", SUPERUSER, "-A", "trust",
-             "--no-sync", "-E", "UTF8", "--locale=C"]
+            [
+                _bin("initdb"),
+                "-D",
+                str(data),
+                "-U",
+                SUPERUSER,
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ]
         )
         server = Server(data, sockets)
         server.start()
