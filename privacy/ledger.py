@@ -71,7 +71,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from privacy.accounting import AccountantKind, SgdSteps, check_delta, epsilon_of
 from privacy.errors import BudgetExceeded, PrivacyError, PrivacyInputError
-from stores.errors import DamagedTail, StoreError
+from stores.errors import DamagedTail, StoreError, UnsafeStoreFile
 from stores.local import Link, RecordBuilder, SetAside, StoreLocked, sha256_hex
 from stores.postgres import StoreUnavailable
 from stores.select import open_stream
@@ -457,6 +457,8 @@ class PrivacyLedger:
             raise LedgerUnavailable(
                 f"privacy ledger unavailable, nothing reserved: {err}"
             ) from None
+        except UnsafeStoreFile:
+            raise  # a planted link or foreign file: the shell's usage error, as before
         except StoreError as err:
             raise PrivacyError(f"privacy ledger {err}") from None
 
