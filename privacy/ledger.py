@@ -87,6 +87,7 @@ __all__ = [
     "PrivacyLedger",
     "RunSpend",
     "TornTail",
+    "read_link",
 ]
 
 FORMAT_VERSION = 1
@@ -329,6 +330,10 @@ def _link(line: bytes) -> Link | None:
     """The store's view of a line: its chain fields, or None if it is not a record."""
     record = _parse_line(line)
     return None if record is None else Link(record.seq, record.prev)
+
+
+# For copying the ledger between stores (stores.transfer.copy_stream).
+read_link = _link
 
 
 def _read_state(raw: bytes, torn: TornTail | None) -> _State:

@@ -59,6 +59,19 @@ def check_url(url: str) -> None:
         )
 
 
+_URL_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*):[^@/\s]*@")
+_PARAM_PASSWORD = re.compile(r"(password\s*=\s*)[^&\s]*", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` with any password in a PostgreSQL URL or conninfo replaced by ``***``.
+
+    For what gets logged: a refused URL still appears in the command line that the
+    audit log records.
+    """
+    return _PARAM_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", text))
+
+
 def config_path(directory: Path) -> Path:
     """The configuration file for the record streams in ``directory`` (``.custodian/``)."""
     return Path(directory) / CONFIG_NAME
