@@ -20,6 +20,15 @@ File format
     each append is one ``write`` on an ``O_APPEND`` descriptor followed by ``fsync``; the
     file is never opened through a link and must be a regular file the user owns.
 
+A team's shared store
+    With ``.custodian/store.toml`` (``custodian store use postgresql://...``) the same
+    records, byte for byte, are the rows of the PostgreSQL stream ``privacy-ledger``
+    (:mod:`stores.postgres`), shared by every clone configured with the same project. Each
+    read-check-append below is then one transaction holding the stream's advisory lock, so
+    trainers on different machines cannot jointly overspend either; a reservation is
+    durable when its commit returns. The server refuses UPDATE, DELETE and TRUNCATE, and
+    the chain is still verified on every read.
+
 Budget
     :meth:`PrivacyLedger.check_budget` refuses a run before it starts. A run opened with
     ``lifetime_epsilon`` also checks every reservation against the lifetime budget under
@@ -107,7 +116,12 @@ class LedgerCorrupted(PrivacyError):
 
 
 class LedgerUnavailable(PrivacyInputError):
-    """The ledger's store (a database server) cannot be reached: nothing was reserved (exit 2)."""
+    """The ledger's store (a database server) went away: the operation was not confirmed.
+
+    Exit 2. A reservation whose commit was cut off may still have been recorded; the
+    caller takes none of its steps, so the ledger can only over-count. Retrying with the
+    same run (:meth:`LedgerRun.record_steps`) never records the steps twice.
+    """
 
 
 class _Record(BaseModel):
@@ -460,7 +474,7 @@ class PrivacyLedger:
             raise LedgerCorrupted(str(err)) from None
         except StoreUnavailable as err:
             raise LedgerUnavailable(
-                f"privacy ledger unavailable, nothing reserved: {err}"
+                f"privacy ledger unavailable, reservation not confirmed (take no steps): {err}"
             ) from None
         except UnsafeStoreFile:
             raise  # a planted link or foreign file: the shell's usage error, as before

@@ -193,7 +193,7 @@ def test_a_server_gone_before_a_reservation_stops_it(own_server, tmp_path: Path)
     run.record_steps(10)
     own_server.stop("immediate")
     try:
-        with pytest.raises(LedgerUnavailable, match="nothing reserved"):
+        with pytest.raises(LedgerUnavailable, match="not confirmed"):
             run.record_steps(20)
         assert run.steps == 10
     finally:
