@@ -11,9 +11,10 @@
     Opacus' ``make_private`` with per-sample gradients from its hooks, and its
     Poisson-sampling DataLoader: the reference the fast engine is tested against.
 ``opacus-ghost``
-    Opacus' ghost clipping (two backward passes). fp32 only: Opacus computes its norms in
-    the autocast dtype, and a bf16 norm may under-estimate by ~0.4%, which would let a
-    clipped gradient exceed ``max_grad_norm``.
+    Opacus' ghost clipping (two backward passes), for :class:`training.model.Mlp` only
+    (``nn.Linear`` on 2-D rows): on sequences its fp32 ghost norms cancel and a record's
+    contribution can reach many times ``max_grad_norm``. fp32 only: Opacus computes its
+    norms in the autocast dtype, and a bf16 norm may under-estimate by ~0.4%.
 
 Every engine counts each step it takes (including empty Poisson batches and fp16
 overflow skips) in an Opacus accountant of the run's kind; the trainer cross-checks that
@@ -44,6 +45,7 @@ from privacy.noise import GaussianNoise
 from privacy.sampling import PoissonSampler, entropy_generator
 from training.errors import TrainingError, TrainingInputError
 from training.features import EncodedTable
+from training.model import Mlp
 from training.precision import LossScaler, PrecisionStrategy
 from training.replicas import SINGLE, Replica, all_reduce_sum, any_replica
 
@@ -357,6 +359,16 @@ def _hooks_stepper(setup: StepSetup) -> PrivateStepper:
 
 
 def _ghost_stepper(setup: StepSetup) -> PrivateStepper:
+    # Opacus' ghost norms cancel catastrophically on sequence inputs and mis-bound
+    # repeated embedding tokens (tests/privacy/test_sensitivity_search.py); for 2-D
+    # nn.Linear stacks (the norm is one outer product's) they bound what it adds.
+    layers = {type(m) for m in setup.model.modules() if any(True for _ in m.parameters(False))}
+    if not isinstance(setup.model, Mlp) or layers - {nn.Linear}:
+        raise TrainingInputError(
+            "clipping opacus-ghost can bound per-sample norms only for MLPs of nn.Linear "
+            "layers on 2-D rows (its ghost norms cancel on sequences and embeddings); use "
+            "clipping fast"
+        )
     if setup.strategy.compute_dtype != torch.float32:
         raise TrainingInputError(
             "clipping opacus-ghost runs in fp32 only (Opacus computes its per-sample norms in "
