@@ -42,13 +42,21 @@ from torch import nn
 from torch.nn import functional
 from torch.utils.data import DataLoader, TensorDataset
 
-from privacy.clipping import REDUCED_PRECISION_MARGIN, ClippingEngine
+from privacy.clipping import FP32_MARGIN, REDUCED_PRECISION_MARGIN, ClippingEngine
 from privacy.noise import GaussianNoise
 from privacy.sampling import PoissonSampler, entropy_generator
 from training.errors import TrainingInputError
 from training.private_steps import PaddedGather, noisy_update, row_multiple
 
-__all__ = ["VARIANTS", "Workload", "run_benchmark", "synthetic_workload"]
+__all__ = [
+    "SEQUENCE_MODEL",
+    "VARIANTS",
+    "Workload",
+    "noise_cost",
+    "run_benchmark",
+    "sequence_workload",
+    "synthetic_workload",
+]
 
 NOISE_MULTIPLIER = 1.0
 MAX_GRAD_NORM = 1.0
@@ -92,6 +100,59 @@ def synthetic_workload(widths: tuple[int, ...], rows: int, batch_size: int) -> W
 
     name = f"mlp {'-'.join(map(str, widths))}, {rows} rows, batch {batch_size}"
     return Workload(name, make_model, features, labels, batch_size)
+
+
+# ``--model sequence``: token ids -> Embedding -> Linear on the sequence -> mean -> Linear.
+SEQUENCE_MODEL = "sequence"
+_VOCABULARY, _STEPS, _WIDTH = 1000, 32, 64
+
+
+class _SequenceModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(_VOCABULARY, _WIDTH)
+        self.mix = nn.Linear(_WIDTH, _WIDTH)  # on (B, T, width): the sequence norm paths
+        self.head = nn.Linear(_WIDTH, 2)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(functional.relu(self.mix(self.embedding(ids))).mean(1))
+
+
+def sequence_workload(rows: int, batch_size: int) -> Workload:
+    """Sequences of 32 token ids from 1,000 (repeats within a row), random labels."""
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, _VOCABULARY, (rows, _STEPS), generator=generator)
+    labels = torch.randint(0, 2, (rows,), generator=generator)
+    name = (
+        f"sequence: embedding {_VOCABULARY}x{_WIDTH}, linear {_WIDTH}-{_WIDTH} over "
+        f"{_STEPS} steps, {rows} rows, batch {batch_size}"
+    )
+    return Workload(name, _SequenceModel, ids, labels, batch_size)
+
+
+def noise_cost(workload: Workload, device: torch.device, repeats: int = 20) -> dict[str, float]:
+    """Milliseconds per step to fill the model's flat noise buffer: the secure sampler
+    (:class:`privacy.noise.GaussianNoise`, ChaCha20, float64) against torch's float32
+    ``normal_`` on a seeded generator (what the engine used before)."""
+    size = sum(p.numel() for p in workload.make_model().parameters())
+    buffer = torch.empty(size, device=device)
+    secure = GaussianNoise(NOISE_MULTIPLIER * MAX_GRAD_NORM)
+    generator = entropy_generator(device)
+
+    def plain(tensor: torch.Tensor) -> None:
+        tensor.normal_(0.0, NOISE_MULTIPLIER * MAX_GRAD_NORM, generator=generator)
+
+    costs = {}
+    for name, fill in (("secure_ms", secure.fill), ("torch_ms", plain)):
+        fill(buffer)
+        _synchronise(device)
+        started = time.perf_counter()
+        for _ in range(repeats):
+            fill(buffer)
+        _synchronise(device)
+        costs[name] = (time.perf_counter() - started) / repeats * 1e3
+    costs["parameters"] = float(size)
+    return costs
 
 
 @dataclass(slots=True)
@@ -179,7 +240,7 @@ class _Fast(_Poisson):
         self._engine = ClippingEngine(
             self.model,
             max_grad_norm=MAX_GRAD_NORM,
-            noise=GaussianNoise(NOISE_MULTIPLIER * MAX_GRAD_NORM, entropy_generator(self.device)),
+            noise=GaussianNoise(NOISE_MULTIPLIER * MAX_GRAD_NORM),
         )
 
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -302,6 +363,7 @@ class BenchResult:
     peak_memory_mib: dict[str, float] = field(default_factory=dict)
     max_rel_error_vs_opacus: float = float("nan")
     max_rel_error_vs_opacus_bf16: float = float("nan")
+    noise: dict[str, float] = field(default_factory=dict)
 
     def ratios(self) -> dict[str, float]:
         sps = self.samples_per_second
@@ -320,6 +382,7 @@ class BenchResult:
             **self.samples_per_second,
             "max_rel_error_vs_opacus": self.max_rel_error_vs_opacus,
             "max_rel_error_vs_opacus_bf16": self.max_rel_error_vs_opacus_bf16,
+            "noise_ms_per_step": self.noise,
             "ratios": self.ratios(),
             "data_fraction": self.data_fraction,
             "peak_memory_mib": self.peak_memory_mib,
@@ -347,6 +410,7 @@ def run_benchmark(
     result = BenchResult(workload.name, str(device), torch.get_num_threads(), rounds)
     result.max_rel_error_vs_opacus = clipping_error_vs_opacus(workload, device, None)
     result.max_rel_error_vs_opacus_bf16 = clipping_error_vs_opacus(workload, device, torch.bfloat16)
+    result.noise = noise_cost(workload, device)
     built = {}
     for name in variants:
         cls, dtype = VARIANTS[name]
@@ -411,9 +475,10 @@ def clipping_error_vs_opacus(
     for param in optimizer.params:
         param.grad_sample = param.grad_sample.float()
     optimizer.pre_step()
-    # Under bf16 on CPU the engine scales every clip factor by a known margin on purpose
-    # (privacy.clipping.REDUCED_PRECISION_MARGIN); the error is measured without it.
-    margin = REDUCED_PRECISION_MARGIN if dtype is not None and device.type == "cpu" else 1.0
+    # The engine scales every clip factor by a known margin on purpose (fp32 rounding, and
+    # bf16 product inputs on CPU: privacy.clipping); the error is measured without it.
+    low = dtype is not None and device.type == "cpu"
+    margin = REDUCED_PRECISION_MARGIN if low else FP32_MARGIN
     errors = [
         float((ours[p] / margin - p.grad).norm() / p.grad.norm().clamp(min=1e-12))
         for p in model.parameters()
@@ -483,10 +548,15 @@ def _synchronise(device: torch.device) -> None:
 
 
 def _memory_main(argv: list[str]) -> None:
-    """``python -m training.dp_benchmark VARIANT WIDTHS ROWS BATCH DEVICE STEPS THREADS``."""
-    name, widths, rows, batch, device, steps, threads = argv
+    """``python -m training.dp_benchmark VARIANT MODEL ROWS BATCH DEVICE STEPS THREADS``
+    (MODEL: widths like 64-256-256-2, or ``sequence``)."""
+    name, model, rows, batch, device, steps, threads = argv
     torch.set_num_threads(int(threads))
-    workload = synthetic_workload(tuple(int(w) for w in widths.split("-")), int(rows), int(batch))
+    if model == SEQUENCE_MODEL:
+        workload = sequence_workload(int(rows), int(batch))
+    else:
+        widths = tuple(int(w) for w in model.split("-"))
+        workload = synthetic_workload(widths, int(rows), int(batch))
     print(peak_memory_mib(workload, name, torch.device(device), int(steps)))
 
 

@@ -18,11 +18,13 @@ import torch
 from custodian.commands.train import encode_split
 from custodian.params import TrainParams, load_section
 from training.dp_benchmark import (
+    SEQUENCE_MODEL,
     VARIANTS,
     BenchResult,
     Workload,
     memory_in_subprocess,
     run_benchmark,
+    sequence_workload,
     synthetic_workload,
 )
 from training.errors import TrainingInputError
@@ -42,7 +44,7 @@ def bench() -> None:
     "--model",
     default=DEFAULT_MODEL,
     show_default=True,
-    help="Layer widths of a synthetic MLP (e.g. 64-256-256-2), or 'pipeline'.",
+    help="Layer widths of a synthetic MLP (e.g. 64-256-256-2), 'sequence', or 'pipeline'.",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), help="Expected batch size.")
 @click.option("--rows", type=click.IntRange(min=2), default=50_000, show_default=True)
@@ -75,9 +77,11 @@ def dp_command(
         workload = _pipeline_workload(batch_size)
         measure = None  # the subprocess rebuilds synthetic workloads only
     else:
-        widths = _widths(model)
         batch = batch_size or 512
-        workload = synthetic_workload(widths, rows, batch)
+        if model == SEQUENCE_MODEL:
+            workload = sequence_workload(rows, batch)
+        else:
+            workload = synthetic_workload(_widths(model), rows, batch)
         args = [model, str(rows), str(batch), str(target), "20", str(torch.get_num_threads())]
         measure = memory_in_subprocess(args) if memory else None
 
@@ -141,6 +145,13 @@ def _table(result: BenchResult) -> str:
         )
     lines += ["", "ratios:"]
     lines += [f"  {name:<36}{value:6.2f}" for name, value in result.ratios().items()]
+    if result.noise:
+        lines += [
+            "",
+            f"noise per step ({result.noise['parameters']:,.0f} parameters): secure "
+            f"(ChaCha20, float64) {result.noise['secure_ms']:.2f} ms, torch normal_ "
+            f"{result.noise['torch_ms']:.2f} ms",
+        ]
     lines += [
         "",
         f"max relative error vs Opacus hooks: fp32 {result.max_rel_error_vs_opacus:.2e}, "
