@@ -62,7 +62,9 @@ class ChaChaStream:
     def uniforms(self, count: int) -> np.ndarray:
         """``count`` float64 uniforms on [0, 1), each with 53 random bits."""
         words = np.frombuffer(self.read(8 * count), dtype=np.uint64)
-        return (words >> np.uint64(11)).astype(np.float64) * 2.0**-53
+        uniforms = (words >> np.uint64(11)).astype(np.float64)
+        uniforms *= 2.0**-53
+        return uniforms
 
 
 class SecureGaussian:
@@ -78,11 +80,21 @@ class SecureGaussian:
         chunks, have = [], 0
         while have < count:
             pairs = int((count - have) / 2 / _ACCEPT * 1.02) + 16
-            u = self._stream.uniforms(2 * pairs).reshape(2, pairs) * 2.0 - 1.0
-            s = u[0] * u[0] + u[1] * u[1]
-            keep = (s < 1.0) & (s > 0.0)
-            s, x, y = s[keep], u[0][keep], u[1][keep]
-            factor = np.sqrt(-2.0 * np.log(s) / s)
-            chunks += [x * factor, y * factor]
-            have += 2 * len(s)
+            u = self._stream.uniforms(2 * pairs).reshape(2, pairs)
+            u *= 2.0
+            u -= 1.0  # uniform on [-1, 1), steps of 2^-52
+            s = u[0] * u[0]
+            s += u[1] * u[1]
+            keep = np.flatnonzero((s < 1.0) & (s > 0.0))  # the pairs inside the unit disk
+            s = s[keep]
+            factor = np.log(s)
+            factor *= -2.0
+            factor /= s
+            np.sqrt(factor, out=factor)
+            pair = u[:, keep]
+            pair *= factor
+            chunks.append(pair.reshape(-1))
+            have += pair.size
+        if len(chunks) == 1:
+            return chunks[0][:count]
         return np.concatenate(chunks)[:count] if chunks else np.empty(0)

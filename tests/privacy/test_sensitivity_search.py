@@ -239,3 +239,23 @@ def test_opacus_ghost_clipping_cannot_bound_sequences_or_embeddings(case, above)
 
 def test_opacus_ghost_clipping_bounds_2d_linear_layers() -> None:
     assert search(CASES["linear-2d"], opacus_ghost, seed=0, tries=8, climbs=10) <= 1 + TOLERANCE
+
+
+@pytest.mark.parametrize(
+    ("x_scale", "v_scale"),
+    [(1e30, 1e-25), (1e-30, 1e25), (1e19, 1e19), (1e36, 1e-3), (1e-20, 1e-20)],
+    ids=["underflowing-gradient", "underflowing-input", "overflowing-squares", "huge", "tiny"],
+)
+@pytest.mark.parametrize("case", ["linear-2d", "linear-sequence", "layer-norm"])
+def test_extreme_dynamic_ranges_stay_within_the_bound(case, x_scale, v_scale) -> None:
+    """Beyond the search's 1e6: fp32 squares that underflow or overflow, and clip factors
+    small enough to be subnormal, are bounded too (or the record is dropped as non-finite)."""
+    rng = np.random.default_rng(0)
+    layer = CASES[case].layer()
+    for products, path, autocast in [
+        (p.values[0], p.values[1], p.values[2]) for p in ENGINE_CONFIGS
+    ]:
+        ratio = fast_engine(products, path, autocast)
+        for _ in range(5):
+            x, v = CASES[case].record(rng, 1.0)
+            assert ratio(layer, x * x_scale, v * v_scale, 1.0) <= 1 + TOLERANCE
