@@ -45,10 +45,15 @@ class _CentreOfTheDisk(ChaChaStream):
         super().__init__(TEST_KEY)
         self.radius = radius
 
-    def uniforms(self, count: int) -> np.ndarray:
-        plain = super().uniforms(count).reshape(2, -1)
+    def uniforms_into(self, out: np.ndarray, scratch: np.ndarray) -> None:
+        plain = (self.uniforms(len(out)).reshape(2, -1) + 1) / 2
         r, theta = self.radius * np.sqrt(plain[0]), 2 * np.pi * plain[1]
-        return np.concatenate([(r * np.cos(theta) + 1) / 2, (r * np.sin(theta) + 1) / 2])
+        out[:] = np.concatenate([r * np.cos(theta), r * np.sin(theta)])
+
+    def uniforms(self, count: int) -> np.ndarray:
+        out = np.empty(count)
+        super().uniforms_into(out, np.empty(count, dtype=np.uint64))
+        return out
 
 
 def _tail_given_disk(t: float, radius: float) -> float:
@@ -84,11 +89,15 @@ def test_the_largest_draws_reach_beyond_eight_sigma() -> None:
 
 
 def test_uniforms_carry_53_random_bits() -> None:
-    uniforms = ChaChaStream(TEST_KEY).uniforms(100_000)
-    assert uniforms.min() >= 0 and uniforms.max() < 1
-    integers = (uniforms * 2.0**53).astype(np.uint64)
-    assert np.array_equal(integers.astype(np.float64), uniforms * 2.0**53)
-    assert 0.49 < float(np.mean(integers & np.uint64(1))) < 0.51  # the lowest bit varies
+    """Uniform over the odd multiples of 2^-53 in (-1, 1): 2^53 equally likely points."""
+    uniforms = ChaChaStream(TEST_KEY).uniforms(200_000)
+    assert uniforms.min() > -1 and uniforms.max() < 1 and np.all(uniforms != 0)
+    grid = uniforms * 2.0**53  # exact: odd integers of magnitude below 2^53
+    assert np.array_equal(np.round(grid), grid) and np.all(np.abs(grid) % 2 == 1)
+    steps = (np.abs(grid).astype(np.int64) - 1) // 2  # k in [0, 2^52)
+    assert 0.49 < float(np.mean(steps & 1)) < 0.51  # the lowest random bit varies
+    assert 0.49 < float(np.mean(uniforms > 0)) < 0.51  # and so does the sign
+    assert stats.kstest((uniforms + 1) / 2, "uniform").pvalue > 1e-3
 
 
 def test_fixed_keys_reproduce_and_the_default_key_is_fresh() -> None:
