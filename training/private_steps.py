@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader, Dataset
 from privacy.clipping import ClippingEngine
 from privacy.noise import GaussianNoise
 from privacy.sampling import PoissonSampler, entropy_generator
+from training.canaries import GradientCanaries
 from training.errors import TrainingError, TrainingInputError
 from training.features import EncodedTable
 from training.model import Mlp
@@ -103,6 +104,7 @@ class StepSetup:
     device: torch.device
     max_physical_batch_size: int | None
     replica: Replica = SINGLE
+    canaries: GradientCanaries | None = None  # white-box audit runs only (fast engine)
 
 
 class PrivateStepper(Protocol):
@@ -211,6 +213,11 @@ class _FastStepper:
         # Opacus' normaliser, for the global expected batch.
         self._normaliser = int(len(setup.train) * setup.sample_rate)
         noise = GaussianNoise(setup.noise_multiplier * setup.max_grad_norm)
+        if setup.canaries is not None:
+            parameters = sum(p.numel() for p in setup.model.parameters() if p.requires_grad)
+            if setup.canaries.coordinates.max(initial=-1) >= parameters:
+                raise TrainingInputError("a gradient canary lies outside the model's parameters")
+            noise = setup.canaries.noise(noise, setup.sample_rate, setup.max_grad_norm)
         self._engine = ClippingEngine(
             setup.model,
             max_grad_norm=setup.max_grad_norm,
@@ -338,12 +345,19 @@ class _OpacusStepper:
         self._physical.__exit__(None, None, None)
 
 
+def _no_canaries(setup: StepSetup) -> None:
+    if setup.canaries is not None:
+        raise TrainingInputError("gradient canaries (the white-box audit) need clipping fast")
+
+
 def _hooks_stepper(setup: StepSetup) -> PrivateStepper:
+    _no_canaries(setup)
     _single_replica(setup)
     return _OpacusStepper(setup, ghost=False)
 
 
 def _ghost_stepper(setup: StepSetup) -> PrivateStepper:
+    _no_canaries(setup)
     # Opacus' ghost norms cancel catastrophically on sequence inputs and mis-bound
     # repeated embedding tokens (tests/privacy/test_sensitivity_search.py); for 2-D
     # nn.Linear stacks (the norm is one outer product's) they bound what it adds.

@@ -67,6 +67,7 @@ from tqdm import tqdm
 
 from privacy.accounting import AccountantKind, SgdSteps, check_delta, epsilon_of
 from privacy.errors import PrivacyInputError
+from training.canaries import GradientCanaries
 from training.checkpoint import (
     Checkpoint,
     capture_optimizer,
@@ -284,8 +285,11 @@ def train_dp(
     device: torch.device | None = None,
     progress: bool | None = None,
     replica: Replica = SINGLE,
+    canaries: GradientCanaries | None = None,
 ) -> TrainResult:
     """Train with DP-SGD; resume from ``run_dir``'s checkpoint if it holds one.
+
+    ``canaries``: gradient canaries for a white-box audit run (never for a released model).
 
     ``already_reserved``: the steps the caller's ledger already holds for this run (0 for a
     new run). ``progress``: show a progress bar (None: only on a terminal). ``replica``:
@@ -323,6 +327,7 @@ def train_dp(
             device=device,
             max_physical_batch_size=config.max_physical_batch_size,
             replica=replica,
+            canaries=canaries,
         ),
     )
     state = _restore(run_dir, identity, model, optimizer, scaler)
