@@ -92,6 +92,8 @@ _FP64_UNIT = 2.0**-53
 # (1 + 2^-7)^2 - 1 < 2^-6 relative to the exact product of its fp32 inputs.
 _BF16_PRODUCT_ERROR = 2.0**-6
 
+_SMALLEST_CLIP = 2.0**-100
+_LARGEST_LOSS_SCALE = 2.0**24
 # The clip factor is rounded to fp32, multiplies the record's rows, and the product
 # rounds: a few fp32 units, covered 16 times over.
 FP32_MARGIN = 1 / (1 + 2**-20)
@@ -224,19 +226,16 @@ def _squared_row_norm_bounds(rows: torch.Tensor) -> torch.Tensor:
 
     An fp32 sum of n squares is within gamma_(n+3) of exact (relative: the terms are
     non-negative; three more roundings cover a bf16 input's sqrt-and-square), plus at most
-    2^-149 per term lost to underflow. Rows whose fp32 sum overflows are redone in
-    float64. (A float64 cast of the whole tensor costs a fifth of a small MLP's step.)
+    2^-149 per term lost to underflow. A row whose fp32 sum overflows (entries above
+    ~1e19) gets an infinite bound: the record then contributes zero, like a non-finite
+    one. (A float64 cast of the whole tensor costs a fifth of a small MLP's step.)
     """
     width = rows.shape[1]
     if rows.dtype == torch.float32:
         fast = torch.linalg.vecdot(rows, rows)
     else:
         fast = torch.linalg.vector_norm(rows, dim=1, dtype=torch.float32).square_()
-    squared = fast.double()
-    overflowed = torch.isinf(squared)
-    if overflowed.any():
-        squared[overflowed] = _squared_norms64(rows[overflowed])
-    return squared.mul_(1 + _gamma(width + 3, _FP32_UNIT)).add_(width * 2.0**-149)
+    return fast.double().mul_(1 + _gamma(width + 3, _FP32_UNIT)).add_(width * 2.0**-149)
 
 
 def _linear_norms(layer: _Layer) -> _Norms:
@@ -325,14 +324,6 @@ def _ghost_norms(layer: _Layer) -> tuple[torch.Tensor, torch.Tensor]:
     return squared, spread.mul_(kappa)
 
 
-def _fp32_at_most(values: torch.Tensor) -> torch.Tensor:
-    """float64 ``values`` rounded to fp32 downwards (a clip factor never rounds up, also
-    where it is subnormal and rounding to nearest could move it by far more than 2^-24)."""
-    single = values.float()
-    above = single.double() > values
-    return torch.where(above, torch.nextafter(single, torch.zeros_like(single)), single)
-
-
 def _gamma(n: int, unit: float) -> float:
     """Higham's gamma_n: the relative error bound of an n-term floating-point sum."""
     return n * unit / (1 - n * unit)
@@ -347,7 +338,7 @@ def _linear_add_clipped_sums(
     # ``sum_i c_i g_i a_i^T`` as one matrix product, the clip factors on the narrower side.
     # Both operands go to the product in fp32: a bf16 product would round the *sum*.
     g, a = layer.output_grad, layer.activation
-    rows = clip if layer.unscale == 1.0 else _fp32_at_most(clip.double() * layer.unscale)
+    rows = clip if layer.unscale == 1.0 else clip * layer.unscale  # exact: see accumulate
     weight, bias = layer.weight, layer.bias
     products = layer.products
     if g.shape[1] <= a.shape[1]:
@@ -623,8 +614,10 @@ class ClippingEngine:
         record (multiplied by ``loss_scale``, a power of two, when fp16 loss scaling is on).
         Returns how many records contributed zero because their gradient was not finite.
         """
-        if not (loss_scale > 0 and math.frexp(loss_scale)[0] == 0.5):
-            raise PrivacyInputError(f"loss_scale must be a power of two, got {loss_scale!r}")
+        if not (1 <= loss_scale <= _LARGEST_LOSS_SCALE and math.frexp(loss_scale)[0] == 0.5):
+            raise PrivacyInputError(
+                f"loss_scale must be a power of two in [1, 2^24], got {loss_scale!r}"
+            )
         captures = self._take_captures()
         sums = self._step_sums(per_sample_losses.device)
         batch = per_sample_losses.shape[0]
@@ -665,7 +658,12 @@ class ClippingEngine:
                 for _, layer in layers:
                     layer.drop(bad)
             clip64 = (self.max_grad_norm / bound.add_(_NORM_EPSILON)).clamp_(max=1.0)
-            clip = _fp32_at_most(clip64.mul_(precision.margin).masked_fill_(bad, 0.0))
+            # Clip factors below 2^-100 (norms above 2^100 C) are flushed to zero: the rest
+            # stay normal in fp32 also times 1 / loss scale (>= 2^-24), so rounding them
+            # moves each by 2^-24 at most, inside the margin; a subnormal one could move
+            # by far more.
+            clip64.mul_(precision.margin).masked_fill_(bad | (clip64 < _SMALLEST_CLIP), 0.0)
+            clip = clip64.float()
             for rule, layer in layers:
                 rule.add_clipped_sums(layer, clip, sums)
         return dropped

@@ -68,7 +68,7 @@ def train(tmp_path: Path, value: float, precision: Precision, clipping: Clipping
         (ClippingMode.OPACUS_HOOKS, Precision.FP16),
     ],
 )
-@pytest.mark.parametrize("value", [float("inf"), float("nan"), 1e30])
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 1e15])
 def test_a_crafted_record_changes_no_step(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
@@ -86,8 +86,8 @@ def test_a_crafted_record_changes_no_step(
     # Every step taken and counted (train_dp also cross-checks the engines' accountants).
     assert result.steps == result.accounted_steps == result.history[0].steps == 6
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
-    # 1e30 is finite in fp32 and bf16 (clipped like any record) but not in fp16.
-    overflows = value != 1e30 or precision is Precision.FP16
+    # 1e15 is finite in fp32 and bf16 (clipped like any record) but not in fp16.
+    overflows = value != 1e15 or precision is Precision.FP16
     assert result.nonfinite_records == (6 if overflows else 0)
 
 
