@@ -78,6 +78,7 @@ COMMANDS = {
     "verify": "custodian.commands.manifest:verify",
     "bench": "custodian.commands.bench:bench",
     "signoff": "custodian.commands.signoff:signoff_command",
+    "attest": "custodian.commands.attest:attest_command",
     "release": "custodian.commands.release:release",
     "report": "custodian.commands.report:report_command",
 }

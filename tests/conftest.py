@@ -52,6 +52,7 @@ PROJECT_FILES = (
     "dvc.lock",
     "data/.gitignore",
     "reports/.gitignore",
+    "attestations",
     "governance",
     "custodian",
     "training",

@@ -2,7 +2,9 @@
 
 Exit 0 only if every role ``policy.required_signoff_roles`` names has signed,
 each by a different person and with a key the committed trust store trusts for
-that role, exactly the artifacts on disk now; if nothing changed since
+that role, exactly the artifacts on disk now; if every subcategory
+``policy.required_attestations`` names has a current, verified attestation
+(``custodian attest``); if nothing changed since
 ``reports/manifest.json``; and if the audit log verifies. Otherwise exit 1,
 listing every reason, not just the first. It reads and writes nothing else:
 running the gate is not an event in the log.
@@ -16,6 +18,7 @@ import click
 
 from audits.errors import AuditError
 from audits.signoff import Reason, ReasonCode, SignoffStatus, review_signoffs
+from custodian.commands.attest import review_project_attestations
 from custodian.commands.audit import verify_project_log
 from custodian.commands.manifest import artifact_differences, load_manifest
 from custodian.commands.signoff import current_artifacts
@@ -48,7 +51,13 @@ def check_command(as_json: bool) -> None:
         for path in sorted(project.signoff_dir.glob(SIGNOFF_PATTERN))
     }
     review = review_signoffs(files, artifacts, roles, project.trust_store())
-    reasons = [*review.reasons, *_manifest_reasons(project), *_log_reasons(project)]
+    attestations = review_project_attestations(project, policy.required_attestations)
+    reasons = [
+        *review.reasons,
+        *attestations.reasons,
+        *_manifest_reasons(project),
+        *_log_reasons(project),
+    ]
 
     if as_json:
         verdict = {
@@ -56,6 +65,8 @@ def check_command(as_json: bool) -> None:
             "reasons": [reason.model_dump(mode="json") for reason in reasons],
             "signoffs": [check.model_dump(mode="json") for check in review.signoffs],
             "required_roles": [role.value for role in roles],
+            "required_attestations": list(policy.required_attestations),
+            "attestations": [check.model_dump(mode="json") for check in attestations.checks],
             "artifacts": artifacts,
         }
         click.echo(json.dumps(verdict, indent=2))
@@ -63,6 +74,9 @@ def check_command(as_json: bool) -> None:
         for check in review.signoffs:
             who = f" ({check.reviewer} as {check.role.value}, actor {check.actor})"
             click.echo(f"sign-off {check.file}: {check.status.value}{who if check.role else ''}")
+        for attested in attestations.checks:
+            by = f" ({attested.subcategory} by {attested.attester})" if attested.attester else ""
+            click.echo(f"attestation {attested.file}: {attested.status.value}{by}")
         for reason in reasons:
             click.echo(f"blocked: {reason}")
     if reasons:
@@ -71,7 +85,11 @@ def check_command(as_json: bool) -> None:
     if not as_json:
         counted = {c.role: c.reviewer for c in review.signoffs if c.status is SignoffStatus.COUNTED}
         signers = ", ".join(f"{role.value}: {counted[role]}" for role in roles)
-        click.echo(f"release check passed: {signers}; artifacts unchanged; audit log intact")
+        required = policy.required_attestations
+        attested = f"; attested: {', '.join(required)}" if required else ""
+        click.echo(
+            f"release check passed: {signers}{attested}; artifacts unchanged; audit log intact"
+        )
 
 
 def _manifest_reasons(project: Project) -> list[Reason]:

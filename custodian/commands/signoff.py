@@ -55,7 +55,7 @@ def signoff_command(name: str, note: str | None) -> None:
         raise click.BadParameter(f"at most {NOTE_LIMIT} characters", param_hint="--note")
     project = Project.discover()
     policy = load_section(PolicyParams, "policy", project.params_path)
-    entry, key = _reviewer_key(project, name)
+    entry, key = reviewer_key(project, name)
     compliance = _passing_compliance(project)
     _require_unchanged_since_manifest(project)
     artifacts = current_artifacts(project)
@@ -118,7 +118,7 @@ def current_artifacts(project: Project) -> dict[str, str | None]:
     }
 
 
-def _reviewer_key(project: Project, name: str) -> tuple[TrustedKey, SigningKey]:
+def reviewer_key(project: Project, name: str) -> tuple[TrustedKey, SigningKey]:
     try:
         entry = project.trust_store().get(name)
     except UnknownKeyName:

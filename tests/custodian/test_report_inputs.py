@@ -24,6 +24,8 @@ def test_the_contract_shapes_pass() -> None:
         ([1, 2], [], "reports/metrics.json: not a JSON object"),
         ({"slices": {"black": [0.8, 0.6]}}, [], "reports/metrics.json: slices.black: not an"),
         ({"privacy_audit": 0.2}, [], "reports/metrics.json: privacy_audit: not an object"),
+        ({"baseline": 0.76}, [], "reports/metrics.json: baseline: not an object"),
+        ({"intersections": {"a & b": [1]}}, [], r"metrics.json: intersections.a & b: not an"),
         (None, {"bins": 10}, "reports/calibration.json: not a list of bins"),
         (None, [{"confidence": "0.5", "accuracy": 0.4, "count": 3}], r"calibration.json: \[0\]"),
     ],
