@@ -37,12 +37,14 @@ How each layer bounds what it adds (norms always in float64):
 - ``nn.LayerNorm`` and every layer that falls back to Opacus' grad sampler: per-sample
   gradients of that layer materialised, normed and added as they are.
 
-Products' precision (:class:`ProductPrecision`): under bf16/fp16 autocast on CPU, the
-weighted products run with oneDNN's bf16 arithmetic (fp32 in and out, inputs rounded to
-bf16 where the CPU has AMX), which moves each single product term by a relative 2^-6 at
-most: the margin covers the single-term paths, the ghost path's additive bound covers the
-sums. ``EMULATED_BF16`` rounds the inputs explicitly, so a CPU without AMX can test the
-same numerics. The *sum* is never rounded to bf16.
+Products: :mod:`privacy.products` picks the kernel for the 2-D linear products from the
+device and autocast dtype (after bf16/fp16 on CPU oneDNN's bf16 mode, inputs rounded to
+bf16 where the CPU has AMX; after bf16 on CUDA bf16 inputs with fp32 output), which moves
+a record's single outer product by a relative 2^-6 at most: the margin covers it. Every
+product that sums over a record's positions, or adds materialised per-record gradients,
+runs in full fp32. :class:`ProductPrecision` ``EMULATED_BF16`` rounds *every* product
+input to bf16 explicitly (tests on CPUs without AMX): the bounds hold even then, the
+ghost path's additive bound covering the sums. The *sum* is never rounded to bf16.
 
 A record whose bound is not finite (an overflowed or NaN gradient, any precision)
 contributes exactly zero: its rows are zeroed before any product, nothing is skipped or
@@ -59,10 +61,9 @@ rounds like any floating-point sum (the noise added to it is far larger).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -74,6 +75,7 @@ from torch.nn import functional
 
 from privacy.errors import PrivacyError, PrivacyInputError
 from privacy.noise import GaussianNoise
+from privacy.products import FP32, ProductKernel, full_fp32_products, product_kernel
 
 __all__ = [
     "FP32_MARGIN",
@@ -107,20 +109,13 @@ class UnsupportedModule(PrivacyInputError):
 
 
 class ProductPrecision(StrEnum):
-    """How the weighted products that add the clipped contributions round."""
+    """How the weighted products round, when a caller fixes it (tests): ``FP32``, or
+    ``EMULATED_BF16``, every product input rounded to bf16 explicitly (what AMX CPUs do in
+    oneDNN's bf16 mode, and the CUDA bf16 kernel, on any CPU). Without it the engine takes
+    :func:`privacy.products.product_kernel`'s kernel for the device and autocast dtype."""
 
-    FP32 = "fp32"  # fp32 inputs and accumulation
-    ONEDNN_BF16 = "onednn-bf16"  # oneDNN's bf16 fpmath: inputs may be rounded to bf16 (AMX)
-    EMULATED_BF16 = "emulated-bf16"  # inputs rounded to bf16 explicitly (tests, any CPU)
-
-    @property
-    def term_error(self) -> float:
-        """Relative error bound of one product term from the rounding of its inputs."""
-        return 2 * _FP32_UNIT if self is ProductPrecision.FP32 else _BF16_PRODUCT_ERROR
-
-    @property
-    def margin(self) -> float:
-        return FP32_MARGIN if self is ProductPrecision.FP32 else REDUCED_PRECISION_MARGIN
+    FP32 = "fp32"
+    EMULATED_BF16 = "emulated-bf16"
 
 
 class SequenceNorms(StrEnum):
@@ -290,7 +285,8 @@ def _sequence_weight_grads(layer: _Layer) -> torch.Tensor:
     cached = layer.cache.get("weight_grads")
     if cached is None:
         a, g = _sequence_factors(layer)
-        cached = layer.cache["weight_grads"] = torch.bmm(g.transpose(1, 2), a)
+        with full_fp32_products():
+            cached = layer.cache["weight_grads"] = torch.bmm(g.transpose(1, 2), a)
     return cached  # type: ignore[return-value]
 
 
@@ -316,7 +312,7 @@ def _ghost_norms(layer: _Layer) -> tuple[torch.Tensor, torch.Tensor]:
     squared = squared.clamp_(min=0).add_(float64_error)
     # The product that adds record i sums T terms c g_t a_t^T, each within term_error of
     # exact, then rounds T times in fp32 accumulation, after c * g rounded once more.
-    term = layer.products.precision.term_error + _FP32_UNIT
+    term = layer.products.sequence_term_error + _FP32_UNIT
     kappa = term + _gamma(steps + 1, _FP32_UNIT) * (1 + term)
     if layer.unscale != 1.0:
         squared.mul_(layer.unscale**2)
@@ -344,18 +340,26 @@ def _linear_add_clipped_sums(
     if g.shape[1] <= a.shape[1]:
         g = g * rows[:, None]  # fp32 whatever g's dtype
         if weight is not None:
-            sums[weight].addmm_(products.operand(g.t()), products.operand(a.float()))
+            products.addmm_(sums[weight], g.t(), a)
         if bias is not None:
             sums[bias].add_(g.sum(0))
     else:
-        g = products.operand(g.float())
+        g = g if g.dtype == torch.float32 else g.float()
         if weight is not None:
-            sums[weight].addmm_(g.t(), products.operand(a * rows[:, None]))
+            products.addmm_(sums[weight], g.t(), a * rows[:, None])
         if bias is not None:
-            sums[bias].addmv_(g.t(), products.operand(rows))
+            sums[bias].addmv_(products.operand(g).t(), products.operand(rows))
 
 
 def _sequence_add_clipped_sums(
+    layer: _Layer, clip: torch.Tensor, sums: Mapping[nn.Parameter, torch.Tensor]
+) -> None:
+    # A record's positions may cancel while bf16 rounding errors would not: full fp32.
+    with full_fp32_products():
+        _sequence_add_in_fp32(layer, clip, sums)
+
+
+def _sequence_add_in_fp32(
     layer: _Layer, clip: torch.Tensor, sums: Mapping[nn.Parameter, torch.Tensor]
 ) -> None:
     products = layer.products
@@ -441,7 +445,9 @@ def _per_sample_rule(
     def grads(layer: _Layer) -> list[tuple[nn.Parameter, torch.Tensor]]:
         cached = layer.cache.get("per_sample")
         if cached is None:
-            cached = layer.cache["per_sample"] = [(p, g.float()) for p, g in per_sample(layer)]
+            with full_fp32_products():  # a record's gradient may sum over positions
+                cached = [(p, g.float()) for p, g in per_sample(layer)]
+            layer.cache["per_sample"] = cached
         return cached  # type: ignore[return-value]
 
     def norms(layer: _Layer) -> _Norms:
@@ -454,8 +460,10 @@ def _per_sample_rule(
 
     def add(layer: _Layer, clip: torch.Tensor, sums: Mapping[nn.Parameter, torch.Tensor]) -> None:
         operand = layer.products.operand
-        for param, grad in grads(layer):
-            sums[param].view(-1).addmv_(operand(grad.reshape(len(grad), -1)).t(), operand(clip))
+        with full_fp32_products():
+            for param, grad in grads(layer):
+                flat = operand(grad.reshape(len(grad), -1))
+                sums[param].view(-1).addmv_(flat.t(), operand(clip))
 
     return _Rule(norms, add)
 
@@ -502,39 +510,35 @@ def _rule_for(module: nn.Module) -> _Rule:
 
 @dataclass(frozen=True, slots=True)
 class _Products:
-    precision: ProductPrecision
+    """The products of one ``accumulate``: the 2-D linear products go through ``kernel``
+    (which may round their inputs to bf16: ``margin`` covers a single outer product);
+    every product that sums over a record's positions, or adds materialised per-record
+    gradients, runs in full fp32 (:func:`privacy.products.full_fp32_products`), unless
+    ``emulate`` rounds all inputs to bf16 (tests: the bounds must hold even then)."""
+
+    kernel: ProductKernel
+    emulate: bool = False
+
+    @property
+    def margin(self) -> float:
+        reduced = self.emulate or self.kernel.margin != 1.0
+        return REDUCED_PRECISION_MARGIN if reduced else FP32_MARGIN
+
+    @property
+    def sequence_term_error(self) -> float:
+        """Relative error bound of one product term in the full-fp32 products."""
+        return _BF16_PRODUCT_ERROR if self.emulate else 2 * _FP32_UNIT
 
     def operand(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` as the product will see it: rounded to bf16 under emulation."""
-        if self.precision is ProductPrecision.EMULATED_BF16:
-            return tensor.bfloat16().float()
-        return tensor
+        return tensor.bfloat16().float() if self.emulate else tensor
 
-
-def _product_precision(
-    requested: ProductPrecision | None, low_precision: bool, device: torch.device
-) -> ProductPrecision:
-    if requested is not None:
-        return requested
-    if low_precision and device.type == "cpu" and torch.backends.mkldnn.is_available():
-        return ProductPrecision.ONEDNN_BF16
-    return ProductPrecision.FP32
-
-
-@contextlib.contextmanager
-def _onednn_bf16(precision: ProductPrecision) -> Iterator[None]:
-    """Under ONEDNN_BF16, let oneDNN form fp32 products with bf16 arithmetic (twice as fast
-    here; fp32 in, fp32 accumulation and out)."""
-    if precision is not ProductPrecision.ONEDNN_BF16:
-        yield
-        return
-    backend = torch.backends.mkldnn
-    previous = backend.matmul.fp32_precision
-    backend.matmul.fp32_precision = "bf16"
-    try:
-        yield
-    finally:
-        backend.matmul.fp32_precision = previous
+    def addmm_(self, out: torch.Tensor, mat1: torch.Tensor, mat2: torch.Tensor) -> None:
+        """``out += mat1 @ mat2`` by the kernel (2-D linear layers only)."""
+        if self.emulate:
+            out.addmm_(self.operand(mat1.float()), self.operand(mat2.float()))
+        else:
+            self.kernel.addmm_(out, mat1, mat2)
 
 
 class ClippingEngine:
@@ -626,9 +630,10 @@ class ClippingEngine:
         grads = torch.autograd.grad(
             per_sample_losses.sum(), [c.output for c in captures], allow_unused=True
         )
-        low_precision = any(c.output.dtype != torch.float32 for c in captures)
-        precision = _product_precision(self._products, low_precision, per_sample_losses.device)
-        products = _Products(precision)
+        if self._products is None:
+            products = _Products(product_kernel(_compute_dtype(captures), per_sample_losses.device))
+        else:
+            products = _Products(FP32, self._products is ProductPrecision.EMULATED_BF16)
         layers = [
             (
                 c.site.rule,
@@ -645,7 +650,7 @@ class ClippingEngine:
             )
             for c, g in zip(captures, grads, strict=True)
         ]
-        with _onednn_bf16(precision):
+        with products.kernel.active():
             # Rows as the layers saw them: padding rows (zero output gradient) included.
             rows = len(layers[0][1].output_grad) if layers else batch
             bound = self._bounds(layers, rows, per_sample_losses.device)
@@ -662,7 +667,7 @@ class ClippingEngine:
             # stay normal in fp32 also times 1 / loss scale (>= 2^-24), so rounding them
             # moves each by 2^-24 at most, inside the margin; a subnormal one could move
             # by far more.
-            clip64.mul_(precision.margin).masked_fill_(bad | (clip64 < _SMALLEST_CLIP), 0.0)
+            clip64.mul_(products.margin).masked_fill_(bad | (clip64 < _SMALLEST_CLIP), 0.0)
             clip = clip64.float()
             for rule, layer in layers:
                 rule.add_clipped_sums(layer, clip, sums)
@@ -755,6 +760,12 @@ class ClippingEngine:
                 "per-sample norms of shared parameters are not supported"
             )
         return captures
+
+
+def _compute_dtype(captures: list[_Capture]) -> torch.dtype:
+    """The autocast dtype the captured forward pass ran in (fp32 without autocast)."""
+    low = (c.output.dtype for c in captures if c.output.dtype != torch.float32)
+    return next(low, torch.float32)
 
 
 class _Capturing:

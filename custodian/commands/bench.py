@@ -3,8 +3,9 @@
 All variants run side by side in this process on the same model and data (see
 :mod:`training.dp_benchmark`); the printed ratios are what the speed goals are judged by.
 The default workload is an MLP 64-256-256-2 on 50,000 synthetic rows at an expected
-batch of 512; ``--model pipeline`` benchmarks the pipeline's own model on its training
-split (after ``dvc repro``).
+batch of 512; ``--model transformer`` a small transformer encoder over token sequences;
+``--model pipeline`` benchmarks the pipeline's own model on its training split (after
+``dvc repro``).
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ import torch
 from custodian.commands.train import encode_split
 from custodian.params import TrainParams, load_section
 from training.dp_benchmark import (
-    SEQUENCE_MODEL,
+    NAMED_WORKLOADS,
     VARIANTS,
     BenchResult,
     Workload,
     memory_in_subprocess,
     run_benchmark,
-    sequence_workload,
     synthetic_workload,
+    workload_for,
 )
 from training.errors import TrainingInputError
 from training.model import Activation, Mlp, ModelConfig
@@ -44,7 +45,7 @@ def bench() -> None:
     "--model",
     default=DEFAULT_MODEL,
     show_default=True,
-    help="Layer widths of a synthetic MLP (e.g. 64-256-256-2), 'sequence', or 'pipeline'.",
+    help="Layer widths of a synthetic MLP (e.g. 64-256-256-2), 'transformer' or 'pipeline'.",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), help="Expected batch size.")
 @click.option("--rows", type=click.IntRange(min=2), default=50_000, show_default=True)
@@ -78,8 +79,8 @@ def dp_command(
         measure = None  # the subprocess rebuilds synthetic workloads only
     else:
         batch = batch_size or 512
-        if model == SEQUENCE_MODEL:
-            workload = sequence_workload(rows, batch)
+        if model in NAMED_WORKLOADS:
+            workload = workload_for(model, rows, batch)
         else:
             workload = synthetic_workload(_widths(model), rows, batch)
         args = [model, str(rows), str(batch), str(target), "20", str(torch.get_num_threads())]
@@ -94,7 +95,7 @@ def dp_command(
         device=target,
         rounds=rounds,
         seconds_per_round=seconds,
-        variants=variants or tuple(VARIANTS),
+        variants=variants or None,  # None: every variant that runs on the device
         memory=measure,
         progress=progress,
     )
@@ -145,17 +146,11 @@ def _table(result: BenchResult) -> str:
         )
     lines += ["", "ratios:"]
     lines += [f"  {name:<36}{value:6.2f}" for name, value in result.ratios().items()]
-    if result.noise:
-        lines += [
-            "",
-            f"noise per step ({result.noise['parameters']:,.0f} parameters): secure "
-            f"(ChaCha20, float64) {result.noise['secure_ms']:.2f} ms, torch normal_ "
-            f"{result.noise['torch_ms']:.2f} ms",
-        ]
     lines += [
         "",
         f"max relative error vs Opacus hooks: fp32 {result.max_rel_error_vs_opacus:.2e}, "
         f"bf16 {result.max_rel_error_vs_opacus_bf16:.2e}",
+        f"noise per step on {result.device}: {result.noise_ms_per_step:.3f} ms",
     ]
     if torch.get_num_threads() == 1:
         lines.append("note: torch runs single-threaded here")

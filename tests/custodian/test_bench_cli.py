@@ -35,21 +35,7 @@ def test_bench_dp_json_has_every_variant_and_the_error_against_opacus(tmp_path: 
     assert report["ratios"]["fast_fp32/nonprivate_fp32"] == (
         report["fast_fp32"] / report["nonprivate_fp32"]
     )
-    noise = report["noise_ms_per_step"]  # the secure sampler's cost, beside torch's
-    assert noise["secure_ms"] > 0 and noise["torch_ms"] > 0
-    assert noise["parameters"] == 16 * 32 + 32 + 32 * 2 + 2
-
-
-def test_bench_dp_sequence_workload_runs_the_sequence_paths(tmp_path: Path) -> None:
-    done = custodian(
-        "bench", "dp", "--model", "sequence", "--rows", "500", "--batch-size", "32",
-        "--rounds", "1", "--seconds", "0.2", "--no-memory", "--json",
-        "--variant", "nonprivate_fp32", "--variant", "fast_fp32", cwd=tmp_path,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
-    assert report["workload"].startswith("sequence: embedding")
-    assert report["fast_fp32"] > 0 and report["max_rel_error_vs_opacus"] < 1e-5
+    assert report["noise_ms_per_step"] > 0  # the secure sampler's cost per step
 
 
 def test_bench_dp_refuses_a_malformed_model(tmp_path: Path) -> None:
