@@ -20,8 +20,9 @@ What the server enforces (``migrations/*.sql``)
 
 Connections
     ``url`` carries no password (:mod:`stores.config`); libpq reads it from its
-    usual places. A stream keeps one connection and opens a new one after a
-    failure. A server that cannot be reached raises :class:`StoreUnavailable`.
+    usual places. A stream keeps one connection (its transactions begin and
+    commit explicitly), checks it before each session and opens a new one if the
+    server restarted meanwhile. A server that cannot be reached raises :class:`StoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -83,11 +84,20 @@ class PostgresStream:
             self._conn.close()
             self._conn = None
 
+    def _connection(self) -> psycopg.Connection:
+        """The stream's connection: checked if reused, since the server may have restarted."""
+        if self._conn is not None and not self._conn.closed:
+            try:
+                self._conn.execute("SELECT 1")  # outside any transaction: nothing to lose
+                return self._conn
+            except psycopg.OperationalError:
+                self.close()
+        self._conn = connect(self.config.url, autocommit=True)
+        return self._conn
+
     @contextlib.contextmanager
     def session(self) -> Iterator[_PostgresSession]:
-        if self._conn is None or self._conn.closed:
-            self._conn = connect(self.config.url)
-        conn = self._conn
+        conn = self._connection()
         try:
             with conn.transaction():
                 conn.execute(

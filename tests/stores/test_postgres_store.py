@@ -203,6 +203,11 @@ def test_a_server_gone_before_a_reservation_stops_it(own_server, tmp_path: Path)
     run.record_steps(20)
     run.record_steps(20)
     assert _ledger(directory).verify().records == 3
+    # A restart while the handle is idle costs nothing: its next session reconnects.
+    own_server.stop("immediate")
+    own_server.start()
+    run.record_steps(30)
+    assert _ledger(directory).history(DATA) == [SgdSteps(SIGMA, Q, 30)]
 
 
 def _reserve_forever(directory: Path, acknowledged) -> None:
