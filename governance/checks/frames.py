@@ -414,10 +414,7 @@ def _times(
 
 def _words(frame: HashedFrame, columns: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Word hashes of the text columns per row, as CSR (offsets, hashes)."""
-    per_column = [
-        word_hashes([str(t) for t in frame.frame[c].to_numpy(dtype=object, na_value="")])
-        for c in columns
-    ]
+    per_column = [word_hashes(frame.frame[c]) for c in columns]
     if len(per_column) == 1:
         return per_column[0]
     # A word in one column is not the same word in another: salt by column.

@@ -18,6 +18,7 @@ import pandas as pd
 from governance.checks.findings import Finding, FindingType, Severity
 from governance.checks.frames import ColumnKind, ScanContext
 from governance.checks.registry import detector, make_finding, share
+from governance.checks.similarity import spans, utf8_buffer, value_chunks
 
 
 class PiiKind(StrEnum):
@@ -67,7 +68,9 @@ _DIGIT_BYTE = np.zeros(256, dtype=bool)
 _DIGIT_BYTE[ord("0") : ord("9") + 1] = True
 _RUN_BYTE = _DIGIT_BYTE.copy()
 _RUN_BYTE[list(b" \t().+-")] = True
-_CHUNK_VALUES = 100_000
+# NUL counts as a separator, as it did when texts were joined by NUL and their NULs spaced.
+_RUN_BYTE[0] = True
+_CHUNK_BYTES = 16 << 20
 # A numeric column is read as an identifier only over this many values, and
 # when its typical value has five or more digits (see ``_identifier_column``).
 _MIN_IDENTIFIER_ROWS = 100
@@ -230,9 +233,8 @@ def _matches(series: pd.Series) -> _Matches:
     # One extra, always-False, entry at the end: code -1 (missing) reads it.
     kinds = {kind: np.zeros(len(uniques) + 1, dtype=bool) for kind in PiiKind}
     card_shaped = np.zeros(len(uniques) + 1, dtype=bool)
-    texts = [str(v) for v in uniques.to_numpy(dtype=object).tolist()]
-    for position in np.flatnonzero(_candidates(texts)):
-        text = texts[position]
+    for position in np.flatnonzero(_candidates(uniques)):
+        text = str(uniques[position])
         kinds[PiiKind.email][position] = "@" in text and _EMAIL.search(text) is not None
         kinds[PiiKind.phone][position] = _PHONE.search(text) is not None
         kinds[PiiKind.national_id][position] = _NATIONAL_ID.search(text) is not None or any(
@@ -246,19 +248,22 @@ def _matches(series: pd.Series) -> _Matches:
     return _Matches({kind: hits[codes] for kind, hits in kinds.items()}, card_shaped[codes])
 
 
-def _candidates(texts: list[str]) -> np.ndarray:
-    """Mask of texts holding an "@" or a run of ``_MIN_DIGITS`` digits (see above)."""
-    found = np.zeros(len(texts), dtype=bool)
-    for start in range(0, len(texts), _CHUNK_VALUES):
-        chunk = [t.replace("\x00", " ") for t in texts[start : start + _CHUNK_VALUES]]
-        data = np.frombuffer("\x00".join(chunk).encode("utf-8"), dtype=np.uint8)
-        separators = np.flatnonzero(data == 0)
-        found[start + np.searchsorted(separators, np.flatnonzero(data == ord("@")))] = True
-        edges = np.diff(_RUN_BYTE[data].view(np.int8), prepend=np.int8(0), append=np.int8(0))
-        run_starts, run_ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-        digits_before = np.concatenate([[0], np.cumsum(_DIGIT_BYTE[data], dtype=np.int64)])
-        long_run = digits_before[run_ends] - digits_before[run_starts] >= _MIN_DIGITS
-        found[start + np.searchsorted(separators, run_starts[long_run])] = True
+def _candidates(values: object) -> np.ndarray:
+    """Mask of values holding an "@" or a run of ``_MIN_DIGITS`` digits (see above)."""
+    offsets, data = utf8_buffer(values)
+    found = np.zeros(len(offsets) - 1, dtype=bool)
+    for first, stop in value_chunks(offsets, _CHUNK_BYTES):
+        local = offsets[first : stop + 1] - offsets[first]
+        chunk = data[offsets[first] : offsets[stop]]
+        found[first + np.searchsorted(local, np.flatnonzero(chunk == ord("@")), "right") - 1] = True
+        starts, ends = spans(_RUN_BYTE[chunk], local)
+        if not len(starts):
+            continue
+        # Digits only occur inside runs, so summing from one run's start to
+        # the next counts that run's digits.
+        digits = np.add.reduceat(_DIGIT_BYTE[chunk].view(np.uint8), starts, dtype=np.int64)
+        long_run = starts[digits >= _MIN_DIGITS]
+        found[first + np.searchsorted(local, long_run, "right") - 1] = True
     return found
 
 
