@@ -18,15 +18,28 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from governance.checks.config import CheckConfig
-from governance.checks.similarity import NumericIndex, TextIndex, mix64, word_hashes
+from governance.checks.similarity import (
+    NumericIndex,
+    TextIndex,
+    mix64,
+    string_hashes,
+    utf8_buffer,
+    word_hashes,
+)
 from governance.errors import InputError
 
 # Hash of a missing cell; any fixed value works because hashes are only compared.
 NULL_HASH = np.uint64(0x9E3779B97F4A7C15)
 _ROW_SEED = np.uint64(0x2545F4914F6CDD1D)
 _NUMBER_START = frozenset("+-.0123456789")
+_NUMBER_PREFIX = r"^[-+.0-9]"
+# ASCII whitespace as RE2 and ``str.split`` agree on it; ``str.split`` also splits on these.
+_ASCII_SPACE = r"[\t\n\x0b\x0c\r ]+"
+_SPLIT_ONLY_BY_PYTHON = r"[\x1c-\x1f]"
 # Enough values to tell free text from categories without reading a million rows.
 _KIND_SAMPLE = 2000
 
@@ -336,12 +349,37 @@ def _nanoseconds(series: pd.Series) -> np.ndarray:
 def _string_cells(series: pd.Series, decimals: int) -> tuple[np.ndarray, None]:
     """(cell hashes, None): each distinct value is normalised and hashed once."""
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    canonical = np.array(
-        _canonical(uniques.to_numpy(dtype=object).tolist(), decimals), dtype=object
-    )
-    # The values are distinct already: hashing them need not factorize them again.
-    unique_hashes = pd.util.hash_array(canonical, categorize=False)
+    unique_hashes = string_hashes(*utf8_buffer(_canonical_array(uniques, decimals)))
     return np.where(codes >= 0, unique_hashes[np.maximum(codes, 0)], NULL_HASH), None
+
+
+def _canonical_array(uniques: pd.Index, decimals: int) -> pa.LargeStringArray:
+    """``_canonical`` of every value, in arrow's compiled string kernels where that is exact.
+
+    ASCII strings without the separators \\x1c-\\x1f (which ``str.split`` also
+    splits on) and not starting like a number are normalised by the kernels;
+    the rest, usually none, by ``_canonical``.
+    """
+    try:
+        array = pa.array(uniques, type=pa.large_string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array(
+            _canonical(uniques.to_numpy(dtype=object).tolist(), decimals), pa.large_string()
+        )
+    spaced = pc.replace_substring_regex(array, _ASCII_SPACE, " ")
+    fast = pc.ascii_lower(pc.utf8_trim(spaced, " "))
+    slow = pc.or_(
+        pc.invert(pc.string_is_ascii(array)),
+        pc.or_(
+            pc.match_substring_regex(array, _SPLIT_ONLY_BY_PYTHON),
+            pc.match_substring_regex(fast, _NUMBER_PREFIX),
+        ),
+    )
+    if not pc.any(slow).as_py():
+        return fast
+    where = np.flatnonzero(slow.to_numpy(zero_copy_only=False))
+    redone = _canonical(array.take(pa.array(where)).to_pylist(), decimals)
+    return pc.replace_with_mask(fast, slow, pa.array(redone, pa.large_string()))
 
 
 _CELLS: dict[ColumnKind, Callable[[pd.Series, int], tuple[np.ndarray, np.ndarray | None]]] = {

@@ -62,12 +62,11 @@ def mix64(values: np.ndarray) -> np.ndarray:
     return x
 
 
-def utf8_buffer(values: object) -> tuple[np.ndarray, np.ndarray]:
-    """(offsets, bytes): the UTF-8 text of value i is ``data[offsets[i] : offsets[i + 1]]``.
+def utf8_array(values: object) -> pa.LargeStringArray:
+    """The values as one arrow string array: missing ones empty, others spelled by ``str``.
 
-    Arrow-backed strings (pandas' default string dtype) are read in place,
-    without making a Python object per value; missing values are empty, and
-    anything that is not a string is spelled by ``str``.
+    Arrow-backed strings (pandas' default string dtype) are taken as they are,
+    without making a Python object per value.
     """
     try:
         array = pa.array(values, type=pa.large_string(), from_pandas=True)
@@ -76,12 +75,18 @@ def utf8_buffer(values: object) -> tuple[np.ndarray, np.ndarray]:
         array = pa.array([str(v) for v in spelled], type=pa.large_string())
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
-    if array.null_count:
-        array = pc.fill_null(array, "")
+    return pc.fill_null(array, "") if array.null_count else array
+
+
+def utf8_buffer(values: object) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, bytes): the UTF-8 text of value i is ``data[offsets[i] : offsets[i + 1]]``.
+
+    Read in place from :func:`utf8_array`'s buffers.
+    """
+    array = utf8_array(values)
     _, offset_buffer, data_buffer = array.buffers()
-    offsets = np.frombuffer(offset_buffer, dtype=np.int64)[
-        array.offset : array.offset + len(array) + 1
-    ]
+    offsets = np.frombuffer(offset_buffer, dtype=np.int64)
+    offsets = offsets[array.offset : array.offset + len(array) + 1]
     if data_buffer is None:
         return offsets - offsets[0], np.empty(0, dtype=np.uint8)
     data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
@@ -176,6 +181,27 @@ def _hash_words(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.nd
     hashes = mix64(hashes ^ second)
     last = np.where(lengths > 16, window[np.maximum(ends - 8, 0)], _U(0))
     return mix64(hashes ^ last)
+
+
+def string_hashes(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each whole value ``data[offsets[i]:offsets[i + 1]]``, 8 bytes a step.
+
+    Each step works on the values still longer than the bytes hashed so far,
+    so the cost is per 8 bytes of text, not per byte.
+    """
+    padded = np.concatenate([data, np.zeros(8, dtype=np.uint8)])
+    window = np.ndarray(shape=(len(data) + 1,), dtype="<u8", buffer=padded, strides=(1,))
+    starts = offsets[:-1]
+    lengths = np.diff(offsets).astype(np.uint64)
+    hashes = mix64(lengths * _GOLDEN)
+    active = np.flatnonzero(lengths > 0)
+    done = _U(0)
+    while len(active):
+        left = lengths[active] - done
+        hashes[active] = mix64(hashes[active] ^ _masked(window[starts[active] + int(done)], left))
+        done += _U(8)
+        active = active[lengths[active] > done]
+    return hashes
 
 
 def _masked(words: np.ndarray, lengths: np.ndarray) -> np.ndarray:
