@@ -25,6 +25,7 @@ from governance.checks.config import CheckConfig
 from governance.checks.similarity import (
     NumericIndex,
     TextIndex,
+    lowered,
     mix64,
     string_hashes,
     utf8_buffer,
@@ -36,10 +37,10 @@ from governance.errors import InputError
 NULL_HASH = np.uint64(0x9E3779B97F4A7C15)
 _ROW_SEED = np.uint64(0x2545F4914F6CDD1D)
 _NUMBER_START = frozenset("+-.0123456789")
-_NUMBER_PREFIX = r"^[-+.0-9]"
-# ASCII whitespace as RE2 and ``str.split`` agree on it; ``str.split`` also splits on these.
-_ASCII_SPACE = r"[\t\n\x0b\x0c\r ]+"
-_SPLIT_ONLY_BY_PYTHON = r"[\x1c-\x1f]"
+# What makes an ASCII value need more than casefolding: whitespace other than
+# single spaces between words (str.split also splits on \x1c-\x1f), or a
+# start like a number's.
+_NOT_PLAIN = r"[\t\n\x0b\x0c\r\x1c-\x1f]|  |^[ +\-.0-9]| $"
 # Enough values to tell free text from categories without reading a million rows.
 _KIND_SAMPLE = 2000
 
@@ -349,37 +350,32 @@ def _nanoseconds(series: pd.Series) -> np.ndarray:
 def _string_cells(series: pd.Series, decimals: int) -> tuple[np.ndarray, None]:
     """(cell hashes, None): each distinct value is normalised and hashed once."""
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    unique_hashes = string_hashes(*utf8_buffer(_canonical_array(uniques, decimals)))
+    offsets, data = utf8_buffer(_canonical_array(uniques, decimals))
+    # Casefolding what is left is lowercasing ASCII: plain values are ASCII,
+    # and ``_canonical``'s output is casefolded already.
+    unique_hashes = string_hashes(offsets, lowered(data))
     return np.where(codes >= 0, unique_hashes[np.maximum(codes, 0)], NULL_HASH), None
 
 
 def _canonical_array(uniques: pd.Index, decimals: int) -> pa.LargeStringArray:
-    """``_canonical`` of every value, in arrow's compiled string kernels where that is exact.
+    """The values, ``_canonical`` but for casefolding where that is all they need.
 
-    ASCII strings without the separators \\x1c-\\x1f (which ``str.split`` also
-    splits on) and not starting like a number are normalised by the kernels;
-    the rest, usually none, by ``_canonical``.
+    Plain values (ASCII, single spaces between words and none at either end,
+    not starting like a number) need nothing more and stay in arrow; the rest,
+    usually few, go through ``_canonical``.
     """
     try:
         array = pa.array(uniques, type=pa.large_string())
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.array(
-            _canonical(uniques.to_numpy(dtype=object).tolist(), decimals), pa.large_string()
-        )
-    spaced = pc.replace_substring_regex(array, _ASCII_SPACE, " ")
-    fast = pc.ascii_lower(pc.utf8_trim(spaced, " "))
-    slow = pc.or_(
-        pc.invert(pc.string_is_ascii(array)),
-        pc.or_(
-            pc.match_substring_regex(array, _SPLIT_ONLY_BY_PYTHON),
-            pc.match_substring_regex(fast, _NUMBER_PREFIX),
-        ),
-    )
-    if not pc.any(slow).as_py():
-        return fast
-    where = np.flatnonzero(slow.to_numpy(zero_copy_only=False))
-    redone = _canonical(array.take(pa.array(where)).to_pylist(), decimals)
-    return pc.replace_with_mask(fast, slow, pa.array(redone, pa.large_string()))
+        spelled = _canonical(uniques.to_numpy(dtype=object).tolist(), decimals)
+        return pa.array(spelled, type=pa.large_string())
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    redo = pc.or_(pc.invert(pc.string_is_ascii(array)), pc.match_substring_regex(array, _NOT_PLAIN))
+    if not pc.any(redo).as_py():
+        return array
+    redone = _canonical(array.filter(redo).to_pylist(), decimals)
+    return pc.replace_with_mask(array, redo, pa.array(redone, type=pa.large_string()))
 
 
 _CELLS: dict[ColumnKind, Callable[[pd.Series, int], tuple[np.ndarray, np.ndarray | None]]] = {

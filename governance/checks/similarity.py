@@ -103,14 +103,14 @@ def value_chunks(offsets: np.ndarray, target_bytes: int) -> Iterator[tuple[int, 
 
 def spans(mask: np.ndarray, local_offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(starts, ends) of the runs of True in ``mask``, split where a value ends."""
-    boundary = np.zeros(len(mask) + 1, dtype=bool)
-    boundary[local_offsets] = True
-    before = np.zeros(len(mask), dtype=bool)
-    before[1:] = mask[:-1]
-    after = np.zeros(len(mask), dtype=bool)
-    after[:-1] = mask[1:]
-    starts = np.flatnonzero(mask & (~before | boundary[:-1]))
-    ends = np.flatnonzero(mask & (~after | boundary[1:])) + 1
+    edges = np.diff(mask.view(np.int8), prepend=np.int8(0), append=np.int8(0))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    inner = local_offsets[(local_offsets > 0) & (local_offsets < len(mask))]
+    cuts = inner[mask[inner - 1] & mask[inner]]
+    cuts = cuts[np.r_[True, cuts[1:] != cuts[:-1]]] if len(cuts) else cuts  # empty values
+    if len(cuts):  # a run that crosses from one value into the next is two runs
+        starts = np.insert(starts, np.searchsorted(starts, cuts), cuts)
+        ends = np.insert(ends, np.searchsorted(ends, cuts), cuts)
     return starts, ends
 
 
@@ -131,7 +131,7 @@ def word_hashes(values: object) -> tuple[np.ndarray, np.ndarray]:
     counts, hashes = [], []
     for first, stop in value_chunks(offsets, _CHUNK_BYTES):
         local = offsets[first : stop + 1] - offsets[first]
-        chunk = _LOWER[data[offsets[first] : offsets[stop]]]
+        chunk = lowered(data[offsets[first] : offsets[stop]])
         starts, ends = spans(_WORD_BYTE[chunk], local)
         text_of_word = np.searchsorted(local, starts, side="right") - 1
         counts.append(np.bincount(text_of_word, minlength=stop - first))
@@ -181,6 +181,11 @@ def _hash_words(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.nd
     hashes = mix64(hashes ^ second)
     last = np.where(lengths > 16, window[np.maximum(ends - 8, 0)], _U(0))
     return mix64(hashes ^ last)
+
+
+def lowered(data: np.ndarray) -> np.ndarray:
+    """UTF-8 bytes with ASCII capitals lowered (multi-byte characters are left as they are)."""
+    return _LOWER[data]
 
 
 def string_hashes(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
