@@ -128,7 +128,20 @@ def test_own_data_walkthrough(tmp_path: Path) -> None:
     # privacy.json names the total the audit run brings the dataset to, never less.
     assert privacy["budget"]["total_with_audit_epsilon"] >= spend[0]["spent_epsilon"] - 1e-9
 
-    # 4. Grep: no tracked file, report or model holds the email or a patient id.
+    # 4. A change that does not alter the audit run's mechanism reuses it: nothing charged.
+    path = project / "params.yaml"
+    text = path.read_text(encoding="utf-8")
+    marker = "  min_slice_rows: 10        # smaller slices are reported"
+    assert marker in text
+    path.write_text(text.replace(marker, marker.replace("10 ", "11 ")), encoding="utf-8")
+    dvc("repro", "evaluate", cwd=project)
+    assert ledger(project) == spend
+    metrics = json.loads((project / "reports" / "metrics.json").read_text())
+    assert metrics["slice_min_rows"] == 11 and metrics["privacy_audit"]["reused"] is True
+    headline = json.loads((project / "reports" / "headline.json").read_text())
+    assert headline["delta"] == "1e-05"
+
+    # 5. Grep: no tracked file, report or model holds the email or a patient id.
     run(["git", "add", "-A"], cwd=project)
     tracked = run(["git", "ls-files", "-z"], cwd=project).stdout.split("\0")
     files = [project / f for f in tracked if f and f != "datasets/clinic.csv"]
