@@ -85,3 +85,34 @@ def test_declared_text_and_pii_columns_are_not_features_and_not_recorded() -> No
     assert EMAIL not in json.dumps([c.model_dump(mode="json") for c in inferred.columns])
     with pytest.raises(InputError, match="needs its values"):
         infer_columns(frame, {"y": ColumnRole.label}, text=["y"])
+
+
+def test_data_docs_count_unexpected_values_but_never_show_them(tmp_path) -> None:
+    """A duplicated patient id fails the suite; the Data Docs say how often, not which."""
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from governance.expectations import run_suites
+    from governance.provenance import Provenance
+
+    content = _patients(60)
+    frame = read_csv_bytes(content, where="t")
+    frame.loc[1, "patient_id"] = frame.loc[0, "patient_id"]  # P10000 twice
+    inferred = infer_columns(
+        frame, {"y": ColumnRole.label, "patient_id": ColumnRole.identifier}, text=["notes"]
+    )
+    record = Provenance(
+        name="clinic",
+        source="file:clinic.csv",
+        license="CC0-1.0",
+        retrieved_at=datetime(2026, 1, 1, tzinfo=UTC),
+        sha256="0" * 64,
+        rows=len(frame),
+        columns=inferred.columns,
+    )
+    root = Path(__file__).resolve().parents[2]
+    (outcome,) = run_suites(root / "gx", tmp_path / "work", tmp_path / "docs", [(record, frame)])
+    failed = {f.expectation: f.unexpected_count for f in outcome.failed}
+    assert failed == {"expect_column_values_to_be_unique": 2}
+    pages = [p.read_bytes() for p in (tmp_path / "docs").rglob("*") if p.is_file()]
+    assert pages and not any(b"P10000" in page or EMAIL.encode() in page for page in pages)
