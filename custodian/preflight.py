@@ -9,6 +9,7 @@ it writes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,15 @@ from training.trainer import plan_steps
 # Poisson sampling amplifies privacy only when each step sees a small share of the
 # data; above this rate a run pays nearly full price per step (lower train.batch_size).
 MAX_SAMPLE_RATE = 0.1
+
+
+# Rows each evaluate.audit.mode's charged run trains on (None: no run): a separate run
+# adds about half its canary records; white-box canaries are gradients, not rows.
+_AUDIT_ROWS: dict[AuditMode, Callable[[int, int], int | None]] = {
+    AuditMode.SEPARATE_RUN: lambda rows, canaries: rows + canaries // 2,
+    AuditMode.WHITE_BOX: lambda rows, canaries: rows,
+    AuditMode.DISABLED: lambda rows, canaries: None,
+}
 
 
 class PreflightFailed(InputError):
@@ -269,9 +279,9 @@ def _plan_spend(
 ) -> None:
     kind = AccountantKind.parse(privacy.accountant)
     planned = [("train", rows)]
-    if evaluate.audit.mode is AuditMode.SEPARATE_RUN:
-        # The audit run trains on the split plus about half the canaries.
-        planned.append(("audit", rows + evaluate.audit.canaries // 2))
+    audit_rows = _AUDIT_ROWS[evaluate.audit.mode](rows, evaluate.audit.canaries)
+    if audit_rows is not None:
+        planned.append(("audit", audit_rows))
     steps: list[SgdSteps] = []
     for purpose, run_rows in planned:
         step_plan = plan_steps(run_rows, params.batch_size, params.epochs)

@@ -565,6 +565,30 @@ def _positive_probability(model: Mlp, table: EncodedTable) -> np.ndarray:
 # --------------------------------------------------------------------------- the audit
 
 
+def _reused_audit(
+    inputs: _Inputs,
+    production: Mapping[str, Any],
+    train: EncodedTable,
+    identity: Mapping[str, object],
+) -> dict[str, Any] | None:
+    """The result of a finished audit run with this identity, the spend read afresh."""
+    done = finished_run(
+        train, inputs.train_params, inputs.privacy, purpose="audit", identity=identity
+    )
+    if done is None or not (done / AUDIT_RESULT).is_file():
+        return None
+    reused = json.loads((done / AUDIT_RESULT).read_text(encoding="utf-8"))
+    spent = dataset_spent(
+        inputs.record.source_sha256, production["delta"], inputs.privacy.accountant
+    )
+    return {
+        **reused,
+        "production_epsilon": production["epsilon"],
+        "spent_epsilon_after": spent,
+        "reused": True,
+    }
+
+
 def _audit_separate_run(inputs: _Inputs, production: Mapping[str, Any]) -> dict[str, Any]:
     """A second DP run, production settings, on train plus canaries; charged to the budget."""
     settings = inputs.params.audit
@@ -588,18 +612,9 @@ def _audit_separate_run(inputs: _Inputs, production: Mapping[str, Any]) -> dict[
     # Only a change to the audit run's mechanism (its data, training, privacy or audit
     # settings) pays for a new run; a change to the slices or the robustness settings
     # reuses the finished run's result, with the dataset's spend read afresh.
-    done = finished_run(
-        audit_train, inputs.train_params, inputs.privacy, purpose="audit", identity=identity
-    )
-    if done is not None and (done / AUDIT_RESULT).is_file():
-        reused = json.loads((done / AUDIT_RESULT).read_text(encoding="utf-8"))
-        spent = dataset_spent(dataset_sha256, production["delta"], inputs.privacy.accountant)
-        return {
-            **reused,
-            "production_epsilon": production["epsilon"],
-            "spent_epsilon_after": spent,
-            "reused": True,
-        }
+    reused = _reused_audit(inputs, production, audit_train, identity)
+    if reused is not None:
+        return reused
     run = charged_train_dp(
         audit_train,
         inputs.val,
@@ -670,6 +685,16 @@ def _audit_white_box(inputs: _Inputs, production: Mapping[str, Any]) -> dict[str
         settings.canaries, parameters, np.random.default_rng(settings.seed)
     )
     dataset_sha256 = inputs.record.source_sha256
+    identity = {
+        "dataset": dataset_sha256,
+        "train": inputs.record.sha256,
+        "train_params": inputs.train_params.model_dump(),
+        "privacy": inputs.privacy.model_dump(),
+        "audit": settings.model_dump(mode="json"),
+    }
+    reused = _reused_audit(inputs, production, inputs.train, identity)
+    if reused is not None:
+        return reused
     run = charged_train_dp(
         inputs.train,
         inputs.val,
@@ -677,13 +702,7 @@ def _audit_white_box(inputs: _Inputs, production: Mapping[str, Any]) -> dict[str
         inputs.privacy,
         dataset_sha256=dataset_sha256,
         purpose="audit",
-        identity={
-            "dataset": dataset_sha256,
-            "train": inputs.record.sha256,
-            "train_params": inputs.train_params.model_dump(),
-            "privacy": inputs.privacy.model_dump(),
-            "audit": settings.model_dump(mode="json"),
-        },
+        identity=identity,
         device=resolve_device(inputs.train_params.device),
         canaries=canaries,
     )
@@ -697,8 +716,7 @@ def _audit_white_box(inputs: _Inputs, production: Mapping[str, Any]) -> dict[str
         confidence=settings.confidence,
     )
     check_bound_below(audit.epsilon_lower_bound, result.epsilon, f"audit run {run.run_id}")
-    mark_finished(run)
-    return {
+    result_json = {
         "mode": AuditMode.WHITE_BOX.value,
         "audited": _AUDITED
         + (
@@ -728,6 +746,9 @@ def _audit_white_box(inputs: _Inputs, production: Mapping[str, Any]) -> dict[str
         ),
         "released": False,
     }
+    atomic_write_json(run.run_dir / AUDIT_RESULT, result_json)
+    mark_finished(run)
+    return result_json
 
 
 _AUDITED = (
