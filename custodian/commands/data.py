@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+import pandas as pd
 import yaml
 from pydantic import ValidationError
 
@@ -24,6 +25,7 @@ from custodian.params import DataParams, load_section
 from custodian.project import Project
 from governance.errors import InputError
 from governance.ingest import ProvenanceMismatch
+from governance.populations import identifier_digests, overlaps
 from governance.provenance import ColumnRole, Encryption, Provenance, provenance_json_schema
 from governance.registry import (
     META_KEY,
@@ -32,7 +34,7 @@ from governance.registry import (
     format_validation_error,
     load_registry,
 )
-from governance.storage import SEALED_SUFFIX, seal
+from governance.storage import SEALED_SUFFIX, seal, unseal
 from governance.tables import infer_columns, read_csv_bytes, sha256_bytes
 from privacy.encryption import (
     NEW_DATA_KEY,
@@ -61,6 +63,13 @@ def data() -> None:
 @click.option("--citation", help="How to cite the data.")
 @click.option("--name", help="Registry name (default: the file name without extension).")
 @click.option("--identifier", help="Column identifying a person or entity.")
+@click.option(
+    "--population",
+    help="The people the rows are about (e.g. rand-hie-participants): datasets of one "
+    "population share one lifetime privacy budget. Default: the population of an earlier "
+    "version under the same --name. Required when the identifiers overlap a registered "
+    "population's.",
+)
 @click.option("--sensitive", help="Comma-separated sensitive-attribute columns.")
 @click.option("--label", help="Label column.")
 @click.option("--time", "time_", help="Time column.")
@@ -86,6 +95,7 @@ def add(
     citation: str | None,
     name: str | None,
     identifier: str | None,
+    population: str | None,
     sensitive: str | None,
     label: str | None,
     time_: str | None,
@@ -108,15 +118,22 @@ def add(
             f"{path}: registered datasets live directly in {registry}/; move the file there"
         )
     roles = _roles(identifier, sensitive, label, time_, exclude)
+    entries = load_registry(registry)
     content = path.read_bytes()
     frame = read_csv_bytes(content, where=str(path))
     try:
         columns = infer_columns(frame, roles)
     except InputError as err:
         raise InputError(f"{path}: {err}") from None
+    record_name = name or path.stem.lower()
+    if population is None:  # a new version inherits its predecessor's population
+        population = next((e.record.population for e in entries if e.name == record_name), None)
+    if identifier is not None:
+        _check_population(frame[identifier], population, entries, where=path)
     try:
         record = Provenance(
-            name=name or path.stem.lower(),
+            name=record_name,
+            population=population,
             source=source,
             citation=citation,
             license=license_,
@@ -131,7 +148,6 @@ def add(
     except ValidationError as err:
         raise InputError(format_validation_error(err, where="custodian data add")) from None
     tracked = registry / f"{record.name}.csv{SEALED_SUFFIX}" if encrypt else path
-    entries = load_registry(registry)
     if encrypt:
         _check_not_registered_in_plaintext(path, entries)
     others = [e for e in entries if e.name == record.name]
@@ -158,6 +174,42 @@ def add(
         click.echo(f"removed the plaintext {path} (unlinked, not securely erased)")
     elif encrypt:
         click.echo(f"the plaintext {path} is untouched: delete it once you no longer need it")
+
+
+def _check_population(
+    ids: pd.Series, population: str | None, entries: list[RegisteredDataset], *, where: Path
+) -> None:
+    """Refuse a dataset whose people are already registered under a population it does not
+    name: it would give them a fresh privacy budget. Compares hashed identifier sets."""
+    registered = [
+        (entry.record.population, entry.name, _registered_digests(entry))
+        for entry in entries
+        if entry.record.population is not None
+        and entry.record.population != population
+        and _identifier(entry) is not None
+    ]
+    found = overlaps(identifier_digests(ids), registered)
+    if found:
+        first = found[0]
+        raise InputError(
+            f"{where}: --population: {first.shared} identifier value(s) also appear in dataset "
+            f"{first.dataset!r} of population {first.population!r}; name the population "
+            f"(--population {first.population}) so they share one lifetime privacy budget"
+        )
+
+
+def _registered_digests(entry: RegisteredDataset) -> frozenset[bytes]:
+    record = entry.record
+    content = entry.read_bytes()
+    where = str(entry.data_path or record.source)
+    if isinstance(record, Provenance):
+        content = unseal(content, record, data_key, where=where)
+    frame = read_csv_bytes(content, where=where)
+    return identifier_digests(frame[_identifier(entry)])
+
+
+def _identifier(entry: RegisteredDataset) -> str | None:
+    return next((c.name for c in entry.record.columns if c.role is ColumnRole.identifier), None)
 
 
 def _check_plaintext_location(path: Path, remove_plaintext: bool) -> None:

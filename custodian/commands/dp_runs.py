@@ -34,6 +34,8 @@ from privacy.accounting import (
 )
 from privacy.errors import PrivacyInputError
 from privacy.ledger import PrivacyLedger
+from privacy.unit import PrivacyUnit
+from training.errors import TrainingInputError
 from training.features import ColumnRole, EncodedTable, FeatureSpec
 from training.model import Activation, ModelConfig
 from training.precision import Precision
@@ -44,6 +46,7 @@ from training.trainer import (
     StepPlan,
     TrainConfig,
     TrainResult,
+    person_index,
     plan_steps,
     train_dp,
 )
@@ -101,12 +104,14 @@ def charged_train_dp(
     privacy: PrivacyParams,
     *,
     dataset_sha256: str,
+    population: str | None,
     purpose: str,
     identity: Mapping[str, object],
     device: torch.device,
     replica: Replica = SINGLE,
 ) -> ChargedRun:
-    """DP-SGD on ``train`` at ``privacy.target_epsilon``, charged to ``dataset_sha256``.
+    """DP-SGD on ``train`` at ``privacy.target_epsilon``, charged to ``population``'s
+    lifetime budget (to ``dataset_sha256``'s when the dataset declares no population).
 
     ``purpose`` prefixes the run id (``train``, ``audit``); ``identity`` is what makes two
     runs the same run (an unfinished run with the same identity is resumed). With several
@@ -116,7 +121,9 @@ def charged_train_dp(
     config, dp, plan = _plan(train, params, privacy)
     run_id, run_dir = _run(purpose, {**identity, "sigma": dp.noise_multiplier})
     if replica.leader:
-        reserve, already_reserved = _open_in_ledger(dataset_sha256, run_id, dp, plan, privacy)
+        reserve, already_reserved = _open_in_ledger(
+            dataset_sha256, population, run_id, dp, plan, privacy
+        )
     else:
         reserve, already_reserved = _no_reservation, 0
     result = train_dp(
@@ -150,8 +157,25 @@ def mark_finished(run: ChargedRun) -> None:
     atomic_write_json(run.run_dir / DONE_MARKER, {"steps": run.result.accounted_steps})
 
 
+def resolved_unit(train: EncodedTable, privacy: PrivacyParams) -> PrivacyUnit:
+    """``privacy.unit``, or by default person whenever the dataset declares an identifier."""
+    if privacy.unit is not None:
+        return PrivacyUnit(privacy.unit)
+    return PrivacyUnit.RECORD if train.people is None else PrivacyUnit.PERSON
+
+
+def privacy_units(train: EncodedTable, privacy: PrivacyParams) -> int:
+    """What sample rate and delta are over: people (``privacy.unit: person``) or rows."""
+    try:
+        people = person_index(train, resolved_unit(train, privacy))
+    except TrainingInputError as err:
+        raise InputError(f"{PARAMS_FILE}: privacy.unit: {err}") from None
+    return len(train) if people is None else people.people
+
+
 def resolved_delta(privacy: PrivacyParams, rows: int) -> float:
-    """``privacy.delta``, or its default for ``rows`` training rows; refused at >= 1/rows."""
+    """``privacy.delta``, or its default for ``rows`` privacy units (people or rows);
+    refused at >= 1/rows."""
     delta = privacy.delta if privacy.delta is not None else default_delta(rows)
     try:
         validate_delta(delta, rows)
@@ -166,18 +190,28 @@ def _plan(
 ) -> tuple[TrainConfig, DpConfig, StepPlan]:
     """The training config, the noise calibrated to the target epsilon, the step plan."""
     kind = AccountantKind.parse(privacy.accountant)
-    delta = resolved_delta(privacy, len(train))
+    units = privacy_units(train, privacy)
+    delta = resolved_delta(privacy, units)
     config = train_config(params)
-    plan = plan_steps(len(train), config.batch_size, config.epochs)
+    plan = plan_steps(units, config.batch_size, config.epochs)
     sigma = calibrate_noise(privacy.target_epsilon, delta, plan.sample_rate, plan.total_steps, kind)
     dp = DpConfig(
-        noise_multiplier=sigma, max_grad_norm=privacy.max_grad_norm, delta=delta, accountant=kind
+        noise_multiplier=sigma,
+        max_grad_norm=privacy.max_grad_norm,
+        delta=delta,
+        accountant=kind,
+        unit=resolved_unit(train, privacy),
     )
     return config, dp, plan
 
 
 def _open_in_ledger(
-    dataset_sha256: str, run_id: str, dp: DpConfig, plan: StepPlan, privacy: PrivacyParams
+    dataset_sha256: str,
+    population: str | None,
+    run_id: str,
+    dp: DpConfig,
+    plan: StepPlan,
+    privacy: PrivacyParams,
 ) -> tuple[Callable[[int], None], int]:
     """Refuse a run the lifetime budget cannot afford; else its reservation callback."""
     sigma, kind, delta = dp.noise_multiplier, dp.accountant, dp.delta
@@ -190,6 +224,7 @@ def _open_in_ledger(
         kind,
         delta,
         lifetime_epsilon=privacy.lifetime_epsilon,
+        population=population,
     )
     remaining = max(plan.total_steps - handle.steps, 0)
     ledger.check_budget(
@@ -198,6 +233,7 @@ def _open_in_ledger(
         privacy.lifetime_epsilon,
         delta,
         kind,
+        population,
     )
 
     def reserve(total_steps: int) -> None:
@@ -213,10 +249,12 @@ def _no_reservation(total_steps: int) -> None:
     """A follower replica reserves nothing: its leader's ledger entry holds the run."""
 
 
-def dataset_spent(dataset_sha256: str, delta: float, accountant: str) -> float:
-    """Epsilon spent on the dataset so far, every run composed."""
+def dataset_spent(
+    dataset_sha256: str, delta: float, accountant: str, population: str | None = None
+) -> float:
+    """Epsilon spent on the dataset's population (or the dataset) so far, every run composed."""
     ledger = PrivacyLedger(Project.discover().privacy_ledger_path)
-    return ledger.spent(dataset_sha256, delta, AccountantKind.parse(accountant))
+    return ledger.spent(dataset_sha256, delta, AccountantKind.parse(accountant), population)
 
 
 def _run(purpose: str, identity: Mapping[str, object]) -> tuple[str, Path]:

@@ -563,6 +563,7 @@ def _audit_separate_run(inputs: _Inputs, production: Mapping[str, Any]) -> dict[
         inputs.train_params,
         inputs.privacy,
         dataset_sha256=dataset_sha256,
+        population=inputs.record.population,
         purpose="audit",
         identity={
             "dataset": dataset_sha256,
@@ -609,7 +610,7 @@ def _audit_separate_run(inputs: _Inputs, production: Mapping[str, Any]) -> dict[
         "canary_mia_auc": canary_mia.auc,
         "audit_model_test_accuracy": audit_accuracy,
         "spent_epsilon_after": dataset_spent(
-            dataset_sha256, production["delta"], run.dp.accountant.value
+            dataset_sha256, production["delta"], run.dp.accountant.value, inputs.record.population
         ),
         "released": False,
     }

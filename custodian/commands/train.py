@@ -10,6 +10,7 @@ taking it, then write the model and the privacy report.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import click
@@ -22,6 +23,7 @@ from custodian.commands.dp_runs import (
     dataset_spent,
     feature_spec,
     mark_finished,
+    privacy_units,
     resolved_delta,
 )
 from custodian.commands.replicas import replica_group
@@ -30,7 +32,9 @@ from custodian.project import Project
 from governance.errors import InputError
 from governance.provenance import ColumnRole as SchemaRole
 from governance.provenance import Provenance
-from privacy.ledger import PrivacyLedger
+from privacy.ledger import DatasetSpend, PrivacyLedger
+from privacy.sampling import PersonIndex
+from privacy.unit import COVERS, PrivacyUnit, group_privacy
 from training.checkpoint import save_model
 from training.errors import TrainingInputError
 from training.features import EncodedTable, encode_table
@@ -59,9 +63,11 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
     _, val = encode_split(splits, "val", params.include_sensitive)
     source = splits / "train.csv"
     _check_two_classes(train.labels, train_record.column(SchemaRole.label), source=source)
-    _check_against_data(privacy, params, rows=len(train), source=source)
+    units = privacy_units(train, privacy)
+    _check_against_data(privacy, params, rows=units, source=source)
 
     dataset_sha256 = train_record.source_sha256
+    population = train_record.population
     argv = ["train", "--splits", str(splits), "--model-dir", str(model_dir)]
     argv += ["--report", str(report), "--curve", str(curve)]
     with replica_group(params.world_size, argv, device) as replica:
@@ -71,6 +77,7 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
             params,
             privacy,
             dataset_sha256=dataset_sha256,
+            population=population,
             purpose="train",
             identity={
                 "dataset": dataset_sha256,
@@ -86,10 +93,11 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
     result, dp = run.result, run.dp
 
     save_model(model_dir, result.model, train.feature_names)
-    spent = dataset_spent(dataset_sha256, dp.delta, dp.accountant.value)
+    spent = dataset_spent(dataset_sha256, dp.delta, dp.accountant.value, population)
     atomic_write_json(
         report,
         {
+            **unit_report(train, dp.unit, population, result.epsilon, dp.delta),
             "epsilon": result.epsilon,
             "delta": dp.delta,
             "noise_multiplier": dp.noise_multiplier,
@@ -130,10 +138,40 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
     mark_finished(run)
     click.echo(
         f"trained {result.epochs} epochs, {result.accounted_steps} steps: epsilon "
-        f"{result.epsilon:.3f} at delta {dp.delta:g} (sigma {dp.noise_multiplier:.3f}, "
-        f"{dp.accountant.value}); dataset budget spent {spent:.3f} of "
+        f"{result.epsilon:.3f} at delta {dp.delta:g} per {dp.unit.value} (sigma "
+        f"{dp.noise_multiplier:.3f}, {dp.accountant.value}); "
+        f"{population or 'dataset'} budget spent {spent:.3f} of "
         f"{privacy.lifetime_epsilon:g}"
     )
+
+
+def unit_report(
+    train: EncodedTable, unit: PrivacyUnit, population: str | None, epsilon: float, delta: float
+) -> dict[str, object]:
+    """privacy.json's statement of the unit of privacy and what the guarantee covers."""
+    rows = len(train)
+    index = None if train.people is None else PersonIndex.from_codes(train.people)
+    report: dict[str, object] = {
+        "unit": unit.value,
+        "neighbouring": unit.neighbouring,
+        "people": None if index is None else index.people,
+        "rows": rows,
+        "max_rows_per_person": None if index is None else index.max_rows_per_person,
+        "population": population,
+        "covers": {key: list(value) for key, value in COVERS.items()},
+    }
+    if unit is PrivacyUnit.RECORD and index is not None and math.isfinite(epsilon):
+        group = group_privacy(epsilon, delta, index.max_rows_per_person)
+        report["group_privacy"] = {
+            "label": (
+                f"record-level guarantee converted by group privacy to a person with "
+                f"{group.rows} rows (the most any one person has)"
+            ),
+            "rows": group.rows,
+            "epsilon": group.epsilon,
+            "delta": group.delta,
+        }
+    return report
 
 
 def _check_against_data(
@@ -142,8 +180,8 @@ def _check_against_data(
     """The params that are valid only relative to the training split's size, named as such."""
     if params.batch_size > rows:
         raise InputError(
-            f"{PARAMS_FILE}: train.batch_size: {params.batch_size} exceeds the {rows} rows "
-            f"of {source}; one batch would be the whole dataset every step"
+            f"{PARAMS_FILE}: train.batch_size: {params.batch_size} exceeds the {rows} privacy "
+            f"units (people or rows) of {source}; one batch would be the whole dataset every step"
         )
     resolved_delta(privacy, rows)
 
@@ -198,7 +236,13 @@ def ledger_command(as_json: bool) -> None:
         click.echo("no privacy spent yet")
     for spend in spends:
         click.echo(
-            f"dataset {spend.dataset_sha256[:12]}: epsilon {spend.spent_epsilon:.3f} "
+            f"{_budget_name(spend)}: epsilon {spend.spent_epsilon:.3f} "
             f"at delta {spend.delta:g} ({spend.accountant}) over {len(spend.runs)} "
             f"run(s), {spend.steps} steps"
         )
+
+
+def _budget_name(spend: DatasetSpend) -> str:
+    if spend.population is not None:
+        return f"population {spend.population} ({len(spend.datasets)} dataset(s))"
+    return f"dataset {spend.dataset_sha256[:12]}"
