@@ -172,11 +172,11 @@ def _person_codes(
     frame: pd.DataFrame, columns: Sequence[FeatureSpec], source: str
 ) -> torch.Tensor | None:
     """The identifier column factorised (codes only: no identifier value leaves here), -1
-    where it is missing (person-level training refuses those); None without an identifier."""
+    where it is missing (person-level training refuses those); None without an identifier
+    column in the schema or the frame."""
     identifier = next((spec.name for spec in columns if spec.role is ColumnRole.IDENTIFIER), None)
-    if identifier is None:
+    if identifier is None or identifier not in frame.columns:  # e.g. schema-drawn canaries
         return None
-    _check_present(frame, [identifier], source)
     codes, _ = pd.factorize(frame[identifier], use_na_sentinel=True)
     return torch.from_numpy(codes.astype(np.int64))
 

@@ -319,6 +319,7 @@ def _lifetime_verdict(project: Project, privacy: Mapping[str, Any], lifetime: fl
             str(privacy["dataset_sha256"]),
             float(privacy["delta"]),
             AccountantKind.parse(str(privacy["accountant"])),
+            privacy.get("population"),  # the population's spend, every dataset of it
         )
     except (PrivacyError, KeyError, ValueError) as exc:
         return g.lifetime_budget_gate(None, lifetime, f"{ledger.path}: {exc}")
@@ -619,7 +620,7 @@ def _ledger_summary(
         spends = PrivacyLedger(project.privacy_ledger_path).summary()
     except PrivacyError as exc:
         return {"error": str(exc), "lifetime_epsilon": lifetime}
-    mine = next((s for s in spends if s.dataset_sha256 == privacy.get("dataset_sha256")), None)
+    mine = next((s for s in spends if _same_budget(s, privacy)), None)
     return {
         "path": _relative(project, project.privacy_ledger_path),
         "lifetime_epsilon": lifetime,
@@ -627,6 +628,14 @@ def _ledger_summary(
         "runs": len(mine.runs) if mine else 0,
         "steps": mine.steps if mine else 0,
     }
+
+
+def _same_budget(spend: Any, privacy: Mapping[str, Any]) -> bool:
+    """Whether the ledger's ``spend`` is the budget the model was charged to."""
+    population = privacy.get("population")
+    if population:
+        return bool(spend.population == population)
+    return spend.population is None and privacy.get("dataset_sha256") in spend.datasets
 
 
 def _spent(ledger: Mapping[str, Any]) -> float | None:
