@@ -199,6 +199,7 @@ class RunSpend:
     """One run's latest reservation."""
 
     run_id: str
+    dataset_sha256: str
     noise_multiplier: float
     sample_rate: float
     steps: int
@@ -713,6 +714,7 @@ def _dataset_spend(
     spends = tuple(
         RunSpend(
             run_id=entries[-1].run_id,
+            dataset_sha256=entries[-1].dataset_sha256,
             noise_multiplier=entries[-1].noise_multiplier,
             sample_rate=entries[-1].sample_rate,
             steps=entries[-1].steps,

@@ -165,7 +165,7 @@ def _check_privacy_ledger(project: Project, log: AuditLog, report: VerifyReport)
     ledger = PrivacyLedger(project.privacy_ledger_path)
     try:
         runs = [
-            LedgerRunSteps(dataset.dataset_sha256, run.run_id, run.steps)
+            LedgerRunSteps(run.dataset_sha256, run.run_id, run.steps)
             for dataset in ledger.summary()
             for run in dataset.runs
         ]

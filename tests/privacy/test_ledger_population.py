@@ -46,6 +46,9 @@ def test_runs_on_every_dataset_of_a_population_compose_into_one_spend(ledger):
     by_name = {spend.population: spend for spend in ledger.summary()}
     assert by_name[PEOPLE].datasets == (V1, V2, OTHER)
     assert len(by_name[PEOPLE].runs) == 3 and by_name[None].datasets == (UNRELATED,)
+    # Each run keeps its own dataset (audit verify matches runs to the log by it).
+    runs = {run.run_id: run.dataset_sha256 for run in by_name[PEOPLE].runs}
+    assert runs == {"train-v1": V1, "train-v2": V2, "train-other": OTHER}
 
 
 def test_over_budget_run_names_population_spent_planned_and_lifetime(ledger):
