@@ -179,8 +179,10 @@ def add(
 def _check_population(
     ids: pd.Series, population: str | None, entries: list[RegisteredDataset], *, where: Path
 ) -> None:
-    """Refuse a dataset whose people are already registered under a population it does not
-    name: it would give them a fresh privacy budget. Compares hashed identifier sets."""
+    """Refuse a dataset whose people are already registered under a population while it
+    names none: it would give them a fresh privacy budget. A named population is the
+    registrant's declaration (ids of unrelated datasets can coincide); an overlap with
+    another population is then only reported. Compares hashed identifier sets."""
     registered = [
         (entry.record.population, entry.name, _registered_digests(entry))
         for entry in entries
@@ -189,13 +191,23 @@ def _check_population(
         and _identifier(entry) is not None
     ]
     found = overlaps(identifier_digests(ids), registered)
-    if found:
-        first = found[0]
+    if not found:
+        return
+    first = found[0]
+    shared = (
+        f"{first.shared} identifier value(s) also appear in dataset {first.dataset!r} of "
+        f"population {first.population!r}"
+    )
+    if population is None:
         raise InputError(
-            f"{where}: --population: {first.shared} identifier value(s) also appear in dataset "
-            f"{first.dataset!r} of population {first.population!r}; name the population "
-            f"(--population {first.population}) so they share one lifetime privacy budget"
+            f"{where}: --population: {shared}; name the population (--population "
+            f"{first.population}) so they share one lifetime privacy budget"
         )
+    click.echo(
+        f"warning: {where}: {shared}; registered under population {population!r} as named "
+        "(if they are the same people, their budgets are not shared)",
+        err=True,
+    )
 
 
 def _registered_digests(entry: RegisteredDataset) -> frozenset[bytes]:

@@ -56,6 +56,12 @@ def test_versions_and_overlapping_datasets_share_one_population_budget(project: 
     metadata = (project / "datasets/clinic.csv.dvc").read_text()
     # No identifier digests are stored: the only 64-hex values are the file hashes.
     assert set(re.findall(r"[0-9a-f]{64}", metadata)) == {second["sha256"]}
+    # Naming another population is a declaration (ids of unrelated data can coincide),
+    # accepted with a warning that names the overlap.
+    (project / "datasets/lookalike.csv").write_text(VISITS)
+    declared = add(project, "lookalike.csv", "--identifier", "pid", "--population", "others")
+    assert declared.returncode == 0, declared.stderr
+    assert "warning:" in declared.stderr and f"population {PEOPLE!r}" in declared.stderr
     accepted = add(project, "visits.csv", "--identifier", "pid", "--population", PEOPLE)
     assert accepted.returncode == 0, accepted.stderr
     visits = meta(project, "visits.csv")
