@@ -35,6 +35,7 @@ from privacy.accounting import (
 from privacy.errors import PrivacyInputError
 from privacy.ledger import PrivacyLedger
 from privacy.unit import PrivacyUnit
+from training.canaries import GradientCanaries
 from training.errors import TrainingInputError
 from training.features import ColumnRole, EncodedTable, FeatureSpec
 from training.model import Activation, ModelConfig
@@ -109,6 +110,7 @@ def charged_train_dp(
     identity: Mapping[str, object],
     device: torch.device,
     replica: Replica = SINGLE,
+    canaries: GradientCanaries | None = None,
 ) -> ChargedRun:
     """DP-SGD on ``train`` at ``privacy.target_epsilon``, charged to ``population``'s
     lifetime budget (to ``dataset_sha256``'s when the dataset declares no population).
@@ -137,6 +139,7 @@ def charged_train_dp(
         already_reserved=already_reserved,
         device=device,
         replica=replica,
+        canaries=canaries,
     )
     return ChargedRun(
         run_id=run_id,
