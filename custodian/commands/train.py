@@ -226,13 +226,13 @@ def encode_split(
 
 @click.group("privacy")
 def privacy_group() -> None:
-    """Inspect the per-dataset privacy budget ledger."""
+    """Inspect the privacy budget ledger (one budget per population)."""
 
 
 @privacy_group.command("ledger")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def ledger_command(as_json: bool) -> None:
-    """Epsilon spent per dataset, composed over every run that trained on it."""
+    """Epsilon spent per population (or dataset), composed over every run charged to it."""
     spends = PrivacyLedger(Project.discover().privacy_ledger_path).summary()
     if as_json:
         click.echo(json.dumps([s.to_json() for s in spends], indent=2))
