@@ -1,5 +1,7 @@
 """``custodian bench dp``: DP training throughput, non-private vs Opacus vs fast clipping.
 
+The workloads are built by :mod:`custodian.services.bench`.
+
 All variants run side by side in this process on the same model and data (see
 :mod:`training.dp_benchmark`); the printed ratios are what the speed goals are judged by.
 The default workload is an MLP 64-256-256-2 on 50,000 synthetic rows at an expected
@@ -10,26 +12,13 @@ split (after ``dvc repro``).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 import torch
 
-from custodian.commands.train import encode_split
-from custodian.params import TrainParams, load_section
-from training.dp_benchmark import (
-    VARIANTS,
-    BenchResult,
-    Workload,
-    memory_in_subprocess,
-    run_benchmark,
-    synthetic_workload,
-)
-from training.errors import TrainingInputError
-from training.model import Activation, Mlp, ModelConfig
+from custodian.services.bench import DEFAULT_MODEL, bench_workload
+from training.dp_benchmark import VARIANTS, BenchResult, run_benchmark
 from training.precision import resolve_device
-
-DEFAULT_MODEL = "64-256-256-2"
 
 
 @click.group("bench")
@@ -71,15 +60,7 @@ def dp_command(
     target = resolve_device(device)
     if threads is not None:
         torch.set_num_threads(threads)
-    if model == "pipeline":
-        workload = _pipeline_workload(batch_size)
-        measure = None  # the subprocess rebuilds synthetic workloads only
-    else:
-        widths = _widths(model)
-        batch = batch_size or 512
-        workload = synthetic_workload(widths, rows, batch)
-        args = [model, str(rows), str(batch), str(target), "20", str(torch.get_num_threads())]
-        measure = memory_in_subprocess(args) if memory else None
+    workload, measure = bench_workload(model, batch_size, rows, target, memory=memory)
 
     def progress(line: str) -> None:
         if not as_json:
@@ -95,35 +76,6 @@ def dp_command(
         progress=progress,
     )
     click.echo(json.dumps(result.to_json(), indent=2) if as_json else _table(result))
-
-
-def _widths(model: str) -> tuple[int, ...]:
-    try:
-        widths = tuple(int(part) for part in model.split("-"))
-    except ValueError:
-        raise TrainingInputError(
-            f"--model: expected widths like {DEFAULT_MODEL} or 'pipeline', got {model!r}"
-        ) from None
-    if len(widths) < 2 or min(widths) < 1:
-        raise TrainingInputError(f"--model: need at least two positive widths, got {model!r}")
-    return widths
-
-
-def _pipeline_workload(batch_size: int | None) -> Workload:
-    params = load_section(TrainParams, "train")
-    splits = Path("data/split")
-    if not (splits / "train.csv").is_file():
-        raise TrainingInputError(f"{splits / 'train.csv'}: not found; run `dvc repro split` first")
-    _, table = encode_split(splits, "train", params.include_sensitive)
-    config = ModelConfig(hidden=tuple(params.hidden), activation=Activation(params.activation))
-    batch = batch_size or params.batch_size
-    return Workload(
-        name=f"pipeline Mlp {list(params.hidden)} on {len(table)} training rows, batch {batch}",
-        make_model=lambda: Mlp(config, table.width),
-        features=table.features,
-        labels=table.labels,
-        batch_size=batch,
-    )
 
 
 def _table(result: BenchResult) -> str:

@@ -7,9 +7,10 @@ import json
 import click
 
 from audits.keys import KeyFileExists, create_signing_key
-from audits.trust import KeyAlreadyRevoked, KeyNameTaken, KeyRole, TrustStore, UnknownKeyName
-from custodian import trail
+from audits.trust import KeyAlreadyRevoked, KeyNameTaken, KeyRole, UnknownKeyName
 from custodian.project import PIPELINE_KEY_NAME, Project, private_key_path
+from custodian.services import trail
+from custodian.services.keys import holding, stores
 
 ROLE = click.Choice([role.value for role in KeyRole])
 
@@ -33,7 +34,7 @@ def generate_command(name: str, role: str) -> None:
     store = project.trust_store_for(KeyRole(role))
     # Checked before the private key exists, so a refusal leaves nothing behind. Names are
     # unique across both stores: a sign-off names its key, and so does `keys revoke`.
-    if _holding(project, name) is not None:
+    if holding(project, name) is not None:
         raise click.BadParameter(
             f"a key named {name!r} is already in the trust store", param_hint="NAME"
         )
@@ -66,7 +67,7 @@ def list_command(as_json: bool) -> None:
     """List the keys this project trusts, revoked ones included."""
     project = Project.discover()
     listed = [
-        (where, entry) for where, store in _stores(project).items() for entry in store.entries()
+        (where, entry) for where, store in stores(project).items() for entry in store.entries()
     ]
     if as_json:
         records = [{**entry.model_dump(mode="json"), "store": where} for where, entry in listed]
@@ -93,7 +94,7 @@ def revoke_command(name: str, reason: str) -> None:
     if not reason.strip():
         raise click.BadParameter("say why the key is revoked", param_hint="--reason")
     project = Project.discover()
-    store = _holding(project, name) or project.trust_store()
+    store = holding(project, name) or project.trust_store()
     try:
         entry = store.revoke(name, reason)
     except (UnknownKeyName, KeyAlreadyRevoked) as exc:
@@ -102,20 +103,3 @@ def revoke_command(name: str, reason: str) -> None:
         {"key_revoked": {"name": name, "fingerprint": entry.fingerprint, "reason": reason}}
     )
     click.echo(f"revoked {name} ({entry.fingerprint[:16]}...): {entry.revoked_reason}")
-
-
-def _stores(project: Project) -> dict[str, TrustStore]:
-    """The committed store of people's keys and this checkout's store of pipeline keys."""
-    return {"project": project.trust_store(), "local": project.local_trust_store()}
-
-
-def _holding(project: Project, name: str) -> TrustStore | None:
-    """The store that has a key called ``name``, if either does."""
-    return next(
-        (
-            store
-            for store in _stores(project).values()
-            if any(entry.name == name for entry in store.entries())
-        ),
-        None,
-    )

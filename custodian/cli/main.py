@@ -11,6 +11,7 @@ import importlib
 import logging
 import os
 import sys
+from collections.abc import Sequence
 
 import click
 
@@ -18,7 +19,7 @@ from audits.errors import AuditError
 from audits.files import UnsafeReplacement
 from audits.keys import SigningKeyError
 from audits.log import CheckpointFormatError, NoTrustedKeys
-from custodian import trail
+from custodian.services import trail
 from governance.errors import CheckFailed, GovernanceError, InputError, PolicyViolation
 from privacy.errors import (
     BudgetExceeded,
@@ -62,24 +63,24 @@ HANDLED = tuple(cls for cls, _ in EXIT_CODES)
 # Great Expectations and torch take seconds to import, and most commands need
 # neither.
 COMMANDS = {
-    "data": "custodian.commands.data:data",
-    "ingest": "custodian.commands.ingest:ingest_command",
-    "validate": "custodian.commands.validate:validate_command",
-    "split": "custodian.commands.split:split_command",
-    "check": "custodian.commands.check:check_command",
-    "check-large": "custodian.commands.check_large:check_large_command",
-    "train": "custodian.commands.train:train_command",
-    "privacy": "custodian.commands.train:privacy_group",
-    "evaluate": "custodian.commands.evaluate:evaluate_command",
-    "experiments": "custodian.commands.experiments:experiments",
-    "audit": "custodian.commands.audit:audit",
-    "keys": "custodian.commands.keys:keys",
-    "manifest": "custodian.commands.manifest:manifest_command",
-    "verify": "custodian.commands.manifest:verify",
-    "bench": "custodian.commands.bench:bench",
-    "signoff": "custodian.commands.signoff:signoff_command",
-    "release": "custodian.commands.release:release",
-    "report": "custodian.commands.report:report_command",
+    "data": "custodian.cli.data:data",
+    "ingest": "custodian.cli.ingest:ingest_command",
+    "validate": "custodian.cli.validate:validate_command",
+    "split": "custodian.cli.split:split_command",
+    "check": "custodian.cli.check:check_command",
+    "check-large": "custodian.cli.check_large:check_large_command",
+    "train": "custodian.cli.train:train_command",
+    "privacy": "custodian.cli.privacy:privacy_group",
+    "evaluate": "custodian.cli.evaluate:evaluate_command",
+    "experiments": "custodian.cli.experiments:experiments",
+    "audit": "custodian.cli.audit:audit",
+    "keys": "custodian.cli.keys:keys",
+    "manifest": "custodian.cli.manifest:manifest_command",
+    "verify": "custodian.cli.verify:verify",
+    "bench": "custodian.cli.bench:bench",
+    "signoff": "custodian.cli.signoff:signoff_command",
+    "release": "custodian.cli.release:release",
+    "report": "custodian.cli.report:report_command",
 }
 
 
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     try:
-        with trail.recording(args, cli, _is_refusal) as recorded:
+        with trail.recording(args, command_path(cli, args), _is_refusal) as recorded:
             returned = cli.main(args=args, prog_name="custodian", standalone_mode=False)
             if recorded is not None and isinstance(returned, int):
                 recorded.exit_code = returned
@@ -132,6 +133,29 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exit_code_for(err))
     # Without standalone mode click returns the code of an explicit ctx.exit().
     sys.exit(returned if isinstance(returned, int) else 0)
+
+
+def command_path(group: click.Group, argv: Sequence[str]) -> tuple[str, ...] | None:
+    """The sub-command names ``argv`` selects, e.g. ``("audit", "show")``; None if no command.
+
+    Options before a sub-command are skipped: Custodian's groups take only flags
+    (``--debug``, ``--help``), never options with a value.
+    """
+    names: list[str] = []
+    command: click.Command = group
+    for token in argv:
+        if not isinstance(command, click.Group):
+            break
+        if token.startswith("-"):
+            continue
+        sub = command.get_command(click.Context(command), token)
+        if sub is None:
+            return None
+        names.append(token)
+        command = sub
+    if not names or isinstance(command, click.Group):
+        return None
+    return tuple(names)
 
 
 def _is_refusal(err: BaseException) -> bool:

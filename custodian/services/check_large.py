@@ -1,4 +1,4 @@
-"""``custodian check-large``: the leakage and duplicate checks on splits larger than memory.
+"""The leakage and duplicate checks on splits larger than memory.
 
 The splits are read from disk by DuckDB under a memory limit (spilling to a
 scratch directory beyond it), never loaded whole; the findings have the same
@@ -9,54 +9,21 @@ dataset's GX schema suite also runs over the file, chunk by chunk.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
-import click
 from pydantic import ValidationError
 
-from audits.files import atomic_write_json
-from custodian.commands.datasets import load_record
+from custodian.services.datasets import load_record
 from governance.checks import CheckConfig, Severity
 from governance.errors import CheckFailed, InputError
 from governance.large import NOT_SUPPORTED, ScanLimits, scan_large
 from governance.registry import format_validation_error
 
-_DATA_HELP = "Parquet file, directory or glob of Parquet files, or one CSV file."
 
-
-@click.command("check-large")
-@click.option("--train", required=True, type=click.Path(path_type=Path), help=_DATA_HELP)
-@click.option("--test", required=True, type=click.Path(path_type=Path), help=_DATA_HELP)
-@click.option("--label", help="Label column.")
-@click.option("--id-column", help="Identifier column (group leakage).")
-@click.option("--time-column", help="Time column (temporal leakage).")
-@click.option("--exclude", multiple=True, help="A column no check compares (repeatable).")
-@click.option(
-    "--schema",
-    type=click.Path(path_type=Path),
-    help="Provenance record (JSON) of the train file: run its GX schema suite over it.",
-)
-@click.option(
-    "--test-schema",
-    type=click.Path(path_type=Path),
-    help="Provenance record (JSON) of the test file: run its GX schema suite over it.",
-)
-@click.option(
-    "--memory-limit", default="1GB", show_default=True, help="DuckDB's memory limit, e.g. 256MB."
-)
-@click.option("--threads", type=int, help="DuckDB threads [default: all CPUs].")
-@click.option(
-    "--temp-dir", type=click.Path(path_type=Path), help="Where DuckDB spills [default: system tmp]."
-)
-@click.option(
-    "--gx-chunk-rows", type=int, default=250_000, show_default=True, help="Rows per GX chunk."
-)
-@click.option("--out", type=click.Path(path_type=Path), help="Write the report as JSON.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def check_large_command(
+def check_large(
     train: Path,
     test: Path,
+    *,
     label: str | None,
     id_column: str | None,
     time_column: str | None,
@@ -67,10 +34,8 @@ def check_large_command(
     threads: int | None,
     temp_dir: Path | None,
     gx_chunk_rows: int,
-    out: Path | None,
-    as_json: bool,
-) -> None:
-    """Find duplicates and leakage out of core; exit 1 on a critical finding or failed suite."""
+) -> dict:
+    """The out-of-core findings of ``train`` against ``test``, and the schema suites asked for."""
     try:
         config = CheckConfig(
             label=label, id_column=id_column, time_column=time_column, exclude_columns=exclude
@@ -105,9 +70,11 @@ def check_large_command(
             split: dataclasses.asdict(schema_suite_large(paths[split], record, limits))
             for split, record in records.items()
         }
-    if out is not None:
-        atomic_write_json(out, report)
-    _print(report, as_json)
+    return report
+
+
+def require_passed(report: dict, out: Path | None) -> None:
+    """CheckFailed on a critical finding or a failed schema suite, naming each."""
     problems = []
     critical = [f for f in report["findings"] if f["severity"] == Severity.critical]
     if critical:
@@ -118,31 +85,3 @@ def check_large_command(
         problems.append(f"schema suite failed on {', '.join(failed)}")
     if problems:
         raise CheckFailed("; ".join(problems) + (f"; see {out}" if out else ""))
-
-
-def _print(report: dict, as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-        return
-    findings = report["findings"]
-    if findings:
-        click.echo(f"{'SEVERITY':<9} {'TYPE':<24} {'COUNT':>7}  COLUMNS")
-        for f in findings:
-            columns = ", ".join(f["columns"])
-            if len(columns) > 60:
-                columns = f"{len(f['columns'])} columns"
-            click.echo(f"{f['severity']:<9} {f['type']:<24} {f['count']:>7}  {columns}")
-    else:
-        click.echo("no findings")
-    click.echo(f"not checked out of core: {', '.join(report['not_checked'])}")
-    for split, outcome in report.get("expectations", {}).items():
-        verdict = "passed" if outcome["success"] else "FAILED"
-        click.echo(
-            f"schema suite {outcome['suite']} on {split}: {verdict}"
-            f" ({outcome['successful']}/{outcome['evaluated']} expectations)"
-        )
-        for failed in outcome["failed"]:
-            where = f" {failed['column']}" if failed["column"] else ""
-            unexpected = failed["unexpected_count"]
-            count = f": {unexpected} unexpected" if unexpected is not None else ""
-            click.echo(f"  {failed['expectation']}{where}{count}")

@@ -20,11 +20,13 @@ from pathlib import Path
 import torch
 
 from audits.files import atomic_write_json
-from custodian import trail
 from custodian.params import PARAMS_FILE, PrivacyParams, TrainParams
 from custodian.project import Project
+from custodian.services import trail
+from custodian.services.datasets import load_dataset
 from governance.errors import InputError
-from governance.provenance import ColumnSpec
+from governance.provenance import ColumnRole as SchemaRole
+from governance.provenance import ColumnSpec, Provenance
 from privacy.accounting import (
     AccountantKind,
     SgdSteps,
@@ -33,8 +35,8 @@ from privacy.accounting import (
     validate_delta,
 )
 from privacy.errors import PrivacyInputError
-from privacy.ledger import PrivacyLedger
-from training.features import ColumnRole, EncodedTable, FeatureSpec
+from privacy.ledger import DatasetSpend, PrivacyLedger
+from training.features import ColumnRole, EncodedTable, FeatureSpec, encode_table
 from training.model import Activation, ModelConfig
 from training.precision import Precision
 from training.replicas import SINGLE, Replica
@@ -73,6 +75,21 @@ def feature_spec(column: ColumnSpec) -> FeatureSpec:
         categories=column.categories,
         nullable=column.nullable,
     )
+
+
+def encode_split(
+    splits: Path, name: str, include_sensitive: bool
+) -> tuple[Provenance, EncodedTable]:
+    """Split ``name``'s provenance and its rows encoded by the declared schema."""
+    record, frame = load_dataset(splits, name)
+    table = encode_table(
+        frame,
+        [feature_spec(c) for c in record.columns],
+        record.column(SchemaRole.label),
+        include_sensitive=include_sensitive,
+        source=str(splits / f"{name}.csv"),
+    )
+    return record, table
 
 
 def train_config(params: TrainParams) -> TrainConfig:
@@ -217,6 +234,11 @@ def dataset_spent(dataset_sha256: str, delta: float, accountant: str) -> float:
     """Epsilon spent on the dataset so far, every run composed."""
     ledger = PrivacyLedger(Project.discover().privacy_ledger_path)
     return ledger.spent(dataset_sha256, delta, AccountantKind.parse(accountant))
+
+
+def ledger_spends() -> tuple[DatasetSpend, ...]:
+    """Epsilon spent per dataset, composed over every run on it (the project's ledger)."""
+    return PrivacyLedger(Project.discover().privacy_ledger_path).summary()
 
 
 def _run(purpose: str, identity: Mapping[str, object]) -> tuple[str, Path]:

@@ -1,4 +1,4 @@
-"""``custodian experiments curve``: the privacy-utility curve from DVC experiments.
+"""The privacy-utility curve from DVC experiments (``custodian experiments curve``).
 
 After a sweep such as ``dvc exp run -S privacy.target_epsilon=1``, ``=2``, ... every
 experiment carries its ``reports/privacy.json`` and ``reports/metrics.json``. This command
@@ -16,8 +16,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import click
-
 from audits.files import atomic_write_json
 from governance.errors import InputError
 
@@ -25,33 +23,16 @@ PRIVACY_REPORT = "reports/privacy.json"
 METRICS_REPORT = "reports/metrics.json"
 
 
-@click.group("experiments")
-def experiments() -> None:
-    """Summaries across DVC experiments."""
-
-
-@experiments.command("curve")
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path),
-    default=Path("reports/privacy_utility.json"),
-    show_default=True,
-)
-def curve_command(out: Path) -> None:
-    """Write epsilon vs accuracy and worst-slice accuracy over every experiment."""
-    shown = _exp_show()
-    points = curve_points(shown)
+def write_curve(out: Path) -> list[dict[str, Any]]:
+    """Write the privacy-utility points of every run ``dvc exp show`` lists to ``out``."""
+    points = curve_points(_exp_show())
     if not points:
         raise InputError(
             "dvc exp show lists no run with both reports/privacy.json and "
             "reports/metrics.json; run the sweep first (see README)"
         )
     atomic_write_json(out, points)
-    for point in points:
-        click.echo(
-            f"{point['name']}: epsilon {point['epsilon']:.3f}, accuracy "
-            f"{point['accuracy']:.4f}, worst slice {point['worst_slice_accuracy']}"
-        )
+    return points
 
 
 def curve_points(shown: object) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""``custodian manifest`` and ``custodian verify artifacts``: hashes of every pipeline file.
+"""The artifact manifest's file list, and how the files on disk differ from a manifest.
 
 The files are every stage's ``deps``, ``outs``, ``metrics`` and ``plots`` in
 dvc.yaml, plus the params files its stages read, with directories expanded:
@@ -9,22 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-import click
 import yaml
 from pydantic import ValidationError
 
 from audits.canonical import canonical_sha256
 from audits.errors import AuditError
-from audits.files import atomic_write_json
 from audits.manifest import (
     DifferenceKind,
     Manifest,
     ManifestDifference,
-    build_manifest,
     check_manifest,
-    sha256_file,
 )
-from custodian import trail
 from custodian.project import Project, stage_entry_paths
 from governance.errors import InputError
 
@@ -39,71 +34,19 @@ class ArtifactsChanged(AuditError):
     """Files differ from the manifest (exit 1)."""
 
 
-@click.command("manifest")
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=DEFAULT_MANIFEST,
-    show_default=True,
-    help="Where to write the manifest.",
-)
-def manifest_command(out: Path) -> None:
-    """Hash every input and output of the pipeline, bound to the git commit and dvc.lock."""
-    project = Project.discover()
-    out_name = _inside(project, out)
-    # The manifest cannot hash itself, even where dvc.yaml declares it as an output.
-    itself = () if out_name is None else (out_name,)
-    # Nor the stages that run after it (the compliance pack, made from it): they bind it
-    # by its hash instead.
-    later = stages_after(project, itself)
-    paths = [path for path in pipeline_paths(project, skip=later) if path not in itself]
-    manifest = build_manifest(
-        project.root,
-        paths,
-        git_commit=project.git_commit(),
-        dvc_lock_sha256=lock_digest(project, itself),
-        exclude=(*ALWAYS_EXCLUDED, *itself),
-    )
-    atomic_write_json(out, manifest.model_dump(mode="json"))
-    trail.current().record_outputs({out_name or str(out.resolve()): sha256_file(out)})
-    click.echo(
-        f"wrote {out}: {len(manifest.files)} files under {len(manifest.paths)} paths, "
-        f"commit {(manifest.git_commit or 'none')[:12]}, "
-        f"dvc.lock {(manifest.dvc_lock_sha256 or 'absent')[:12]}"
-    )
-
-
-@click.group("verify")
-def verify() -> None:
-    """Check the project's evidence against what is on disk."""
-
-
-@verify.command("artifacts")
-@click.option(
-    "--manifest",
-    "manifest_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=DEFAULT_MANIFEST,
-    show_default=True,
-    help="The manifest to check against.",
-)
-def artifacts_command(manifest_path: Path) -> None:
-    """Exit 0 if every file matches the manifest; 1 naming each changed, missing or added file."""
-    project = Project.discover()
+def read_against_disk(
+    project: Project, manifest_path: Path
+) -> tuple[Manifest, list[ManifestDifference]]:
+    """The manifest at ``manifest_path`` and every file (and dvc.lock) that differs from it."""
     manifest = load_manifest(manifest_path)
-    differences = artifact_differences(project, manifest, manifest_path)
-    commit = project.git_commit()
-    if manifest.git_commit and commit != manifest.git_commit:
-        click.echo(
-            f"note: HEAD is {(commit or 'not a commit')[:12]}, the manifest was built at "
-            f"{manifest.git_commit[:12]}"
-        )
-    for difference in differences:
-        click.echo(str(difference))
+    return manifest, artifact_differences(project, manifest, manifest_path)
+
+
+def require_unchanged(differences: list[ManifestDifference], manifest_path: Path) -> None:
+    """ArtifactsChanged naming each changed, missing or added file."""
     if differences:
         named = ", ".join(f"{d.path} ({d.kind.value})" for d in differences)
         raise ArtifactsChanged(f"{len(differences)} file(s) differ from {manifest_path}: {named}")
-    click.echo(f"all {len(manifest.files)} files and dvc.lock match {manifest_path}")
 
 
 def artifact_differences(
@@ -146,7 +89,7 @@ def _stage_paths(project: Project, name: str, stage: object) -> set[str]:
     return {str(PurePosixPath(path)) for path in resolved}
 
 
-def _inside(project: Project, path: Path) -> str | None:
+def inside(project: Project, path: Path) -> str | None:
     """``path`` relative to the project root, or None if it lies outside the project."""
     resolved = path.resolve()
     if not resolved.is_relative_to(project.root):
@@ -226,7 +169,7 @@ def _lock_difference(
 ) -> list[ManifestDifference]:
     """dvc.lock is bound by digest rather than listed, so compare it here."""
     expected = manifest.dvc_lock_sha256
-    written_by = _inside(project, manifest_path)
+    written_by = inside(project, manifest_path)
     actual = lock_digest(project, () if written_by is None else (written_by,))
     if expected == actual:
         return []

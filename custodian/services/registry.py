@@ -1,4 +1,4 @@
-"""``custodian data add|list|show|schema|keygen|rekey``: the dataset registry.
+"""Registering datasets (``custodian data ...``): provenance in the .dvc file's meta.
 
 ``data add --encrypt`` stores a sensitive dataset sealed (``governance.storage``),
 so that the DVC cache and every remote hold only ciphertext; ``data keygen``
@@ -7,24 +7,23 @@ writes a data key file and ``data rekey`` moves a sealed dataset to a new key.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import click
 import yaml
 from pydantic import ValidationError
 
 from audits.files import atomic_write_bytes, atomic_write_text
-from custodian.commands.datasets import data_key
 from custodian.params import DataParams, load_section
 from custodian.project import Project
+from custodian.services.datasets import data_key
 from governance.errors import InputError
 from governance.ingest import ProvenanceMismatch
-from governance.provenance import ColumnRole, Encryption, Provenance, provenance_json_schema
+from governance.provenance import ColumnRole, Encryption, Provenance
 from governance.registry import (
     META_KEY,
     RegisteredDataset,
@@ -49,38 +48,17 @@ def _columns_option(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
 
 
-@click.group()
-def data() -> None:
-    """Register datasets and inspect the registry."""
+@dataclass(frozen=True)
+class Registered:
+    """A dataset just registered: its record and the .dvc file that carries it."""
+
+    record: Provenance
+    dvc_file: Path
 
 
-@data.command("add")
-@click.argument("path", type=click.Path(path_type=Path))
-@click.option("--license", "license_", required=True, help="SPDX license expression.")
-@click.option("--source", required=True, help="Where the data came from (URI).")
-@click.option("--citation", help="How to cite the data.")
-@click.option("--name", help="Registry name (default: the file name without extension).")
-@click.option("--identifier", help="Column identifying a person or entity.")
-@click.option("--sensitive", help="Comma-separated sensitive-attribute columns.")
-@click.option("--label", help="Label column.")
-@click.option("--time", "time_", help="Time column.")
-@click.option("--exclude", help="Comma-separated columns never trained on (e.g. encode the label).")
-@click.option("--intended-use", help="What the data may be used for.")
-@click.option("--restriction", multiple=True, help="A use restriction (repeatable).")
-@click.option(
-    "--encrypt",
-    is_flag=True,
-    help="Store the data sealed (AES-256-GCM) as <registry>/<name>.csv.enc under the data key "
-    "of CUSTODIAN_DATA_KEY_FILE or CUSTODIAN_DATA_KEY; PATH may then lie outside the project.",
-)
-@click.option(
-    "--remove-plaintext",
-    is_flag=True,
-    help="With --encrypt: delete PATH (unlink, not a secure erase) once the ciphertext is "
-    "registered. Required when PATH lies inside the project.",
-)
-def add(
+def register(
     path: Path,
+    *,
     license_: str,
     source: str,
     citation: str | None,
@@ -94,13 +72,12 @@ def add(
     restriction: tuple[str, ...],
     encrypt: bool,
     remove_plaintext: bool,
-) -> None:
-    """Track PATH with DVC and record its provenance in the .dvc file's meta."""
+) -> Registered:
+    """Track ``path`` with DVC (sealed first with ``encrypt``) and record its provenance in
+    the .dvc file's meta; with ``remove_plaintext``, unlink ``path`` afterwards."""
     registry = load_section(DataParams, "data").registry
     if not path.is_file():
         raise InputError(f"{path}: file not found")
-    if remove_plaintext and not encrypt:
-        raise click.UsageError("--remove-plaintext only goes with --encrypt")
     if encrypt:
         _check_plaintext_location(path, remove_plaintext)
     elif path.resolve().parent != registry.resolve():
@@ -149,15 +126,9 @@ def add(
             tracked.unlink(missing_ok=True)
         raise
     dvc_file = _write_meta(tracked, record)
-    sealed = f", encrypted under data key {data_key().key_id}" if encrypt else ""
-    click.echo(
-        f"registered {record.name} ({record.license}, {record.rows} rows{sealed}) in {dvc_file}"
-    )
     if remove_plaintext:
         path.unlink()
-        click.echo(f"removed the plaintext {path} (unlinked, not securely erased)")
-    elif encrypt:
-        click.echo(f"the plaintext {path} is untouched: delete it once you no longer need it")
+    return Registered(record=record, dvc_file=dvc_file)
 
 
 def _check_plaintext_location(path: Path, remove_plaintext: bool) -> None:
@@ -244,69 +215,28 @@ def _encryption(entry: RegisteredDataset) -> dict | None:
     return record.encryption.model_dump(mode="json")
 
 
-@data.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def list_(as_json: bool) -> None:
-    """List registered datasets with license, hash and column roles."""
-    entries = [_summary(e) for e in load_registry(load_section(DataParams, "data").registry)]
-    if as_json:
-        click.echo(json.dumps(entries, indent=2))
-        return
-    click.echo(f"{'NAME':<16} {'LICENSE':<28} {'ROWS':>8}  {'SHA256':<14} ROLES")
-    for item in entries:
-        roles = "; ".join(f"{k}={','.join(v)}" for k, v in item["roles"].items() if v)
-        sealed = f" [encrypted, key {item['encryption']['key_id']}]" if item["encryption"] else ""
-        click.echo(
-            f"{item['name']:<16} {item['license']:<28} {item['rows']:>8}  "
-            f"{item['sha256'][:12]:<14} {roles}{sealed}"
-        )
+def summaries() -> list[dict]:
+    """Every registered dataset with license, hash, size and column roles."""
+    return [_summary(e) for e in load_registry(load_section(DataParams, "data").registry)]
 
 
-@data.command("show")
-@click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def show(name: str, as_json: bool) -> None:
-    """Show one dataset's full provenance record."""
-    entry = find_dataset(load_section(DataParams, "data").registry, name)
-    record = entry.record.model_dump(mode="json")
-    if as_json:
-        click.echo(json.dumps({**record, "declared_in": str(entry.declared_in)}, indent=2))
-        return
-    for key, value in record.items():
-        if key != "columns":
-            click.echo(f"{key:>15}: {value}")
-    click.echo(f"{'columns':>15}:")
-    for column in entry.record.columns:
-        bounds = "" if column.minimum is None else f" [{column.minimum:g}, {column.maximum:g}]"
-        pii = f" pii={','.join(column.pii)}" if column.pii else ""
-        click.echo(f"{'':>17}{column.name:<12} {column.type:<8} {column.role:<10}{bounds}{pii}")
+def registered(name: str) -> RegisteredDataset:
+    return find_dataset(load_section(DataParams, "data").registry, name)
 
 
-@data.command("schema")
-def schema() -> None:
-    """Print the JSON Schema of provenance records."""
-    click.echo(json.dumps(provenance_json_schema(), indent=2, sort_keys=True))
-
-
-@data.command("keygen")
-@click.argument("path", type=click.Path(path_type=Path))
-def keygen(path: Path) -> None:
-    """Write a new random data key to PATH (mode 0600), outside the project."""
+def keygen(path: Path) -> DataKey:
+    """Write a new random data key to ``path`` (mode 0600), never inside the project."""
     root = Project.discover().root
     if path.resolve().is_relative_to(root):
         raise InputError(f"{path}: a data key never lives inside the project {root}")
     key = DataKey.generate()
     write_key_file(path, key)
-    click.echo(f"wrote data key {key.key_id} to {path} (mode 0600); back it up and keep it secret")
+    return key
 
 
-@data.command("rekey")
-@click.argument("name")
-def rekey(name: str) -> None:
-    """Re-encrypt sealed dataset NAME from the current data key to the new one.
+def rekey(name: str) -> tuple[DataKey, DataKey]:
+    """Re-encrypt sealed dataset ``name`` from the current data key to the new one; both keys.
 
-    The current key comes from CUSTODIAN_DATA_KEY_FILE or CUSTODIAN_DATA_KEY,
-    the new one from CUSTODIAN_NEW_DATA_KEY_FILE or CUSTODIAN_NEW_DATA_KEY.
     Safe to run again after an interruption.
     """
     entry = find_dataset(load_section(DataParams, "data").registry, name)
@@ -338,7 +268,4 @@ def rekey(name: str) -> None:
     atomic_write_bytes(entry.data_path, seal(plaintext, rekeyed, lambda: new))
     _dvc_add(entry.data_path)
     _write_meta(entry.data_path, rekeyed)
-    click.echo(
-        f"re-encrypted {name} from data key {old.key_id} to {new.key_id}; run `dvc repro` with "
-        "the new key to re-encrypt its derived data, then commit and `dvc push`"
-    )
+    return old, new

@@ -1,4 +1,4 @@
-"""``custodian release check [--json]``: the deployment gate.
+"""The deployment gate (``custodian release check``).
 
 Exit 0 only if every role ``policy.required_signoff_roles`` names has signed,
 each by a different person and with a key the committed trust store trusts for
@@ -10,17 +10,17 @@ running the gate is not an event in the log.
 
 from __future__ import annotations
 
-import json
-
-import click
+from dataclasses import dataclass
+from typing import Any
 
 from audits.errors import AuditError
-from audits.signoff import Reason, ReasonCode, SignoffStatus, review_signoffs
-from custodian.commands.audit import verify_project_log
-from custodian.commands.manifest import artifact_differences, load_manifest
-from custodian.commands.signoff import current_artifacts
+from audits.signoff import Reason, ReasonCode, SignoffCheck, review_signoffs
+from audits.trust import KeyRole
 from custodian.params import PolicyParams, load_section
 from custodian.project import MANIFEST, Project
+from custodian.services.audit_log import verify_project_log
+from custodian.services.manifests import artifact_differences, load_manifest
+from custodian.services.signoffs import current_artifacts
 from governance.errors import InputError
 
 SIGNOFF_PATTERN = "*.dsse.json"
@@ -30,16 +30,38 @@ class ReleaseBlocked(AuditError):
     """The release gate said no (exit 1)."""
 
 
-@click.group("release")
-def release() -> None:
-    """Decide whether the current artifacts may be released."""
+@dataclass(frozen=True)
+class ReleaseReview:
+    """The gate's verdict: every reason it is blocked (none: it passes) and what it read."""
+
+    reasons: list[Reason]
+    signoffs: list[SignoffCheck]
+    roles: list[KeyRole]
+    artifacts: dict[str, str | None]
+
+    @property
+    def passed(self) -> bool:
+        return not self.reasons
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "reasons": [reason.model_dump(mode="json") for reason in self.reasons],
+            "signoffs": [check.model_dump(mode="json") for check in self.signoffs],
+            "required_roles": [role.value for role in self.roles],
+            "artifacts": self.artifacts,
+        }
+
+    def require_passed(self) -> None:
+        if self.reasons:
+            codes = sorted({reason.code.value for reason in self.reasons})
+            raise ReleaseBlocked(
+                f"release blocked by {len(self.reasons)} reason(s): {', '.join(codes)}"
+            )
 
 
-@release.command("check")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable verdict on stdout.")
-def check_command(as_json: bool) -> None:
-    """Exit 0 if the required roles signed exactly the current artifacts and the log verifies."""
-    project = Project.discover()
+def review(project: Project) -> ReleaseReview:
+    """Every reason the current artifacts may not be released, not just the first."""
     policy = load_section(PolicyParams, "policy", project.params_path)
     roles = policy.required_signoff_roles
     artifacts = current_artifacts(project)
@@ -47,31 +69,11 @@ def check_command(as_json: bool) -> None:
         path.relative_to(project.root).as_posix(): path.read_bytes()
         for path in sorted(project.signoff_dir.glob(SIGNOFF_PATTERN))
     }
-    review = review_signoffs(files, artifacts, roles, project.trust_store())
-    reasons = [*review.reasons, *_manifest_reasons(project), *_log_reasons(project)]
-
-    if as_json:
-        verdict = {
-            "passed": not reasons,
-            "reasons": [reason.model_dump(mode="json") for reason in reasons],
-            "signoffs": [check.model_dump(mode="json") for check in review.signoffs],
-            "required_roles": [role.value for role in roles],
-            "artifacts": artifacts,
-        }
-        click.echo(json.dumps(verdict, indent=2))
-    else:
-        for check in review.signoffs:
-            who = f" ({check.reviewer} as {check.role.value}, actor {check.actor})"
-            click.echo(f"sign-off {check.file}: {check.status.value}{who if check.role else ''}")
-        for reason in reasons:
-            click.echo(f"blocked: {reason}")
-    if reasons:
-        codes = sorted({reason.code.value for reason in reasons})
-        raise ReleaseBlocked(f"release blocked by {len(reasons)} reason(s): {', '.join(codes)}")
-    if not as_json:
-        counted = {c.role: c.reviewer for c in review.signoffs if c.status is SignoffStatus.COUNTED}
-        signers = ", ".join(f"{role.value}: {counted[role]}" for role in roles)
-        click.echo(f"release check passed: {signers}; artifacts unchanged; audit log intact")
+    signed = review_signoffs(files, artifacts, roles, project.trust_store())
+    reasons = [*signed.reasons, *_manifest_reasons(project), *_log_reasons(project)]
+    return ReleaseReview(
+        reasons=reasons, signoffs=list(signed.signoffs), roles=list(roles), artifacts=artifacts
+    )
 
 
 def _manifest_reasons(project: Project) -> list[Reason]:

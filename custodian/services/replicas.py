@@ -73,7 +73,7 @@ def _joined(replica: Replica, device: torch.device) -> Iterator[None]:
 def _start_follower(rank: int, world_size: int, argv: Sequence[str]) -> subprocess.Popen[bytes]:
     env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world_size)}
     return subprocess.Popen(
-        [sys.executable, "-c", "from custodian.cli import main; main()", *argv],
+        [sys.executable, "-c", "from custodian.cli.main import main; main()", *argv],
         env=env,
         stdout=subprocess.DEVNULL,
     )

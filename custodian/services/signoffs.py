@@ -1,4 +1,4 @@
-"""``custodian signoff --as NAME [--note TEXT]``: sign exactly the artifacts that were reviewed.
+"""Signing off: sign exactly the artifacts that were reviewed (``custodian signoff``).
 
 The procedure: find the reviewer's key in the committed trust store and their
 private key under ``$CUSTODIAN_HOME``; refuse unless ``reports/compliance.json``
@@ -11,17 +11,18 @@ the sign-off in the audit log.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-import click
+from pydantic import ValidationError
 
 from audits.canonical import canonical_sha256
+from audits.errors import AuditError
 from audits.files import atomic_write_text
 from audits.keys import SigningKey, SigningKeyError, load_signing_key
 from audits.manifest import sha256_file
 from audits.signoff import (
-    NOTE_LIMIT,
     ComplianceSummary,
     GateRecord,
     PolicyRecord,
@@ -32,8 +33,6 @@ from audits.signoff import (
     sign_statement,
 )
 from audits.trust import TrustedKey, UnknownKeyName
-from custodian import trail
-from custodian.commands.manifest import artifact_differences, load_manifest
 from custodian.params import PolicyParams, load_section
 from custodian.project import (
     COMPLIANCE_REPORT,
@@ -42,18 +41,29 @@ from custodian.project import (
     Project,
     private_key_path,
 )
+from custodian.services import trail
+from custodian.services.manifests import artifact_differences, load_manifest
 from governance.errors import InputError
+from governance.registry import format_validation_error
 
 
-@click.command("signoff")
-@click.option("--as", "name", required=True, help="Your key's name in the trust store.")
-@click.option("--note", help="What you reviewed, or conditions of your approval.")
-def signoff_command(name: str, note: str | None) -> None:
-    """Sign the current model and reports as NAME; refused while a gate fails."""
-    note = " ".join(note.split()) if note else None
-    if note is not None and len(note) > NOTE_LIMIT:
-        raise click.BadParameter(f"at most {NOTE_LIMIT} characters", param_hint="--note")
-    project = Project.discover()
+class UnusableReviewerKey(AuditError):
+    """The reviewer's key is unknown, revoked, or not the one the trust store holds (a usage
+    error of ``--as``: the CLI reports it against that option)."""
+
+
+@dataclass(frozen=True)
+class SignedOff:
+    """A sign-off written: who signed, the file, how many artifacts and gates it covers."""
+
+    reviewer: TrustedKey
+    relative: str
+    subjects: int
+    gates: int
+
+
+def sign(project: Project, name: str, note: str | None) -> SignedOff:
+    """Sign the current artifacts as ``name``; refused while a gate fails or files changed."""
     policy = load_section(PolicyParams, "policy", project.params_path)
     entry, key = _reviewer_key(project, name)
     compliance = _passing_compliance(project)
@@ -104,9 +114,11 @@ def signoff_command(name: str, note: str | None) -> None:
             }
         }
     )
-    click.echo(
-        f"signed as {entry.name} ({entry.role.value}): {len(statement.subject)} artifacts, "
-        f"{len(compliance.gates)} gates\n  wrote {relative} (commit it)"
+    return SignedOff(
+        reviewer=entry,
+        relative=relative,
+        subjects=len(statement.subject),
+        gates=len(compliance.gates),
     )
 
 
@@ -122,25 +134,22 @@ def _reviewer_key(project: Project, name: str) -> tuple[TrustedKey, SigningKey]:
     try:
         entry = project.trust_store().get(name)
     except UnknownKeyName:
-        raise click.BadParameter(
+        raise UnusableReviewerKey(
             f"no key named {name!r} in the trust store {project.trust_store().directory} "
-            f"(custodian keys generate {name} --role ROLE)",
-            param_hint="--as",
+            f"(custodian keys generate {name} --role ROLE)"
         ) from None
     if entry.revoked:
-        raise click.BadParameter(
-            f"key {name!r} is revoked ({entry.revoked_reason}); generate a new one",
-            param_hint="--as",
+        raise UnusableReviewerKey(
+            f"key {name!r} is revoked ({entry.revoked_reason}); generate a new one"
         )
     try:
         key = load_signing_key(private_key_path(name))
     except SigningKeyError as exc:
-        raise click.BadParameter(str(exc), param_hint="--as") from None
+        raise UnusableReviewerKey(str(exc)) from None
     if key.fingerprint != entry.fingerprint:
-        raise click.BadParameter(
+        raise UnusableReviewerKey(
             f"the private key {private_key_path(name)} is not the key the trust store "
-            f"holds as {name!r}",
-            param_hint="--as",
+            f"holds as {name!r}"
         )
     return entry, key
 
@@ -153,7 +162,12 @@ def _passing_compliance(project: Project) -> ComplianceSummary:
         raise SignoffRefused(
             f"{COMPLIANCE_REPORT}: not found; run the pipeline (dvc repro) to write it"
         ) from None
-    compliance = ComplianceSummary.parse(data, COMPLIANCE_REPORT)
+    try:
+        compliance = ComplianceSummary.model_validate_json(data)
+    except ValidationError as exc:
+        # A malformed report is an input error (exit 2), not a refusal of the evidence.
+        where = format_validation_error(exc, where=COMPLIANCE_REPORT)
+        raise InputError(f"{where}; rerun the report stage") from None
     refusal = compliance.refusal(COMPLIANCE_REPORT)
     if refusal is not None:
         raise SignoffRefused(refusal)

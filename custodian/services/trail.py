@@ -1,6 +1,6 @@
 """The audit trail around every state-changing command: who ran what, on what, with what outcome.
 
-:func:`custodian.cli.main` runs each invocation inside :func:`recording`, which
+:func:`custodian.cli.main.main` runs each invocation inside :func:`recording`, which
 appends to the project's audit log (:mod:`custodian.project` says where):
 
 1. ``command_started``: actor (``$CUSTODIAN_ACTOR`` or the OS user), the command
@@ -36,6 +36,7 @@ import os
 import re
 import secrets
 import shlex
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -44,7 +45,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
-import click
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, NonNegativeInt, ValidationError
 
@@ -279,14 +279,16 @@ def _spend_on(line: bytes) -> PrivacySpend | None:
 
 @contextmanager
 def recording(
-    argv: Sequence[str], group: click.Group, is_refusal: Callable[[BaseException], bool]
+    argv: Sequence[str],
+    path: tuple[str, ...] | None,
+    is_refusal: Callable[[BaseException], bool],
 ) -> Iterator[Trail | None]:
-    """Log the command ``argv`` of ``group`` around its run; yield None for read-only ones.
+    """Log the command ``argv`` (sub-commands ``path``) around its run; yield None for
+    read-only ones and for ``path`` None (no command: usage or help).
 
     ``is_refusal`` tells a refusal (a check, policy or budget said no) from a failure.
     The caller sets ``trail.exit_code`` when the command returns a code instead of raising.
     """
-    path = command_path(group, argv)
     # A data-parallel follower (RANK > 0) repeats its leader's command; the leader logs it.
     follower = os.environ.get("RANK", "0") != "0"
     if path is None or path in READ_ONLY or _HELP.intersection(argv) or follower:
@@ -352,29 +354,6 @@ def path_digest(path: Path) -> str:
         if p.is_file() and "__pycache__" not in p.parts
     )
     return canonical_sha256(files)
-
-
-def command_path(group: click.Group, argv: Sequence[str]) -> tuple[str, ...] | None:
-    """The sub-command names ``argv`` selects, e.g. ``("audit", "show")``; None if no command.
-
-    Options before a sub-command are skipped: Custodian's groups take only flags
-    (``--debug``, ``--help``), never options with a value.
-    """
-    names: list[str] = []
-    command: click.Command = group
-    for token in argv:
-        if not isinstance(command, click.Group):
-            break
-        if token.startswith("-"):
-            continue
-        sub = command.get_command(click.Context(command), token)
-        if sub is None:
-            return None
-        names.append(token)
-        command = sub
-    if not names or isinstance(command, click.Group):
-        return None
-    return tuple(names)
 
 
 def pipeline_key(store: TrustStore) -> SigningKey:
@@ -502,9 +481,11 @@ def _revoked_message(key: SigningKey) -> str:
 
 
 def _one_line(error: BaseException) -> str:
-    text = error.format_message() if isinstance(error, click.ClickException) else str(error)
+    # A click error (the CLI's) says it best through its own format_message().
+    format_message = getattr(error, "format_message", None)
+    text = format_message() if callable(format_message) else str(error)
     return " ".join(text.split()) or type(error).__name__
 
 
 def _warn(message: str) -> None:
-    click.echo(f"custodian: warning: {message}", err=True)
+    print(f"custodian: warning: {message}", file=sys.stderr, flush=True)

@@ -1,4 +1,4 @@
-"""``custodian evaluate``: what privacy cost, whom it cost, and whether the guarantee holds.
+"""The evaluate stage: what privacy cost, whom it cost, and whether the guarantee holds.
 
 The procedure, top to bottom: score the released DP model on the test split (utility,
 calibration, every slice of every sensitive attribute the provenance declares, robustness
@@ -22,7 +22,6 @@ What is released and what is not
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,26 +29,20 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import click
 import numpy as np
 import pandas as pd
 
 from audits.files import atomic_write_json
-from custodian.commands.datasets import load_dataset
-from custodian.commands.dp_runs import (
+from custodian.outputs import MetricsReport, PrivacyReport
+from custodian.params import AuditMode, EvaluateParams, PrivacyParams, TrainParams
+from custodian.services.datasets import load_dataset
+from custodian.services.dp_runs import (
     charged_train_dp,
     dataset_spent,
     feature_spec,
     mark_finished,
     model_config,
     train_config,
-)
-from custodian.params import (
-    AuditMode,
-    EvaluateParams,
-    PrivacyParams,
-    TrainParams,
-    load_section,
 )
 from governance.errors import InputError
 from governance.provenance import ColumnRole as SchemaRole
@@ -99,40 +92,31 @@ class _Inputs:
         return _encode(frame, self.columns, self.label, self.train_params, source)
 
 
-@click.command("evaluate")
-@click.option("--splits", type=click.Path(path_type=Path), required=True)
-@click.option("--model-dir", type=click.Path(path_type=Path), required=True)
-@click.option(
-    "--privacy-report",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="reports/privacy.json of the model evaluated.",
-)
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="reports/metrics.json")
-@click.option(
-    "--calibration-plot",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Reliability diagram (a DVC plot).",
-)
-@click.option(
-    "--slices-plot",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Accuracy per slice, DP vs reference (a DVC plot).",
-)
-def evaluate_command(
+@dataclass(frozen=True)
+class Evaluated:
+    """The metrics written, and how long the two extra trainings took (for the log line)."""
+
+    metrics: MetricsReport
+    seconds: float
+    reference_seconds: float
+    audit_seconds: float
+
+
+def run(
+    params: EvaluateParams,
+    train_params: TrainParams,
+    privacy: PrivacyParams,
     splits: Path,
     model_dir: Path,
     privacy_report: Path,
     out: Path,
     calibration_plot: Path,
     slices_plot: Path,
-) -> None:
-    """Evaluate the DP model: utility, calibration, slices, robustness, privacy audit."""
+) -> Evaluated:
+    """Evaluate the released model in ``model_dir``; write ``out`` and the two plots."""
     started = time.monotonic()
-    inputs = _load_inputs(splits)
-    production = _read_privacy_report(privacy_report)
+    inputs = _load_inputs(splits, params, train_params, privacy)
+    production = PrivacyReport.read(privacy_report)
     released = load_model(model_dir)
     if released.feature_names != inputs.test.feature_names:
         raise InputError(
@@ -140,7 +124,6 @@ def evaluate_command(
             "(retrain after changing the schema or train.include_sensitive)"
         )
     model = released.model
-    params = inputs.params
     specs = _slice_specs(inputs.record, params.slices)
     labels = inputs.test.labels.numpy()
 
@@ -172,15 +155,15 @@ def evaluate_command(
     audit = _AUDITS[params.audit.mode](inputs, production)
     audit_seconds = time.monotonic() - timer
 
-    report = {
-        "split": "test",
+    report = MetricsReport(
+        split="test",
         **utility.to_json(),
-        "calibration": {"ece": reliability.ece, "bins": reliability.bins},
-        "slices": _slices_json(slices),
-        "slice_min_rows": params.min_slice_rows,
-        "worst_slice": worst.to_json() if worst is not None else None,
-        "robustness": robustness,
-        "reference": {
+        calibration={"ece": reliability.ece, "bins": reliability.bins},
+        slices=_slices_json(slices),
+        slice_min_rows=params.min_slice_rows,
+        worst_slice=worst.to_json() if worst is not None else None,
+        robustness=robustness,
+        reference={
             **reference.to_json(),
             "released": False,
             "worst_slice": reference_worst.to_json() if reference_worst is not None else None,
@@ -190,10 +173,10 @@ def evaluate_command(
                 "or released"
             ),
         },
-        "privacy_cost": _privacy_cost(
+        privacy_cost=_privacy_cost(
             reference, utility, reference_slices, slices, reference_worst, worst
         ),
-        "privacy_audit": {
+        privacy_audit={
             **audit,
             "mia_auc": mia.auc,
             "mia_tpr_at_1pct_fpr": mia.tpr_at_fpr,
@@ -202,7 +185,7 @@ def evaluate_command(
                 f"{mia.members} training records vs {mia.non_members} test records"
             ),
         },
-    }
+    )
     atomic_write_json(
         calibration_plot,
         [
@@ -211,50 +194,18 @@ def evaluate_command(
         ],
     )
     atomic_write_json(slices_plot, _slices_plot(slices, reference_slices))
-    atomic_write_json(out, report)
-
-    click.echo(_summary(utility, reference, reliability.ece, worst, mia.auc, audit))
-    click.echo(
-        f"evaluated in {time.monotonic() - started:.1f} s (reference model "
-        f"{reference_seconds:.1f} s, privacy audit {audit_seconds:.1f} s)"
+    report.write(out)
+    return Evaluated(
+        metrics=report,
+        seconds=time.monotonic() - started,
+        reference_seconds=reference_seconds,
+        audit_seconds=audit_seconds,
     )
 
 
-def _summary(
-    utility: BinaryMetrics,
-    reference: BinaryMetrics,
-    ece: float,
-    worst: WorstSlice | None,
-    mia_auc: float,
-    audit: Mapping[str, Any],
-) -> str:
-    parts = [
-        f"test accuracy {utility.accuracy:.4f} (non-private reference {reference.accuracy:.4f})",
-        f"ECE {ece:.4f}",
-        f"MIA AUC {mia_auc:.4f}",
-    ]
-    if worst is not None:
-        parts.append(
-            f"worst slice {worst.attribute}={worst.slice} accuracy {worst.accuracy:.4f} "
-            f"(largest gap {worst.gap:.4f}, {worst.gap_attribute})"
-        )
-    bound = audit["epsilon_lower_bound"]
-    parts.append(
-        f"audit {audit['mode']}: "
-        + (
-            f"epsilon lower bound {bound:.4f} <= accountant epsilon "
-            f"{audit['accountant_epsilon']:.4f}"
-            if bound is not None
-            else "no bound computed"
-        )
-    )
-    return "; ".join(parts)
-
-
-def _load_inputs(splits: Path) -> _Inputs:
-    params = load_section(EvaluateParams, "evaluate")
-    train_params = load_section(TrainParams, "train")
-    privacy = load_section(PrivacyParams, "privacy")
+def _load_inputs(
+    splits: Path, params: EvaluateParams, train_params: TrainParams, privacy: PrivacyParams
+) -> _Inputs:
     record, train_frame = load_dataset(splits, "train")
     _, val_frame = load_dataset(splits, "val")
     _, test_frame = load_dataset(splits, "test")
@@ -290,17 +241,6 @@ def _encode(
     return encode_table(
         frame, columns, label, include_sensitive=train_params.include_sensitive, source=source
     )
-
-
-def _read_privacy_report(path: Path) -> dict[str, Any]:
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"{path}: unreadable privacy report ({err.__class__.__name__})") from None
-    missing = [key for key in ("epsilon", "delta", "dataset_sha256") if key not in report]
-    if not isinstance(report, dict) or missing:
-        raise InputError(f"{path}: privacy report lacks {missing or 'an object'}")
-    return report
 
 
 def _slice_specs(record: Provenance, edges: Mapping[str, list[float]]) -> list[SliceSpec]:
@@ -433,7 +373,7 @@ def _positive_probability(model: Mlp, table: EncodedTable) -> np.ndarray:
 # --------------------------------------------------------------------------- the audit
 
 
-def _audit_separate_run(inputs: _Inputs, production: Mapping[str, Any]) -> dict[str, Any]:
+def _audit_separate_run(inputs: _Inputs, production: PrivacyReport) -> dict[str, Any]:
     """A second DP run, production settings, on train plus canaries; charged to the budget."""
     settings = inputs.params.audit
     rng = np.random.default_rng(settings.seed)
@@ -490,33 +430,31 @@ def _audit_separate_run(inputs: _Inputs, production: Mapping[str, Any]) -> dict[
         "correct_guesses": audit.correct,
         "delta": audit.delta,
         "accountant_epsilon": result.epsilon,
-        "production_epsilon": production["epsilon"],
+        "production_epsilon": production.epsilon,
         "run_id": run.run_id,
         "noise_multiplier": run.dp.noise_multiplier,
         "steps": result.accounted_steps,
         "canary_mia_auc": canary_mia.auc,
         "audit_model_test_accuracy": audit_accuracy,
         "spent_epsilon_after": dataset_spent(
-            dataset_sha256, production["delta"], run.dp.accountant.value
+            dataset_sha256, production.delta, run.dp.accountant.value
         ),
         "released": False,
     }
 
 
-def _audit_disabled(inputs: _Inputs, production: Mapping[str, Any]) -> dict[str, Any]:
+def _audit_disabled(inputs: _Inputs, production: PrivacyReport) -> dict[str, Any]:
     return {
         "mode": AuditMode.DISABLED.value,
         "epsilon_lower_bound": None,
         "confidence": inputs.params.audit.confidence,
         "canaries": 0,
-        "delta": production["delta"],
-        "accountant_epsilon": production["epsilon"],
-        "production_epsilon": production["epsilon"],
+        "delta": production.delta,
+        "accountant_epsilon": production.epsilon,
+        "production_epsilon": production.epsilon,
     }
 
 
-_AUDITS: Mapping[AuditMode, Callable[[_Inputs, Mapping[str, Any]], dict[str, Any]]] = (
-    MappingProxyType(
-        {AuditMode.SEPARATE_RUN: _audit_separate_run, AuditMode.DISABLED: _audit_disabled}
-    )
+_AUDITS: Mapping[AuditMode, Callable[[_Inputs, PrivacyReport], dict[str, Any]]] = MappingProxyType(
+    {AuditMode.SEPARATE_RUN: _audit_separate_run, AuditMode.DISABLED: _audit_disabled}
 )

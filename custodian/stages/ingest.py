@@ -1,31 +1,24 @@
-"""``custodian ingest``: materialise every registered dataset with its provenance."""
+"""The ingest stage: materialise every registered dataset with its provenance.
+
+Every dataset is checked (hash, license, schema) before anything is written:
+one refusal, no output. Then all of them go into one atomic directory.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import click
-
 from audits.files import atomic_directory
-from custodian.commands.datasets import data_key, write_dataset
-from custodian.params import DataParams, PolicyParams, load_section
+from custodian.params import DataParams, PolicyParams
+from custodian.services.datasets import data_key, write_dataset
 from governance.errors import InputError
 from governance.ingest import LicensePolicy, ingest
+from governance.provenance import Provenance
 from governance.registry import load_registry
 
 
-@click.command("ingest")
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Directory for <name>.csv (.csv.enc if encrypted) and <name>.provenance.json.",
-)
-def ingest_command(out_dir: Path) -> None:
-    """Verify hashes and licenses of all registered datasets and materialise them."""
-    data = load_section(DataParams, "data")
-    policy = load_section(PolicyParams, "policy")
+def run(data: DataParams, policy: PolicyParams, out_dir: Path) -> list[Provenance]:
+    """Ingest every dataset ``data.registry`` registers into ``out_dir``; their records."""
     license_policy = LicensePolicy(
         intended_use=policy.intended_use,
         allowed=frozenset(policy.allowed_licenses),
@@ -34,16 +27,8 @@ def ingest_command(out_dir: Path) -> None:
     entries = load_registry(data.registry)
     if data.dataset not in {e.name for e in entries}:
         raise InputError(f"params.yaml: data.dataset: {data.dataset!r} is not registered")
-    # Every dataset is checked before anything is written: one refusal, no output.
     ingested = [ingest(entry, license_policy, data_key) for entry in entries]
     with atomic_directory(out_dir) as staging:
         for item in ingested:
             write_dataset(staging, item.provenance.name, item.content, item.provenance)
-    for item in ingested:
-        record = item.provenance
-        obligations = ", ".join(record.obligations) or "none"
-        sealed = f", encrypted (key {record.encryption.key_id})" if record.encryption else ""
-        click.echo(
-            f"ingested {record.name}: {record.rows} rows, {record.license} "
-            f"(obligations: {obligations}), sha256 {record.sha256[:12]}{sealed}"
-        )
+    return [item.provenance for item in ingested]

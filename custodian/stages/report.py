@@ -1,4 +1,4 @@
-"""``custodian report``: the compliance pack a reviewer reads and signs.
+"""The report stage: the compliance pack a reviewer reads and signs.
 
 The procedure, top to bottom: read the evidence the stages wrote; decide every
 release gate against ``policy`` (a waiver clears a failed gate and is logged);
@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
-
 from audits import gates as g
 from audits.cards import ModelFacts, datasheet, model_card
 from audits.compliance import (
@@ -38,12 +36,20 @@ from audits.files import atomic_directory, atomic_write_json, atomic_write_text
 from audits.manifest import sha256_file
 from audits.nist import Evidence, EvidenceKind, load_catalog, map_catalog
 from audits.report_html import render
-from custodian import trail
-from custodian.commands.audit import verify_log
-from custodian.commands.datasets import load_record
-from custodian.commands.manifest import artifact_differences, load_manifest
-from custodian.params import PolicyParams, PrivacyParams, load_section
+from custodian.outputs import (
+    ChecksReport,
+    MetricsReport,
+    PrivacyReport,
+    SplitSummary,
+    StageOutput,
+    ValidationReport,
+)
+from custodian.params import PolicyParams
 from custodian.project import Project
+from custodian.services import trail
+from custodian.services.audit_log import verify_log
+from custodian.services.datasets import load_record
+from custodian.services.manifests import artifact_differences, load_manifest
 from governance.errors import GovernanceError, InputError
 from governance.licenses import evaluate_license
 
@@ -84,34 +90,10 @@ class Loaded:
     calibration: list[dict[str, Any]]
 
 
-def _path_option(name: str, default: str, help_text: str):
-    return click.option(
-        f"--{name}",
-        type=click.Path(path_type=Path),
-        default=Path(default),
-        show_default=True,
-        help=help_text,
-    )
-
-
-@click.command("report")
-@_path_option("ingested", "data/ingested", "Ingested datasets and provenance.")
-@_path_option("splits", "data/split", "Split directory with provenance records.")
-@_path_option("models", "models", "Model directory (model.json, model.safetensors).")
-@_path_option("validation", "reports/validation.json", "Validation report.")
-@_path_option("checks", "reports/checks.json", "Leakage findings.")
-@_path_option("privacy", "reports/privacy.json", "Privacy report of the train stage.")
-@_path_option("curve", "reports/train_curve.json", "Training curve.")
-@_path_option("manifest", "reports/manifest.json", "Artifact manifest of the audit stage.")
-@_path_option("metrics", "reports/metrics.json", "Metrics of the evaluate stage.")
-@_path_option("calibration", "reports/calibration.json", "Calibration bins of evaluate.")
-@_path_option("out", "reports", "Where the compliance pack goes.")
-def report_command(out: Path, **paths: Path) -> None:
-    """Decide the release gates and write the compliance pack; exit 1 if a gate fails."""
+def run(policy: PolicyParams, lifetime: float, inputs: Inputs, out: Path) -> ComplianceReport:
+    """Decide the gates, write the pack under ``out``; the report written (even if a gate
+    failed: :func:`require_passed` says so afterwards)."""
     project = Project.discover()
-    inputs = Inputs(**paths)
-    policy = load_section(PolicyParams, "policy")
-    lifetime = load_section(PrivacyParams, "privacy").lifetime_epsilon
     loaded = _load(inputs)
 
     log_status = _audit_log_status(project)
@@ -148,15 +130,12 @@ def report_command(out: Path, **paths: Path) -> None:
     prefix = os.path.relpath(project.root, out.resolve()).replace(os.sep, "/") + "/"
     atomic_write_text(out / "compliance.html", render(report, link_prefix=prefix))
 
-    counts = report.nist_catalog.counts
-    click.echo(
-        f"wrote {out / 'compliance.json'} and {out / 'compliance.html'}: "
-        f"{sum(r.cleared for r in results)} of {len(results)} gates cleared; NIST AI RMF "
-        + ", ".join(f"{count} {status}" for status, count in counts.items())
-    )
-    failed = [r for r in results if not r.cleared]
-    for result in failed:
-        click.echo(f"gate failed: {result.id.value}: {result.detail}")
+    return report
+
+
+def require_passed(report: ComplianceReport, out: Path) -> None:
+    """GatesFailed naming every gate that failed and was not waived."""
+    failed = [r for r in report.gates if not r.cleared]
     if failed:
         raise g.GatesFailed(
             f"{len(failed)} release gate(s) failed: {', '.join(r.id.value for r in failed)}; "
@@ -192,39 +171,31 @@ def _load(inputs: Inputs) -> Loaded:
     for name in ("train", "test"):
         if name not in splits:
             raise InputError(f"{inputs.splits}/{name}.provenance.json: file not found")
-    metrics = _json(inputs.metrics, required=False)
+    # Each stage output parsed through its model (a malformed one is one InputError naming
+    # the file and field), then handed to audits/ as the plain JSON it was.
+    metrics = _parsed(MetricsReport, inputs.metrics) if inputs.metrics.is_file() else None
     calibration = _json(inputs.calibration, required=False) or []
-    _check_shapes(inputs, metrics, calibration)
+    _check_calibration(inputs, calibration)
     return Loaded(
         datasets=datasets,
         splits=splits,
-        split=_json(inputs.splits / "split.json"),
+        split=_parsed(SplitSummary, inputs.splits / "split.json"),
         model=_json(inputs.models / "model.json"),
-        validation=_json(inputs.validation),
-        checks=_json(inputs.checks),
-        privacy=_json(inputs.privacy),
+        validation=_parsed(ValidationReport, inputs.validation),
+        checks=_parsed(ChecksReport, inputs.checks),
+        privacy=_parsed(PrivacyReport, inputs.privacy),
         curve=_json(inputs.curve),
         metrics=metrics,
         calibration=calibration,
     )
 
 
-def _check_shapes(inputs: Inputs, metrics: Any, calibration: Any) -> None:
-    """The nesting the page walks; the values themselves are judged by the gates."""
-    if metrics is not None:
-        if not isinstance(metrics, dict):
-            raise InputError(f"{inputs.metrics}: not a JSON object")
-        for key in ("calibration", "worst_slice", "reference", "privacy_cost", "privacy_audit"):
-            if not isinstance(metrics.get(key, {}), dict):
-                raise InputError(f"{inputs.metrics}: {key}: not an object")
-        slices = metrics.get("slices", {})
-        if not isinstance(slices, dict):
-            raise InputError(f"{inputs.metrics}: slices: not an object")
-        for attribute, values in slices.items():
-            if not isinstance(values, dict) or not all(
-                isinstance(v, dict) for v in values.values()
-            ):
-                raise InputError(f"{inputs.metrics}: slices.{attribute}: not an object of objects")
+def _parsed(model: type[StageOutput], path: Path) -> dict[str, Any]:
+    return model.read(path).model_dump(mode="json")
+
+
+def _check_calibration(inputs: Inputs, calibration: Any) -> None:
+    """The calibration bins the page draws (a DVC plot, a list rather than a model)."""
     if not isinstance(calibration, list):
         raise InputError(f"{inputs.calibration}: not a list of bins")
     for index, row in enumerate(calibration):

@@ -1,4 +1,4 @@
-"""``custodian train``: DP-SGD on the training split, within the dataset's lifetime budget.
+"""The train stage: DP-SGD on the training split, within the dataset's lifetime budget.
 
 The procedure, top to bottom: read the split and its provenance, encode
 features by the declared schema, plan the steps and calibrate the noise for the
@@ -9,51 +9,39 @@ taking it, then write the model and the privacy report.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import click
 import torch
 
 from audits.files import atomic_write_json
-from custodian.commands.datasets import load_dataset
-from custodian.commands.dp_runs import (
+from custodian.outputs import PrivacyReport
+from custodian.params import PARAMS_FILE, PrivacyParams, TrainParams
+from custodian.services.dp_runs import (
     charged_train_dp,
     dataset_spent,
-    feature_spec,
+    encode_split,
     mark_finished,
     resolved_delta,
 )
-from custodian.commands.replicas import replica_group
-from custodian.params import PARAMS_FILE, PrivacyParams, TrainParams, load_section
-from custodian.project import Project
+from custodian.services.replicas import replica_group
 from governance.errors import InputError
 from governance.provenance import ColumnRole as SchemaRole
-from governance.provenance import Provenance
-from privacy.ledger import PrivacyLedger
 from training.checkpoint import save_model
 from training.errors import TrainingInputError
-from training.features import EncodedTable, encode_table
 from training.precision import resolve_device
 from training.replicas import replica_device
 
 
-@click.command("train")
-@click.option("--splits", type=click.Path(path_type=Path), required=True)
-@click.option("--model-dir", type=click.Path(path_type=Path), required=True)
-@click.option(
-    "--report", type=click.Path(path_type=Path), required=True, help="reports/privacy.json"
-)
-@click.option(
-    "--curve",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Per-epoch loss and epsilon (a DVC plot).",
-)
-def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> None:
-    """Train the model with differential privacy; write the model and privacy report."""
-    privacy = load_section(PrivacyParams, "privacy")
-    params = load_section(TrainParams, "train")
+def run(
+    privacy: PrivacyParams,
+    params: TrainParams,
+    splits: Path,
+    model_dir: Path,
+    report: Path,
+    curve: Path,
+) -> PrivacyReport | None:
+    """Train, write the model, ``report`` and ``curve``; the privacy report (None on a
+    follower replica: its leader writes the outputs)."""
     device = _device(params.device)
     train_record, train = encode_split(splits, "train", params.include_sensitive)
     _, val = encode_split(splits, "val", params.include_sensitive)
@@ -65,7 +53,7 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
     argv = ["train", "--splits", str(splits), "--model-dir", str(model_dir)]
     argv += ["--report", str(report), "--curve", str(curve)]
     with replica_group(params.world_size, argv, device) as replica:
-        run = charged_train_dp(
+        charged = charged_train_dp(
             train,
             val,
             params,
@@ -82,36 +70,34 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
             replica=replica,
         )
     if not replica.leader:
-        return  # the leader writes the model and the reports
-    result, dp = run.result, run.dp
+        return None  # the leader writes the model and the reports
+    result, dp = charged.result, charged.dp
 
     save_model(model_dir, result.model, train.feature_names)
     spent = dataset_spent(dataset_sha256, dp.delta, dp.accountant.value)
-    atomic_write_json(
-        report,
-        {
-            "epsilon": result.epsilon,
-            "delta": dp.delta,
-            "noise_multiplier": dp.noise_multiplier,
-            "sample_rate": run.plan.sample_rate,
-            "steps": result.accounted_steps,
-            "accountant": dp.accountant.value,
-            "max_grad_norm": dp.max_grad_norm,
-            "precision": params.precision,
-            "clipping": params.clipping,
-            "world_size": params.world_size,
-            "dataset_sha256": dataset_sha256,
-            "train_sha256": train_record.sha256,
-            "target_epsilon": privacy.target_epsilon,
-            "run_id": run.run_id,
-            "epochs": result.epochs,
-            "best_epoch": result.best_epoch,
-            "stopped_early": result.stopped_early,
-            "skipped_steps": result.skipped_steps,
-            "resumed_from_step": result.resumed_from_step,
-            "budget": {"lifetime_epsilon": privacy.lifetime_epsilon, "spent_epsilon": spent},
-        },
+    written = PrivacyReport(
+        epsilon=result.epsilon,
+        delta=dp.delta,
+        noise_multiplier=dp.noise_multiplier,
+        sample_rate=charged.plan.sample_rate,
+        steps=result.accounted_steps,
+        accountant=dp.accountant.value,
+        max_grad_norm=dp.max_grad_norm,
+        precision=params.precision,
+        clipping=params.clipping,
+        world_size=params.world_size,
+        dataset_sha256=dataset_sha256,
+        train_sha256=train_record.sha256,
+        target_epsilon=privacy.target_epsilon,
+        run_id=charged.run_id,
+        epochs=result.epochs,
+        best_epoch=result.best_epoch,
+        stopped_early=result.stopped_early,
+        skipped_steps=result.skipped_steps,
+        resumed_from_step=result.resumed_from_step,
+        budget={"lifetime_epsilon": privacy.lifetime_epsilon, "spent_epsilon": spent},
     )
+    written.write(report)
     atomic_write_json(
         curve,
         [
@@ -127,13 +113,8 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
     )
     # Marked finished only once its outputs exist: a run killed before that is resumed
     # (it re-emits its outputs from the checkpoint without taking a step), not retrained.
-    mark_finished(run)
-    click.echo(
-        f"trained {result.epochs} epochs, {result.accounted_steps} steps: epsilon "
-        f"{result.epsilon:.3f} at delta {dp.delta:g} (sigma {dp.noise_multiplier:.3f}, "
-        f"{dp.accountant.value}); dataset budget spent {spent:.3f} of "
-        f"{privacy.lifetime_epsilon:g}"
-    )
+    mark_finished(charged)
+    return written
 
 
 def _check_against_data(
@@ -163,42 +144,4 @@ def _check_two_classes(labels: torch.Tensor, label: str, *, source: Path) -> Non
         raise InputError(
             f"{source}: column {label!r} (label): a single class in every row; "
             "training needs both classes"
-        )
-
-
-def encode_split(
-    splits: Path, name: str, include_sensitive: bool
-) -> tuple[Provenance, EncodedTable]:
-    """Split ``name``'s provenance and its rows encoded by the declared schema."""
-    record, frame = load_dataset(splits, name)
-    table = encode_table(
-        frame,
-        [feature_spec(c) for c in record.columns],
-        record.column(SchemaRole.label),
-        include_sensitive=include_sensitive,
-        source=str(splits / f"{name}.csv"),
-    )
-    return record, table
-
-
-@click.group("privacy")
-def privacy_group() -> None:
-    """Inspect the per-dataset privacy budget ledger."""
-
-
-@privacy_group.command("ledger")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def ledger_command(as_json: bool) -> None:
-    """Epsilon spent per dataset, composed over every run that trained on it."""
-    spends = PrivacyLedger(Project.discover().privacy_ledger_path).summary()
-    if as_json:
-        click.echo(json.dumps([s.to_json() for s in spends], indent=2))
-        return
-    if not spends:
-        click.echo("no privacy spent yet")
-    for spend in spends:
-        click.echo(
-            f"dataset {spend.dataset_sha256[:12]}: epsilon {spend.spent_epsilon:.3f} "
-            f"at delta {spend.delta:g} ({spend.accountant}) over {len(spend.runs)} "
-            f"run(s), {spend.steps} steps"
         )

@@ -35,9 +35,9 @@ import yaml
 from audits.canonical import canonical_sha256
 from audits.keys import SigningKey, load_signing_key
 from audits.log import AuditLog, EventKind
-from custodian import trail
-from custodian.cli import main
+from custodian.cli.main import main
 from custodian.project import Project
+from custodian.services import trail
 from tests.conftest import ROOT, custodian, run
 
 DATASET = "fe" * 32

@@ -1,0 +1,340 @@
+"""The files one stage writes and another reads, as typed models with a JSON Schema each.
+
+A stage builds its model and writes it (:meth:`StageOutput.write`); every reader
+parses the file through the same model (:meth:`StageOutput.read`), so a file that
+is missing a key, has one too many or a value of the wrong type is one
+:class:`InputError` (exit 2) naming the file and the field, never a KeyError deep
+in a reader.
+
+Why here, in the shell: the producers span packages that may not import each
+other (the train stage combines ``training/`` and ``privacy/``; the check stage
+runs ``governance/``), and the main reader, ``audits/``, sits at the bottom beside
+``privacy/``, independent of it. Only the shell sees all of them, so the shell
+owns the file formats: it parses each file here and hands the parsed, checked
+values down as plain data. The parts a domain package already models (a
+:class:`~governance.checks.Finding`, a :class:`~governance.checks.CheckConfig`)
+are reused as they are. The manifest and the compliance report are models of
+``audits/`` already (``audits.manifest.Manifest``,
+``audits.compliance.ComplianceReport``); :data:`SCHEMAS` lists them too.
+
+``schemas/<name>.schema.json`` is each model's JSON Schema; ``tests/custodian/
+test_outputs.py`` checks that the committed files are current
+(``python -m custodian.outputs`` rewrites them).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
+
+from audits.compliance import ComplianceReport
+from audits.files import atomic_write_json
+from audits.manifest import Manifest
+from governance.checks import CheckConfig, Finding, FindingType, Severity
+from governance.errors import InputError
+from governance.registry import format_validation_error
+
+SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
+
+
+class StageOutput(BaseModel):
+    """A file of ours: frozen once built, unknown keys refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @classmethod
+    def read(cls, path: Path) -> Self:
+        """The file at ``path`` parsed through this model; InputError naming file and field."""
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise InputError(f"{path}: file not found (has its stage run?)") from None
+        except OSError as err:
+            raise InputError(f"{path}: cannot read: {err.strerror}") from None
+        try:
+            return cls.model_validate_json(data)
+        except ValidationError as err:
+            raise InputError(format_validation_error(err, where=str(path))) from None
+
+    def write(self, path: Path) -> None:
+        atomic_write_json(path, self.model_dump(mode="json"))
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --------------------------------------------------------------------------- split.json
+
+
+class SplitRows(_Part):
+    train: NonNegativeInt
+    val: NonNegativeInt
+    test: NonNegativeInt
+
+
+class SplitSummary(StageOutput):
+    """``data/split/split.json``: how the split stage divided the dataset."""
+
+    dataset: str
+    dataset_sha256: str
+    strategy: str
+    seed: int
+    group_column: str | None
+    time_column: str | None
+    dropped_rows: NonNegativeInt
+    rows: SplitRows
+
+
+# --------------------------------------------------------------------------- validation.json
+
+
+class FailedExpectation(_Part):
+    expectation: str
+    column: str | None
+    unexpected_count: int | None
+
+
+class SuiteResult(_Part):
+    dataset: str
+    suite: str
+    success: bool
+    evaluated: NonNegativeInt
+    successful: NonNegativeInt
+    failed: tuple[FailedExpectation, ...]
+
+
+class ValidationReport(StageOutput):
+    """``reports/validation.json``: every dataset's GX schema suite, and the waivers."""
+
+    success: bool
+    suites: tuple[SuiteResult, ...]
+    waived: dict[str, str]
+
+
+# --------------------------------------------------------------------------- checks.json
+
+
+def blocking(findings: list[Finding], waived: dict[FindingType, str]) -> list[Finding]:
+    """Critical findings no waiver lets through."""
+    return [f for f in findings if f.severity is Severity.critical and f.type not in waived]
+
+
+class ChecksReport(StageOutput):
+    """``reports/checks.json``: the check stage's findings on the pipeline's own splits."""
+
+    dataset_sha256: str
+    config: CheckConfig
+    waived: dict[FindingType, str]
+    # Train against test, and train against val.
+    findings: tuple[Finding, ...]
+    val_findings: tuple[Finding, ...]
+    # Comparison (train_vs_test, train_vs_val) -> finding type -> its expectation passed.
+    expectations: dict[str, dict[FindingType, bool]]
+
+    def all_findings(self) -> list[Finding]:
+        return [*self.findings, *self.val_findings]
+
+
+class FileChecks(StageOutput):
+    """What ``custodian check --train A --test B --out F`` writes (no stage reads it)."""
+
+    train: str
+    test: str
+    findings: tuple[Finding, ...]
+    waived: dict[FindingType, str]
+
+    def all_findings(self) -> list[Finding]:
+        return list(self.findings)
+
+
+# --------------------------------------------------------------------------- privacy.json
+
+
+class Budget(_Part):
+    lifetime_epsilon: float
+    spent_epsilon: float
+
+
+class PrivacyReport(StageOutput):
+    """``reports/privacy.json``: what the released model's training spent, and under what."""
+
+    epsilon: float
+    delta: Annotated[float, Field(gt=0, lt=1)]
+    noise_multiplier: float
+    sample_rate: float
+    steps: NonNegativeInt
+    accountant: str
+    max_grad_norm: float
+    precision: str
+    clipping: str
+    world_size: Annotated[int, Field(ge=1)]
+    dataset_sha256: str
+    train_sha256: str
+    target_epsilon: float
+    run_id: str
+    epochs: NonNegativeInt
+    best_epoch: int | None
+    stopped_early: bool
+    skipped_steps: NonNegativeInt
+    resumed_from_step: int | None
+    budget: Budget
+
+
+# --------------------------------------------------------------------------- metrics.json
+
+
+class Metrics(_Part):
+    """``training.evaluation.BinaryMetrics`` as written."""
+
+    rows: NonNegativeInt
+    positive_rate: float
+    accuracy: float
+    balanced_accuracy: float | None
+    roc_auc: float | None
+    f1: float
+    log_loss: float
+
+
+class WorstSlice(_Part):
+    attribute: str
+    slice: str
+    accuracy: float
+    gap: float
+    gap_attribute: str
+    gaps: dict[str, float]
+
+
+class CalibrationSummary(_Part):
+    ece: float
+    bins: Annotated[int, Field(ge=2)]
+
+
+class RobustnessLevel(_Part):
+    level: float
+    accuracy: float
+    balanced_accuracy: float | None
+    roc_auc: float | None
+    log_loss: float
+
+
+class Perturbed(_Part):
+    columns: tuple[str, ...]
+    levels: dict[str, RobustnessLevel]
+
+
+class Robustness(_Part):
+    seed: int
+    feature_noise: Perturbed
+    missing: Perturbed
+
+
+class Reference(Metrics):
+    released: Literal[False]
+    worst_slice: WorstSlice | None
+    note: str
+
+
+class PrivacyCost(_Part):
+    """Reference minus DP, overall and per slice (for log loss, negative means DP is worse)."""
+
+    accuracy: float | None
+    balanced_accuracy: float | None
+    roc_auc: float | None
+    f1: float | None
+    log_loss: float | None
+    worst_slice_accuracy: float | None
+    slices: dict[str, dict[str, float]]
+
+
+class _MembershipInference(_Part):
+    mia_auc: float
+    mia_tpr_at_1pct_fpr: float
+    mia: str
+
+
+class SeparateRunAudit(_MembershipInference):
+    """The one-run canary audit on a second, charged DP run (never released)."""
+
+    mode: Literal["separate_run"]
+    score: str
+    epsilon_lower_bound: float
+    confidence: float
+    canaries: NonNegativeInt
+    canaries_included: NonNegativeInt
+    guesses: NonNegativeInt
+    correct_guesses: NonNegativeInt
+    delta: float
+    accountant_epsilon: float
+    production_epsilon: float
+    run_id: str
+    noise_multiplier: float
+    steps: NonNegativeInt
+    canary_mia_auc: float
+    audit_model_test_accuracy: float
+    spent_epsilon_after: float
+    released: Literal[False]
+
+
+class DisabledAudit(_MembershipInference):
+    """No empirical audit (e.g. in a privacy-utility sweep): no bound."""
+
+    mode: Literal["disabled"]
+    epsilon_lower_bound: None
+    confidence: float
+    canaries: Literal[0]
+    delta: float
+    accountant_epsilon: float
+    production_epsilon: float
+
+
+class MetricsReport(Metrics, StageOutput):
+    """``reports/metrics.json``: utility, calibration, slices, robustness, the privacy audit."""
+
+    split: str
+    calibration: CalibrationSummary
+    slices: dict[str, dict[str, Metrics]]
+    slice_min_rows: Annotated[int, Field(ge=1)]
+    worst_slice: WorstSlice | None
+    robustness: Robustness
+    reference: Reference
+    privacy_cost: PrivacyCost
+    privacy_audit: Annotated[SeparateRunAudit | DisabledAudit, Field(discriminator="mode")]
+
+
+# --------------------------------------------------------------------------- the schemas
+
+
+SCHEMAS: dict[str, type[BaseModel]] = {
+    "split": SplitSummary,
+    "validation": ValidationReport,
+    "checks": ChecksReport,
+    "privacy": PrivacyReport,
+    "metrics": MetricsReport,
+    "manifest": Manifest,
+    "compliance": ComplianceReport,
+}
+
+
+def schema_file(name: str) -> Path:
+    return SCHEMA_DIR / f"{name}.schema.json"
+
+
+def json_schema(model: type[BaseModel]) -> dict:
+    """The schema as committed: what a reader (validation mode) accepts."""
+    return model.model_json_schema(mode="validation")
+
+
+def write_schemas() -> None:
+    for name, model in SCHEMAS.items():
+        text = json.dumps(json_schema(model), indent=2, sort_keys=True) + "\n"
+        schema_file(name).write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    write_schemas()
+    sys.exit(0)
