@@ -272,7 +272,6 @@ def _missing_html(root: Path) -> None:
             _failing_gate, "gate(s) failing: fairness, data_checks; sign-off refused", id="gate"
         ),
         pytest.param(_inconsistent, "passed is false", id="passed-false"),
-        pytest.param(_not_a_report, "reports/compliance.json: passed", id="malformed"),
         pytest.param(_stale_manifest, "differ from reports/manifest.json: data.csv", id="stale"),
         pytest.param(_missing_evidence, "evidence reports/privacy.json not found", id="evidence"),
         pytest.param(_missing_html, "reports/compliance.html not found", id="no-html"),
@@ -290,6 +289,21 @@ def test_signoff_is_refused_while_the_evidence_does_not_pass(
     assert signoff_files(project) == []
     last = list(Project(project).audit_log().entries())[-1].event
     assert last.kind is EventKind.REFUSED and message in (last.error or "")
+
+
+def test_a_malformed_compliance_report_is_an_input_error(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hand-edited report is bad input (exit 2) naming the file and field, not a refusal."""
+    _not_a_report(project)
+    result = sign(project, "olivia", monkeypatch)
+    assert result.returncode == 2, result.stdout
+    error = result.stderr.strip()
+    assert error.startswith("custodian: error: reports/compliance.json: passed: ")
+    assert "\n" not in error
+    assert signoff_files(project) == []
+    last = list(Project(project).audit_log().entries())[-1].event
+    assert last.kind is EventKind.COMMAND_FAILED
 
 
 def test_signoff_needs_a_trusted_person_key(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
