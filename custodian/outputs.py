@@ -14,31 +14,22 @@ owns the file formats: it parses each file here and hands the parsed, checked
 values down as plain data. The parts a domain package already models (a
 :class:`~governance.checks.Finding`, a :class:`~governance.checks.CheckConfig`)
 are reused as they are. The manifest and the compliance report are models of
-``audits/`` already (``audits.manifest.Manifest``,
-``audits.compliance.ComplianceReport``); :data:`SCHEMAS` lists them too.
+``audits/`` already (``audits.manifest.Manifest``, ``audits.compliance.ComplianceReport``).
 
-``schemas/<name>.schema.json`` is each model's JSON Schema; ``tests/custodian/
-test_outputs.py`` checks that the committed files are current
-(``python -m custodian.outputs`` rewrites them).
+``schemas/<name>.schema.json`` is each file's JSON Schema (:mod:`custodian.services.schemas`).
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
 
-from audits.compliance import ComplianceReport
 from audits.files import atomic_write_json
-from audits.manifest import Manifest
 from governance.checks import CheckConfig, Finding, FindingType, Severity
 from governance.errors import InputError
 from governance.registry import format_validation_error
-
-SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
 
 
 class StageOutput(BaseModel):
@@ -304,37 +295,3 @@ class MetricsReport(Metrics, StageOutput):
     reference: Reference
     privacy_cost: PrivacyCost
     privacy_audit: Annotated[SeparateRunAudit | DisabledAudit, Field(discriminator="mode")]
-
-
-# --------------------------------------------------------------------------- the schemas
-
-
-SCHEMAS: dict[str, type[BaseModel]] = {
-    "split": SplitSummary,
-    "validation": ValidationReport,
-    "checks": ChecksReport,
-    "privacy": PrivacyReport,
-    "metrics": MetricsReport,
-    "manifest": Manifest,
-    "compliance": ComplianceReport,
-}
-
-
-def schema_file(name: str) -> Path:
-    return SCHEMA_DIR / f"{name}.schema.json"
-
-
-def json_schema(model: type[BaseModel]) -> dict:
-    """The schema as committed: what a reader (validation mode) accepts."""
-    return model.model_json_schema(mode="validation")
-
-
-def write_schemas() -> None:
-    for name, model in SCHEMAS.items():
-        text = json.dumps(json_schema(model), indent=2, sort_keys=True) + "\n"
-        schema_file(name).write_text(text, encoding="utf-8")
-
-
-if __name__ == "__main__":
-    write_schemas()
-    sys.exit(0)
