@@ -115,8 +115,8 @@ def run(
 ) -> Evaluated:
     """Evaluate the released model in ``model_dir``; write ``out`` and the two plots."""
     started = time.monotonic()
-    inputs = _load_inputs(splits, params, train_params, privacy)
     production = PrivacyReport.read(privacy_report)
+    inputs = _load_inputs(splits, params, train_params, privacy)
     released = load_model(model_dir)
     if released.feature_names != inputs.test.feature_names:
         raise InputError(
