@@ -6,11 +6,9 @@ import json
 
 import click
 
-from audits.keys import KeyFileExists, create_signing_key
-from audits.trust import KeyAlreadyRevoked, KeyNameTaken, KeyRole, UnknownKeyName
-from custodian.project import PIPELINE_KEY_NAME, Project, private_key_path
-from custodian.services import trail
-from custodian.services.keys import holding, stores
+from audits.trust import KeyRole
+from custodian.project import Project
+from custodian.services.keys import UnusableKeyName, generate, revoke, stores
 
 ROLE = click.Choice([role.value for role in KeyRole])
 
@@ -25,39 +23,15 @@ def keys() -> None:
 @click.option("--role", type=ROLE, required=True, help="What the key may sign.")
 def generate_command(name: str, role: str) -> None:
     """Make key pair NAME: the private key under $CUSTODIAN_HOME, the public key trusted here."""
-    if name == PIPELINE_KEY_NAME and role != KeyRole.PIPELINE:
-        raise click.BadParameter(
-            f"{name!r} is the pipeline's signing key; give this key another name",
-            param_hint="NAME",
-        )
-    project = Project.discover()
-    store = project.trust_store_for(KeyRole(role))
-    # Checked before the private key exists, so a refusal leaves nothing behind. Names are
-    # unique across both stores: a sign-off names its key, and so does `keys revoke`.
-    if holding(project, name) is not None:
-        raise click.BadParameter(
-            f"a key named {name!r} is already in the trust store", param_hint="NAME"
-        )
-    path = private_key_path(name)
     try:
-        key = create_signing_key(path)
-    except KeyFileExists:
-        raise click.BadParameter(
-            f"a private key named {name!r} already exists at {path}", param_hint="NAME"
-        ) from None
-    try:
-        entry = store.add(name, KeyRole(role), key.public_key)
-    except KeyNameTaken as exc:
-        path.unlink()  # lost a race for the name: this key was never trusted or used
+        made = generate(Project.discover(), name, KeyRole(role))
+    except UnusableKeyName as exc:
         raise click.BadParameter(str(exc), param_hint="NAME") from None
-    trail.current().decision(
-        {"key_generated": {"name": name, "role": role, "fingerprint": entry.fingerprint}}
-    )
     scope = "commit it" if KeyRole(role).is_person else "this checkout only"
     click.echo(
-        f"generated {name} ({role}), fingerprint {entry.fingerprint}\n"
-        f"  private key: {path} (mode 0600; keep it out of the project)\n"
-        f"  trusted in:  {store.directory} ({scope})"
+        f"generated {name} ({role}), fingerprint {made.entry.fingerprint}\n"
+        f"  private key: {made.private_key} (mode 0600; keep it out of the project)\n"
+        f"  trusted in:  {made.store.directory} ({scope})"
     )
 
 
@@ -93,13 +67,8 @@ def revoke_command(name: str, reason: str) -> None:
     """Revoke key NAME: checkpoints it signed, before or after, no longer verify."""
     if not reason.strip():
         raise click.BadParameter("say why the key is revoked", param_hint="--reason")
-    project = Project.discover()
-    store = holding(project, name) or project.trust_store()
     try:
-        entry = store.revoke(name, reason)
-    except (UnknownKeyName, KeyAlreadyRevoked) as exc:
+        entry = revoke(Project.discover(), name, reason)
+    except UnusableKeyName as exc:
         raise click.BadParameter(str(exc), param_hint="NAME") from None
-    trail.current().decision(
-        {"key_revoked": {"name": name, "fingerprint": entry.fingerprint, "reason": reason}}
-    )
     click.echo(f"revoked {name} ({entry.fingerprint[:16]}...): {entry.revoked_reason}")
