@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test lint browser clean
+.PHONY: install run test lint browser gpu-check clean
 
 install: $(STAMP)
 
@@ -27,6 +27,12 @@ test: install lint browser
 browser:
 	command -v chromium >/dev/null 2>&1 || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+# Every CUDA path on this machine's GPU in one short run; writes a JSON summary to
+# $(SUMMARY). Needs a CUDA build of torch in .venv (README, "GPU check").
+SUMMARY ?= reports/gpu_check.json
+gpu-check: install
+	$(BIN)/python bench/gpu_check.py $(SUMMARY)
 
 lint: install
 	$(BIN)/ruff check .

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from audits.identity import AiActClassification, DataProtection, ModelIdentity
+
 MODEL_CARD_SECTIONS = (
     "Model details",
     "Intended use",
@@ -54,6 +56,11 @@ class ModelFacts:
     checks: Mapping[str, Any]  # reports/checks.json
     intended_use: str  # policy.intended_use
     git_commit: str | None
+    identity: ModelIdentity  # policy.model
+    data_protection: DataProtection  # policy.data_protection
+    classification: AiActClassification  # policy.ai_act_classification
+    spent_epsilon: float | None  # the privacy ledger's: one figure across the pack
+    lifetime_epsilon: float
 
 
 def text(value: object) -> str:
@@ -70,8 +77,13 @@ def model_card(facts: ModelFacts) -> str:
     used_sensitive = [
         c for c in sensitive if any(f == c or f.startswith(f"{c}=") for f in features)
     ]
+    identity = facts.identity
+    protection = facts.data_protection
     sections = {
         "Model details": _bullets(
+            f"Predicts {text(identity.predicts)}.",
+            f"Version {text(identity.version)}; owner {text(identity.owner)}; contact "
+            f"{text(identity.contact)}; licence of the model `{text(identity.license)}`.",
             f"A binary classifier of `{text(label)}` on dataset `{text(dataset['name'])}`: a "
             f"multilayer perceptron, hidden layers {config.get('hidden')}, activation "
             f"{text(config.get('activation'))}, {len(features)} input features.",
@@ -83,11 +95,16 @@ def model_card(facts: ModelFacts) -> str:
             f"Code: git commit `{facts.git_commit or 'not recorded'}`.",
         ),
         "Intended use": _bullets(
+            f"Intended use: {text(identity.intended_use)}.",
+            f"Intended users: {text(identity.intended_users)}.",
+            *(f"Out of scope: {text(use)}." for use in identity.out_of_scope),
             f"Dataset's stated use: {text(dataset.get('intended_use') or 'not recorded')}",
             f"Policy intended use: {text(facts.intended_use)}.",
             *(f"Restriction: {text(r)}" for r in dataset.get("restrictions", [])),
-            "Out of scope: any use the restrictions above forbid, and any use beyond the "
-            "population the data describe (see the datasheet).",
+            "Out of scope also: any use the restrictions above forbid, and any use beyond the "
+            "population the data describe (see Training data).",
+            f"EU AI Act: {text(facts.classification.category.value.replace('_', ' '))} "
+            f"({text(facts.classification.basis)}): {text(facts.classification.reason)}.",
         ),
         "Factors": _bullets(
             "Sensitive attributes declared in provenance: "
@@ -106,16 +123,24 @@ def model_card(facts: ModelFacts) -> str:
             "accountant, and an empirical lower bound on epsilon from a canary audit.",
         ),
         "Evaluation data": _split_lines(facts.test, facts.split, "test"),
-        "Training data": _split_lines(facts.train, facts.split, "train"),
+        "Training data": _split_lines(facts.train, facts.split, "train")
+        + "\n"
+        + _bullets(
+            f"Population: {text(protection.population)}.",
+            f"Period: {text(protection.period)}.",
+            f"Lawful basis: {text(protection.lawful_basis)}.",
+            f"DPIA: {text(protection.dpia_reference)}.",
+            f"Retention: {text(protection.retention)}.",
+        ),
         "Quantitative analyses": _analyses(privacy, metrics),
         "Ethical considerations": _bullets(
             "Personal data categories in the data: "
             + (", ".join(text(c) for c in dataset.get("pii_categories", [])) or "none declared")
             + ".",
             f"Differential privacy: epsilon {privacy['epsilon']:.3f} at delta {privacy['delta']:g}"
-            f" for this run; the dataset's lifetime budget is "
-            f"{privacy['budget']['lifetime_epsilon']:g} with "
-            f"{privacy['budget']['spent_epsilon']:.3f} spent.",
+            f" for this run; the dataset's lifetime budget is {facts.lifetime_epsilon:g} with "
+            f"{_spent(facts.spent_epsilon)} spent (the privacy ledger, every run on the dataset "
+            "included).",
             _worst_slice_line(metrics),
         ),
         "Caveats and recommendations": _bullets(*_caveats(facts)),
@@ -129,8 +154,12 @@ def datasheet(
     validation: Mapping[str, Any],
     split: Mapping[str, Any] | None,
     croissant_path: str,
+    protection: DataProtection | None = None,
 ) -> str:
+    """The datasheet of ``record``; ``protection`` (policy.data_protection) for the dataset
+    the pipeline trains on, whose population, period, basis and retention policy states."""
     name = record["name"]
+    recorded = "not recorded (policy.data_protection covers the dataset trained on only)"
     columns = record.get("columns", [])
     suites = [s for s in validation.get("suites", []) if s.get("dataset") == name]
     sections = {
@@ -142,6 +171,9 @@ def datasheet(
         ),
         "Composition": _bullets(
             f"{record['rows']} rows, {len(columns)} columns.",
+            f"Population: {text(protection.population) if protection else recorded}.",
+            f"Period: {text(protection.period) if protection else recorded}.",
+            _health_line(record),
             "Personal data categories: "
             + (", ".join(text(c) for c in record.get("pii_categories", [])) or "none declared")
             + ".",
@@ -173,6 +205,8 @@ def datasheet(
             f"`{record['sha256']}`, verified at every ingest.",
             "How the original data were collected is described by the citation; consent and "
             "ethics review are not recorded in provenance.",
+            f"Lawful basis: {text(protection.lawful_basis) if protection else recorded}.",
+            f"DPIA: {text(protection.dpia_reference) if protection else recorded}.",
         ),
         "Preprocessing, cleaning and labeling": _bullets(
             *(
@@ -199,6 +233,7 @@ def datasheet(
             f"Registered in `datasets/`; a changed file must be re-registered, or ingest refuses "
             f"it (SHA-256 `{record['sha256'][:12]}...`).",
             "A maintainer and an update schedule are not recorded in provenance.",
+            f"Retention: {text(protection.retention) if protection else recorded}.",
         ),
     }
     return _document(f"Datasheet: {text(name)}", sections)
@@ -228,6 +263,19 @@ def _columns(record: Mapping[str, Any], role: str) -> list[str]:
     return [c["name"] for c in record.get("columns", []) if c.get("role", "feature") == role]
 
 
+def _health_line(record: Mapping[str, Any]) -> str:
+    """Which columns are tagged as health data (a special category), or that none is."""
+    tagged = [c["name"] for c in record.get("columns", []) if "health" in c.get("pii", [])]
+    if tagged:
+        return "Health data (special category) in: " + ", ".join(f"`{text(c)}`" for c in tagged)
+    if "health" in record.get("pii_categories", []):
+        return (
+            "Health data (special category) is declared for the dataset, but no column is "
+            "tagged with it: tag the health columns in the registration (pii: [health])."
+        )
+    return "No column is tagged as health data."
+
+
 def _split_lines(record: Mapping[str, Any], split: Mapping[str, Any], name: str) -> str:
     parents = ", ".join(f"`{text(p['name'])}`" for p in record.get("parents", [])) or "none"
     return _bullets(
@@ -252,6 +300,10 @@ def _split_summary(record: Mapping[str, Any], split: Mapping[str, Any] | None) -
     ]
 
 
+def _spent(spent: float | None) -> str:
+    return f"epsilon {spent:.4f}" if spent is not None else "an unknown amount (ledger unreadable)"
+
+
 def _analyses(privacy: Mapping[str, Any], metrics: Mapping[str, Any] | None) -> str:
     privacy_rows = [("epsilon", f"{privacy['epsilon']:.4f}"), ("delta", f"{privacy['delta']:g}")]
     if metrics is None:
@@ -260,12 +312,15 @@ def _analyses(privacy: Mapping[str, Any], metrics: Mapping[str, Any] | None) -> 
             + "\n\n"
             + _table(("privacy", "value"), privacy_rows)
         )
+    baseline = metrics.get("baseline") or {}
     utility = [
-        (k, f"{metrics[k]:.4f}") for k in _UTILITY if isinstance(metrics.get(k), int | float)
+        (k, f"{metrics[k]:.4f}", _four(baseline.get(k)))
+        for k in _UTILITY
+        if isinstance(metrics.get(k), int | float)
     ]
     ece = (metrics.get("calibration") or {}).get("ece")
     if isinstance(ece, int | float):
-        utility.append(("ece", f"{ece:.4f}"))
+        utility.append(("ece", f"{ece:.4f}", "-"))
     audit = metrics.get("privacy_audit") or {}
     privacy_rows += [
         (f"audit {k}", f"{audit[k]:.4g}" if isinstance(audit[k], float) else text(audit[k]))
@@ -275,20 +330,47 @@ def _analyses(privacy: Mapping[str, Any], metrics: Mapping[str, Any] | None) -> 
     slices = [
         (
             f"`{text(attribute)}`",
-            text(label),
+            text(label) + (" (small)" if entry.get("small") else ""),
             str(entry.get("rows")),
-            f"{entry.get('accuracy', 0):.4f}",
+            _four(entry.get("base_rate")),
+            _four(entry.get("accuracy")) + _interval(entry.get("accuracy_ci")),
+            _four(entry.get("baseline_accuracy"))
+            + (" **model below baseline**" if entry.get("below_baseline") else ""),
+            _four(entry.get("tpr")),
+            _four(entry.get("fpr")),
         )
         for attribute, values in sorted((metrics.get("slices") or {}).items())
         for label, entry in values.items()
     ]
     return "\n\n".join(
         [
-            _table(("metric (test split)", "value"), utility),
+            _table(("metric (test split)", "value", "majority-class baseline"), utility),
             _table(("privacy", "value"), privacy_rows),
-            _table(("attribute", "slice", "rows", "accuracy"), slices),
+            _table(
+                (
+                    "attribute",
+                    "slice",
+                    "rows",
+                    "base rate",
+                    "accuracy (95% CI)",
+                    "baseline",
+                    "TPR",
+                    "FPR",
+                ),
+                slices,
+            ),
         ]
     )
+
+
+def _four(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) and not isinstance(value, bool) else "-"
+
+
+def _interval(value: object) -> str:
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return f" [{_four(value[0])}, {_four(value[1])}]"
+    return ""
 
 
 def _worst_slice_line(metrics: Mapping[str, Any] | None) -> str:
@@ -319,6 +401,12 @@ def _caveats(facts: ModelFacts) -> list[str]:
         lines.append(
             f"Differential privacy costs {cost['accuracy']:.3f} accuracy against a non-private "
             "reference model trained on the same split (not released)."
+        )
+    lift = (facts.metrics or {}).get("lift_over_baseline")
+    if isinstance(lift, int | float):
+        lines.append(
+            f"The model's accuracy is {lift:+.4f} over always predicting the majority class; "
+            "read every metric next to that baseline."
         )
     if facts.metrics is None:
         lines.append(f"Utility and fairness are {_NOT_MEASURED}: do not release.")

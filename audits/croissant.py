@@ -10,7 +10,10 @@ context is Croissant 1.0's; its IRIs are vocabulary names, never fetched.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+
+from audits.identity import DataProtection
 
 CONFORMS_TO = "http://mlcommons.org/croissant/1.0"
 RAI_CONFORMS_TO = "http://mlcommons.org/croissant/RAI/1.0"
@@ -68,10 +71,34 @@ RAI_KEYS = (
     "rai:dataBiases",
     "rai:dataReleaseMaintenancePlan",
 )
+# Filled for the dataset the pipeline trained on, from policy and the evaluation.
+TRAINED_RAI_KEYS = (
+    "rai:dataCollectionTimeframe",
+    "rai:dataImputationProtocol",
+    "rai:dataSocialImpact",
+)
 
 
-def croissant(record: Mapping[str, Any], content_url: str) -> dict[str, Any]:
-    """Croissant metadata for ``record`` (a provenance record) whose CSV is at ``content_url``."""
+@dataclass(frozen=True)
+class CroissantFacts:
+    """What the pipeline knows of the dataset it trained on, beyond its provenance record."""
+
+    data_protection: DataProtection
+    metrics: Mapping[str, Any] | None  # reports/metrics.json
+    spent_epsilon: float | None  # the privacy ledger's, as everywhere in the pack
+    lifetime_epsilon: float
+    delta: float | None
+
+
+def croissant(
+    record: Mapping[str, Any], content_url: str, facts: CroissantFacts | None = None
+) -> dict[str, Any]:
+    """Croissant metadata for ``record`` (a provenance record) whose CSV is at ``content_url``.
+
+    ``datePublished`` is when this content was retrieved and pinned, and ``version`` is
+    ``1.0.0`` with the content's SHA-256 as build metadata: a registered dataset has one
+    version per content hash (a changed file must be re-registered).
+    """
     name = str(record["name"])
     file_id = f"{name}.csv"
     columns = record.get("columns", [])
@@ -79,7 +106,7 @@ def croissant(record: Mapping[str, Any], content_url: str) -> dict[str, Any]:
     sensitive = [c["name"] for c in columns if c.get("role") == "sensitive"]
     excluded = [c["name"] for c in columns if c.get("role") == "excluded"]
     restrictions = list(record.get("restrictions", []))
-    return {
+    metadata = {
         "@context": CONTEXT,
         "@type": "sc:Dataset",
         "conformsTo": [CONFORMS_TO, RAI_CONFORMS_TO],
@@ -88,6 +115,8 @@ def croissant(record: Mapping[str, Any], content_url: str) -> dict[str, Any]:
         "license": str(record["license"]),
         "url": str(record["source"]),
         "citeAs": str(record.get("citation") or record["source"]),
+        "datePublished": str(record["retrieved_at"]),
+        "version": f"1.0.0+sha256.{str(record['sha256'])[:16]}",
         "distribution": [
             {
                 "@type": "cr:FileObject",
@@ -129,14 +158,65 @@ def croissant(record: Mapping[str, Any], content_url: str) -> dict[str, Any]:
                 else "No column is excluded from training."
             )
         ),
-        "rai:dataBiases": (
-            "Sensitive attributes evaluated per slice: " + (", ".join(sensitive) or "none") + "."
-        ),
+        "rai:dataBiases": _biases(sensitive, facts),
         "rai:dataReleaseMaintenancePlan": (
             "Content is pinned by SHA-256; a changed file must be re-registered before ingest "
             "accepts it."
         ),
     }
+    if facts is not None:
+        metadata |= _trained_on(facts, sensitive)
+    return metadata
+
+
+def _biases(sensitive: list[str], facts: CroissantFacts | None) -> str:
+    """What the data's groups already differ in: base rates of the label on the test split."""
+    lines = ["Sensitive attributes: " + (", ".join(sensitive) or "none") + "."]
+    slices = ((facts.metrics or {}).get("slices") or {}) if facts is not None else {}
+    for attribute, values in sorted(slices.items()):
+        rates = [
+            f"{label} {entry['base_rate']:.3f} ({entry['rows']} rows)"
+            for label, entry in values.items()
+            if isinstance(entry, Mapping) and isinstance(entry.get("base_rate"), int | float)
+        ]
+        if rates:
+            lines.append(f"Base rate of the label by {attribute} (test split): {'; '.join(rates)}.")
+    return " ".join(lines)
+
+
+def _trained_on(facts: CroissantFacts, sensitive: list[str]) -> dict[str, Any]:
+    protection = facts.data_protection
+    values = (facts.metrics or {}).get("sensitive_values") or {}
+    imputed = [
+        f"{attribute}: {entry['fractional']} of {entry['rows']} test rows hold fractional "
+        f"(imputed) values, assigned to buckets at {entry.get('edges')}"
+        for attribute, entry in sorted(values.items())
+        if isinstance(entry, Mapping) and entry.get("fractional")
+    ]
+    spent = f"{facts.spent_epsilon:.4f}" if facts.spent_epsilon is not None else "not recorded"
+    extra: dict[str, Any] = {
+        "rai:dataImputationProtocol": (
+            "No values are imputed by Custodian. "
+            + (" ".join(imputed) if imputed else "No fractional sensitive values were found.")
+        ),
+        "rai:dataSocialImpact": (
+            f"Population: {protection.population}; period: {protection.period}. Health data "
+            f"(a GDPR Art. 9 special category) about the people above; lawful basis: "
+            f"{protection.lawful_basis}; DPIA: {protection.dpia_reference}; retention: "
+            f"{protection.retention}. Models trained on it with differential privacy have "
+            f"spent epsilon {spent} of its lifetime budget {facts.lifetime_epsilon:g}"
+            + (f" (delta {facts.delta:g})" if isinstance(facts.delta, int | float) else "")
+            + ". Evaluated per slice of: "
+            + (", ".join(sensitive) or "none")
+            + "."
+        ),
+    }
+    if protection.collected_from is not None and protection.collected_to is not None:
+        extra["rai:dataCollectionTimeframe"] = [
+            protection.collected_from.isoformat(),
+            protection.collected_to.isoformat(),
+        ]
+    return extra
 
 
 def _field(record_set: str, file_id: str, column: Mapping[str, Any]) -> dict[str, Any]:

@@ -61,9 +61,12 @@ GATES: dict[GateId, GateSpec] = {
     ),
     GateId.GX_SUITES: GateSpec("Great Expectations suites pass", EvidenceKind.DATA_VALIDATION),
     GateId.LICENSES: GateSpec("Dataset licenses allowed by policy", EvidenceKind.LICENSES),
-    GateId.UTILITY: GateSpec("Minimum utility on the test split", EvidenceKind.UTILITY),
+    GateId.UTILITY: GateSpec(
+        "Utility on the test split beats the majority-class baseline", EvidenceKind.UTILITY
+    ),
     GateId.WORST_SLICE_GAP: GateSpec(
-        "Accuracy gap across sensitive slices within policy", EvidenceKind.FAIRNESS
+        "Accuracy gap across sensitive slices within policy and not much wider than the data's",
+        EvidenceKind.FAIRNESS,
     ),
     GateId.EMPIRICAL_PRIVACY: GateSpec(
         "Empirical privacy audit consistent with the accountant", EvidenceKind.EMPIRICAL_PRIVACY
@@ -95,9 +98,10 @@ class Limits:
 
     max_epsilon: float
     max_delta: float
-    min_accuracy: float
+    min_lift_over_baseline: float
     min_roc_auc: float
     max_worst_slice_gap: float
+    max_gap_over_data: float
     min_slice_rows: int
 
 
@@ -272,18 +276,25 @@ def gx_suites_gate(
 
 @fail_closed(METRICS_REPORT)
 def utility_gate(metrics: Mapping[str, Any] | None, limits: Limits) -> Verdict:
+    """Accuracy must beat the majority-class baseline by a margin; ROC AUC must beat 0.5's."""
     accuracy = number(metrics, "accuracy")
+    baseline = number(metrics, "baseline", "accuracy")
     auc = number(metrics, "roc_auc")
+    lift = accuracy - baseline
     short = []
-    if accuracy < limits.min_accuracy:
-        short.append(f"accuracy {accuracy:.3f} < policy.min_accuracy {limits.min_accuracy:g}")
+    if lift < limits.min_lift_over_baseline:
+        short.append(
+            f"accuracy {accuracy:.3f} is {lift:+.3f} over the majority-class baseline "
+            f"{baseline:.3f} < policy.min_lift_over_baseline {limits.min_lift_over_baseline:g}"
+        )
     if auc < limits.min_roc_auc:
         short.append(f"ROC AUC {auc:.3f} < policy.min_roc_auc {limits.min_roc_auc:g}")
     if short:
         return Verdict(False, "; ".join(short))
     return Verdict(
         True,
-        f"accuracy {accuracy:.3f} >= {limits.min_accuracy:g}, ROC AUC {auc:.3f} >= "
+        f"accuracy {accuracy:.3f} is {lift:+.3f} over the majority-class baseline "
+        f"{baseline:.3f} (>= {limits.min_lift_over_baseline:g}), ROC AUC {auc:.3f} >= "
         f"{limits.min_roc_auc:g}",
     )
 
@@ -294,6 +305,12 @@ class SliceGap:
     best: str
     worst: str
     gap: float
+    # The spread of the same slices' majority-class accuracy: the gap the data already has.
+    data_gap: float
+
+    @property
+    def over_data(self) -> float:
+        return self.gap - self.data_gap
 
 
 def slice_gaps(metrics: Mapping[str, Any] | None, min_rows: int) -> tuple[list[SliceGap], int]:
@@ -308,22 +325,30 @@ def slice_gaps(metrics: Mapping[str, Any] | None, min_rows: int) -> tuple[list[S
     for attribute, values in sorted(slices.items()):
         if not isinstance(values, Mapping):
             raise _Malformed(f"slices.{attribute}: not a mapping")
-        sized = {}
+        sized, baseline = {}, {}
         for label in values:
             rows = number(metrics, "slices", attribute, label, "rows")
             if rows >= min_rows:
                 sized[label] = number(metrics, "slices", attribute, label, "accuracy")
+                baseline[label] = number(metrics, "slices", attribute, label, "baseline_accuracy")
             else:
                 small += 1
         if len(sized) >= 2:
             best = max(sized, key=lambda label: sized[label])
             worst = min(sized, key=lambda label: sized[label])
-            gaps.append(SliceGap(str(attribute), str(best), str(worst), sized[best] - sized[worst]))
+            data_gap = max(baseline.values()) - min(baseline.values())
+            gaps.append(
+                SliceGap(
+                    str(attribute), str(best), str(worst), sized[best] - sized[worst], data_gap
+                )
+            )
     return sorted(gaps, key=lambda g: -g.gap), small
 
 
 @fail_closed(METRICS_REPORT)
 def worst_slice_gap_gate(metrics: Mapping[str, Any] | None, limits: Limits) -> Verdict:
+    """Per attribute, the model's accuracy gap within an absolute ceiling and within
+    ``max_gap_over_data`` of the gap the data already has (the same slices' baselines)."""
     if metrics is None:
         raise _Malformed("missing (has its stage run?)")
     gaps, small = slice_gaps(metrics, limits.min_slice_rows)
@@ -332,17 +357,22 @@ def worst_slice_gap_gate(metrics: Mapping[str, Any] | None, limits: Limits) -> V
             False, f"no sensitive attribute has two slices of >= {limits.min_slice_rows} rows"
         )
     worst = gaps[0]
+    widest = max(gaps, key=lambda g: g.over_data)
     within = worst.gap <= limits.max_worst_slice_gap
+    relative = widest.over_data <= limits.max_gap_over_data
     ignored = (
         f"; {small} slice(s) under policy.min_slice_rows {limits.min_slice_rows} not gated"
         if small
         else ""
     )
     return Verdict(
-        within,
+        within and relative,
         f"largest accuracy gap {worst.gap:.3f} on {worst.attribute} ({worst.best} vs "
         f"{worst.worst}) {'<=' if within else '>'} policy.max_worst_slice_gap "
-        f"{limits.max_worst_slice_gap:g}{ignored}",
+        f"{limits.max_worst_slice_gap:g}; most over the data's own gap: {widest.attribute} "
+        f"{widest.gap:.3f} vs {widest.data_gap:.3f} in the data ({widest.over_data:+.3f} "
+        f"{'<=' if relative else '>'} policy.max_gap_over_data {limits.max_gap_over_data:g})"
+        f"{ignored}",
     )
 
 

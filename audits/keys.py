@@ -9,7 +9,9 @@ the CLI keeps it under ``$CUSTODIAN_HOME``, never in git. Anyone who can read
 the key file can sign checkpoints; see :mod:`audits.log` for what that allows.
 
 A key file readable by group or others is refused on load, as ssh does: a key
-that others could have copied proves nothing about who signed.
+that others could have copied proves nothing about who signed. Key files are
+read and written as :mod:`stores.files` says (never through a link, only a
+regular file the user owns).
 
 Private keys never appear in reprs, messages or return values; only the
 public key and its fingerprint leave a :class:`SigningKey`.
@@ -19,8 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
-import stat
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -28,10 +28,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from audits.errors import AuditError
-from audits.files import _fsync_directory
-
-PRIVATE_FILE_MODE = 0o600
-PRIVATE_DIR_MODE = 0o700
+from stores.errors import StoreError
+from stores.files import (
+    create_private_file,
+    make_private_directory,
+    read_secret_file,
+    read_store_file,
+)
 
 
 class SigningKeyError(AuditError):
@@ -126,14 +129,19 @@ def create_signing_key(path: str | os.PathLike[str]) -> SigningKey:
     it never overwrite each other: the second one gets :class:`KeyFileExists`.
     """
     target = Path(path)
-    _make_private_directory(target.parent)
     private = Ed25519PrivateKey.generate()
     pem = private.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    _publish_exclusively(target, pem)
+    try:
+        make_private_directory(target.parent)
+        create_private_file(target, pem)
+    except FileExistsError as exc:
+        raise KeyFileExists(f"a signing key already exists at {target}") from exc
+    except StoreError as exc:
+        raise SigningKeyError(f"signing key {exc}") from None
     return SigningKey(private)
 
 
@@ -167,53 +175,20 @@ def load_public_key(path: str | os.PathLike[str]) -> PublicKey:
     """Read a SubjectPublicKeyInfo PEM file."""
     target = Path(path)
     try:
-        data = target.read_bytes()
+        data = read_store_file(target)
+    except StoreError as exc:
+        raise SigningKeyError(f"public key {exc}") from None
     except OSError as exc:
         raise SigningKeyError(f"cannot read public key {target}: {exc.strerror}") from exc
+    if data is None:
+        raise SigningKeyError(f"cannot read public key {target}: No such file or directory")
     return PublicKey.from_pem(data)
 
 
 def _read_private_file(target: Path) -> bytes:
     try:
-        fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        return read_secret_file(target)
+    except StoreError as exc:
+        raise SigningKeyError(f"signing key {exc}") from None
     except OSError as exc:
         raise SigningKeyError(f"cannot read signing key {target}: {exc.strerror}") from exc
-    with os.fdopen(fd, "rb") as handle:
-        mode = os.fstat(handle.fileno()).st_mode
-        if not stat.S_ISREG(mode):
-            raise SigningKeyError(f"signing key {target} is not a regular file")
-        if os.name == "posix" and mode & 0o077:
-            raise SigningKeyError(
-                f"signing key {target} is accessible to other users "
-                f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {target}"
-            )
-        return handle.read()
-
-
-def _make_private_directory(directory: Path) -> None:
-    if directory.is_dir():
-        # An existing directory belongs to its owner; the key file's own mode protects the key.
-        return
-    directory.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
-    # mkdir's mode is filtered by the umask; say exactly what we mean.
-    os.chmod(directory, PRIVATE_DIR_MODE)
-
-
-def _publish_exclusively(target: Path, data: bytes) -> None:
-    temporary = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), PRIVATE_FILE_MODE)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # link() publishes the finished file atomically and, unlike rename(),
-        # refuses to replace a key another process has just created.
-        try:
-            os.link(temporary, target)
-        except FileExistsError as exc:
-            raise KeyFileExists(f"a signing key already exists at {target}") from exc
-    finally:
-        temporary.unlink(missing_ok=True)
-    _fsync_directory(target.parent)

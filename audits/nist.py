@@ -7,17 +7,23 @@ speak to it. :func:`map_catalog` turns the rules and this run's evidence into
 a status per subcategory:
 
 ``evidenced``
-    every kind the rule names is present and passed, and the rule says they
-    cover the subcategory fully;
+    every kind the rule names is present and passed, and either the rule says
+    they cover the subcategory fully or a person's signed attestation covers
+    the rest (``custodian attest``);
 ``partial``
     some evidence is present and passed, but people must attest the rest;
+``attested``
+    the pipeline cannot show it, and a person signed an attestation that it holds;
 ``attestation_required``
-    nothing the pipeline produces can show it (or none of it passed this run);
+    nothing the pipeline produces can show it (or none of it passed this run),
+    and nobody has attested it;
 ``not_applicable``
     the rule's condition holds, shown by its own evidence.
 
-Evidence counts only when its files exist: a subcategory is never marked
-evidenced without a link to an artifact on disk.
+Each rule states what makes its row evidenced (:meth:`EvidenceRule.evidenced_when`),
+and :func:`map_catalog` checks exactly that. Evidence counts only when its
+files exist: a subcategory is never marked evidenced without a link to an
+artifact on disk or a verified attestation.
 """
 
 from __future__ import annotations
@@ -47,7 +53,23 @@ FUNCTIONS = ("GOVERN", "MAP", "MEASURE", "MANAGE")
 _ID = re.compile(r"^(GOVERN|MAP|MEASURE|MANAGE) ([1-9])\.([1-9][0-9]?)$")
 
 SubcategoryId = Annotated[str, StringConstraints(pattern=_ID.pattern)]
-EuArticle = Literal["Art. 10", "Art. 11", "Art. 12", "Art. 17"]
+# The articles a provider of a high-risk system meets (Chapter III Section 2, quality
+# management, corrective action, post-market monitoring and incident reporting), and the
+# deployer's duties (Art. 26) where a subcategory is about use.
+EuArticle = Literal[
+    "Art. 9",
+    "Art. 10",
+    "Art. 11",
+    "Art. 12",
+    "Art. 13",
+    "Art. 14",
+    "Art. 15",
+    "Art. 17",
+    "Art. 20",
+    "Art. 26",
+    "Art. 72",
+    "Art. 73",
+]
 IsoControl = Annotated[str, StringConstraints(pattern=r"^A\.([2-9]|10)(\.[0-9]+){1,2}$")]
 
 
@@ -85,6 +107,7 @@ class Coverage(StrEnum):
 class Status(StrEnum):
     EVIDENCED = "evidenced"
     PARTIAL = "partial"
+    ATTESTED = "attested"
     ATTESTATION_REQUIRED = "attestation_required"
     NOT_APPLICABLE = "not_applicable"
 
@@ -114,6 +137,23 @@ class EvidenceRule(_Frozen):
         if bool(self.kinds) != (self.coverage is not None):
             raise ValueError("a rule names a coverage exactly when it names evidence kinds")
         return self
+
+    @property
+    def needs_person(self) -> bool:
+        """Whether a person's attestation is part of what evidences the subcategory."""
+        return self.coverage is not Coverage.FULL
+
+    def evidenced_when(self) -> str:
+        """What makes the row evidenced, in one line: the rule :func:`map_catalog` applies."""
+        kinds = ", ".join(kind.value for kind in self.kinds)
+        if self.coverage is Coverage.FULL:
+            return f"evidenced when all of {kinds} exist and pass"
+        if self.kinds:
+            return (
+                f"evidenced when all of {kinds} exist and pass and a person's signed "
+                "attestation covers the rest"
+            )
+        return "attested when a person signs an attestation; the pipeline cannot show it"
 
 
 class Subcategory(_Frozen):
@@ -175,6 +215,17 @@ class Evidence:
         return cls(kind, named, passed, detail)
 
 
+@dataclass(frozen=True)
+class Attested:
+    """A verified attestation of one subcategory: who signed it, when, and its file."""
+
+    subcategory: str
+    file: str
+    attester: str
+    role: str
+    signed_at: str
+
+
 class MappedSubcategory(_Frozen):
     """One row of the evidence map in ``compliance.json``."""
 
@@ -185,6 +236,10 @@ class MappedSubcategory(_Frozen):
     evidence: tuple[str, ...]
     crosswalk: Crosswalk
     note: str
+    evidenced_when: str = ""
+    # Whether a person's attestation is part of the rule (custodian attest accepts it).
+    needs_person: bool = False
+    attested_by: str | None = None
 
 
 def load_catalog(path: Path | None = None) -> Catalog:
@@ -205,10 +260,22 @@ def load_catalog(path: Path | None = None) -> Catalog:
 
 
 def map_catalog(
-    catalog: Catalog, evidence: Mapping[EvidenceKind, Evidence]
+    catalog: Catalog,
+    evidence: Mapping[EvidenceKind, Evidence],
+    attested: Mapping[str, Attested] | None = None,
 ) -> list[MappedSubcategory]:
-    """Every subcategory of ``catalog`` with its status for the evidence of this run."""
-    return [_map_one(item, evidence) for item in catalog.subcategories]
+    """Every subcategory of ``catalog`` with its status for the evidence of this run.
+
+    ``attested``: subcategory id -> its verified attestation (only those that verified).
+    """
+    attested = attested or {}
+    return [_map_one(item, evidence, attested.get(item.id)) for item in catalog.subcategories]
+
+
+def attestable_ids(catalog: Catalog | None = None) -> frozenset[str]:
+    """The subcategories a person's attestation speaks to: those not fully evidenced by rule."""
+    catalog = catalog or load_catalog()
+    return frozenset(item.id for item in catalog.subcategories if item.evidence.needs_person)
 
 
 def status_counts(rows: Iterable[MappedSubcategory]) -> dict[str, int]:
@@ -218,10 +285,17 @@ def status_counts(rows: Iterable[MappedSubcategory]) -> dict[str, int]:
     return counts
 
 
-def _map_one(item: Subcategory, evidence: Mapping[EvidenceKind, Evidence]) -> MappedSubcategory:
+def _map_one(
+    item: Subcategory, evidence: Mapping[EvidenceKind, Evidence], attested: Attested | None
+) -> MappedSubcategory:
     rule = item.evidence
+    if not rule.needs_person:
+        attested = None  # nothing for a person to add: the row stands on the pipeline's evidence
 
     def row(status: Status, paths: Iterable[str], note: str) -> MappedSubcategory:
+        signed = (
+            f"{attested.attester} ({attested.role}), {attested.signed_at}" if attested else None
+        )
         return MappedSubcategory(
             id=item.id,
             function=item.function,
@@ -230,6 +304,9 @@ def _map_one(item: Subcategory, evidence: Mapping[EvidenceKind, Evidence]) -> Ma
             evidence=tuple(sorted(set(paths))),
             crosswalk=item.crosswalk,
             note=note,
+            evidenced_when=rule.evidenced_when(),
+            needs_person=rule.needs_person,
+            attested_by=signed,
         )
 
     if rule.not_applicable is not None:
@@ -241,9 +318,13 @@ def _map_one(item: Subcategory, evidence: Mapping[EvidenceKind, Evidence]) -> Ma
     note = rule.note
     if failed:
         note += " Not passed this run: " + "; ".join(_why(k, evidence.get(k)) for k in failed) + "."
+    if not rule.kinds:
+        if attested is not None:
+            return row(Status.ATTESTED, (), note)
+        return row(Status.ATTESTATION_REQUIRED, (), note)
     if not passed:
         return row(Status.ATTESTATION_REQUIRED, (), note)
-    full = not failed and rule.coverage is Coverage.FULL
+    full = not failed and (rule.coverage is Coverage.FULL or attested is not None)
     paths = [path for item_evidence in passed for path in item_evidence.paths]
     return row(Status.EVIDENCED if full else Status.PARTIAL, paths, note)
 

@@ -128,7 +128,7 @@ class ComplianceSummary(BaseModel):
         try:
             return cls.model_validate_json(data)
         except ValidationError as exc:
-            raise SignoffRefused(f"{where}: {_first_error(exc)}; rerun the report stage") from None
+            raise SignoffRefused(f"{where}: {first_error(exc)}; rerun the report stage") from None
 
     def refusal(self, where: str) -> str | None:
         """Why nothing may be signed on this report, or None."""
@@ -242,7 +242,7 @@ def read_statement(envelope: Envelope, where: str) -> Statement:
     try:
         return Statement.model_validate_json(envelope.payload_bytes())
     except ValidationError as exc:
-        message = f"{where}: not a sign-off statement: {_first_error(exc)}"
+        message = f"{where}: not a sign-off statement: {first_error(exc)}"
         raise SignoffFormatError(message) from None
 
 
@@ -262,6 +262,7 @@ class ReasonCode(StrEnum):
     WRONG_ROLE = "wrong_role"
     MALFORMED_SIGNOFF = "malformed_signoff"
     LOG_TAMPERED = "log_tampered"
+    MISSING_ATTESTATION = "missing_attestation"
 
 
 class Reason(_Frozen):
@@ -378,8 +379,13 @@ def review_signoffs(
     return SignoffReview(reasons=tuple(reasons), signoffs=tuple(checks.values()))
 
 
-def _authenticate(name: str, data: bytes, store: TrustStore) -> _Candidate | Reason:
-    """The verified statement and its key's record, or the reason the file is rejected."""
+def verify_envelope(
+    name: str, data: bytes, store: TrustStore, what: str = "sign-off"
+) -> tuple[Envelope, TrustedKey] | Reason:
+    """The envelope in ``data`` and the trusted key its one signature verifies with, or why not.
+
+    Shared by sign-offs and attestations: nothing in the payload is read before this holds.
+    """
     try:
         envelope = Envelope.parse(data, name)
     except EnvelopeError as exc:
@@ -387,7 +393,7 @@ def _authenticate(name: str, data: bytes, store: TrustStore) -> _Candidate | Rea
     if len(envelope.signatures) != 1:
         return Reason(
             code=ReasonCode.MALFORMED_SIGNOFF,
-            message=f"{name}: {len(envelope.signatures)} signatures; a sign-off carries one",
+            message=f"{name}: {len(envelope.signatures)} signatures; a {what} carries one",
         )
     signature = envelope.signatures[0]
     hinted = store.by_fingerprint(signature.keyid)
@@ -413,6 +419,15 @@ def _authenticate(name: str, data: bytes, store: TrustStore) -> _Candidate | Rea
             message=f"{name}: signed by key {signature.keyid[:16] or '(no keyid)'}..., "
             f"which is not in the trust store",
         )
+    return envelope, key
+
+
+def _authenticate(name: str, data: bytes, store: TrustStore) -> _Candidate | Reason:
+    """The verified statement and its key's record, or the reason the file is rejected."""
+    verified = verify_envelope(name, data, store)
+    if isinstance(verified, Reason):
+        return verified
+    envelope, key = verified
     try:
         statement = read_statement(envelope, name)
     except SignoffFormatError as exc:
@@ -512,7 +527,7 @@ def _signed_at(candidate: _Candidate) -> datetime:
     return candidate.statement.predicate.signed_at
 
 
-def _first_error(exc: ValidationError) -> str:
+def first_error(exc: ValidationError) -> str:
     error = exc.errors()[0]
     where = ".".join(str(part) for part in error["loc"]) or "document"
     return f"{where}: {error['msg']}"

@@ -91,8 +91,19 @@ def reliability_diagram(bins: Sequence[tuple[float, float, int]], title: str) ->
     return _frame(title, body)
 
 
-def bar_chart(bars: Sequence[tuple[str, float]], title: str, y_label: str) -> str:
-    """Vertical bars on a 0..1 scale (slice accuracies), labels under each bar."""
+@dataclass(frozen=True)
+class Bar:
+    """One bar: its value, and optionally an interval and a reference tick (the baseline)."""
+
+    label: str
+    value: float
+    interval: tuple[float, float] | None = None
+    reference: float | None = None
+
+
+def bar_chart(bars: Sequence[tuple[str, float] | Bar], title: str, y_label: str) -> str:
+    """Vertical bars on a 0..1 scale (slice accuracies), labels under each bar; a bar's
+    interval is drawn as a whisker and its reference as a black tick across it."""
     y = _Scale(0.0, 1.0, HEIGHT - _BOTTOM, _TOP)
     x = _Scale(0.0, 1.0, _LEFT, WIDTH - _RIGHT)
     body = _axes(x, y, "", y_label)[:4]
@@ -102,8 +113,11 @@ def bar_chart(bars: Sequence[tuple[str, float]], title: str, y_label: str) -> st
             f'text-anchor="end">{value:.3g}</text>'
         )
     slot = (WIDTH - _LEFT - _RIGHT) / max(len(bars), 1)
-    for index, (label, value) in enumerate(bars):
+    for index, item in enumerate(bars):
+        bar = item if isinstance(item, Bar) else Bar(*item)
+        label, value = bar.label, bar.value
         left = round(_LEFT + index * slot + slot * 0.15, 1)
+        middle = round(left + slot * 0.35, 1)
         top = y(max(0.0, min(1.0, value)))
         body.append(
             f'<rect x="{left}" y="{top}" width="{round(slot * 0.7, 1)}" '
@@ -113,11 +127,31 @@ def bar_chart(bars: Sequence[tuple[str, float]], title: str, y_label: str) -> st
             f'<text x="{round(left + slot * 0.35, 1)}" y="{round(top - 3, 1)}" font-size="9" '
             f'text-anchor="middle">{value:.3f}</text>'
         )
+        if bar.interval is not None:
+            low, high = (y(max(0.0, min(1.0, v))) for v in bar.interval)
+            body.append(
+                f'<line x1="{middle}" y1="{low}" x2="{middle}" y2="{high}" stroke="#000" '
+                f'stroke-width="1"/>'
+            )
+        if bar.reference is not None:
+            tick = y(max(0.0, min(1.0, bar.reference)))
+            body.append(
+                f'<line x1="{left}" y1="{tick}" x2="{round(left + slot * 0.7, 1)}" y2="{tick}" '
+                f'stroke="#000" stroke-width="2" stroke-dasharray="3 2"/>'
+            )
     return _frame(title, body)
 
 
-def line_chart(series: Sequence[Series], title: str, x_label: str, y_label: str) -> str:
-    """Lines sharing one y axis (training curve), with a legend."""
+def line_chart(
+    series: Sequence[Series],
+    title: str,
+    x_label: str,
+    y_label: str,
+    mark_x: float | None = None,
+    mark_label: str = "",
+) -> str:
+    """Lines sharing one y axis, with a legend; ``mark_x`` draws a labelled vertical line
+    (the released epoch). Quantities of different units go in separate charts."""
     xs = [px for s in series for px, _ in s.points]
     ys = [py for s in series for _, py in s.points]
     if not xs:
@@ -132,5 +166,12 @@ def line_chart(series: Sequence[Series], title: str, x_label: str, y_label: str)
         body.append(
             f'<text x="{WIDTH - _RIGHT - 4}" y="{_TOP + 12 + 12 * index}" font-size="10" '
             f'text-anchor="end" fill="{colour}">{_esc(line.name)}</text>'
+        )
+    if mark_x is not None and x.low <= mark_x <= x.high:
+        body.append(
+            f'<line x1="{x(mark_x)}" y1="{_TOP}" x2="{x(mark_x)}" y2="{HEIGHT - _BOTTOM}" '
+            f'stroke="#000" stroke-dasharray="4 3"/>'
+            f'<text x="{x(mark_x) + 3}" y="{HEIGHT - _BOTTOM - 4}" font-size="10">'
+            f"{_esc(mark_label)}</text>"
         )
     return _frame(title, body)

@@ -10,6 +10,9 @@ Layout of the store's directory:
     The key's SubjectPublicKeyInfo PEM. Its fingerprint is checked against the
     index every time it is loaded, so a swapped file is refused, not trusted.
 
+Both are read as store files (:mod:`stores.files`): a link, or anything but a
+regular file the user owns, is refused.
+
 Only public keys live here. Whoever can add a key to the store can sign
 what verifies against it, so a store of reviewers' keys belongs under review
 like code (committed, changes read in review); the CLI keeps one there and a
@@ -52,6 +55,7 @@ from pydantic import (
 from audits.errors import AuditError
 from audits.files import atomic_write_bytes, atomic_write_json
 from audits.keys import PublicKey, SigningKeyError, load_public_key
+from stores.files import read_store_file
 
 TRUST_FORMAT = "custodian-trust/v1"
 INDEX_NAME = "index.json"
@@ -260,11 +264,11 @@ class TrustStore:
 
     def _read(self) -> _Index:
         try:
-            data = self.index_path.read_bytes()
-        except FileNotFoundError:
-            return _Index()
+            data = read_store_file(self.index_path)
         except OSError as exc:
             raise TrustStoreError(f"cannot read {self.index_path}: {exc.strerror}") from exc
+        if data is None:
+            return _Index()
         try:
             return _Index.model_validate_json(data)
         except ValidationError as exc:

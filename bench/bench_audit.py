@@ -36,7 +36,7 @@ from pathlib import Path
 from audits.canonical import canonical_bytes
 from audits.keys import SigningKey
 from audits.log import ZERO_HASH, AuditEntry, AuditEvent, AuditLog, EventKind
-from custodian.services.trail import logged_privacy_spends
+from audits.log.spends import logged_privacy_spends
 
 APPENDS_GOAL = 1_000.0
 VERIFY_GOAL_S = 10.0

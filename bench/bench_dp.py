@@ -1,7 +1,7 @@
 """DP training throughput side by side: ``custodian bench dp`` as a script.
 
-    .venv/bin/python bench/bench_dp.py [--model 64-256-256-2|pipeline] [--batch-size 512]
-        [--rounds 3] [--seconds 2] [--device cpu|cuda] [--no-memory] [--json]
+    .venv/bin/python bench/bench_dp.py [--model 64-256-256-2|transformer|pipeline]
+        [--batch-size 512] [--rounds 3] [--seconds 2] [--device cpu|cuda] [--no-memory] [--json]
 
 See :mod:`training.dp_benchmark` for what each variant runs and how it is timed.
 """

@@ -24,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, NonNegativeInt, ValidationError
 
 from audits.files import atomic_write_json
 from governance.checks import CheckConfig, Finding, FindingType, Severity
@@ -205,41 +205,17 @@ class CalibrationSummary(_Part):
     bins: Annotated[int, Field(ge=2)]
 
 
-class RobustnessLevel(_Part):
-    level: float
-    accuracy: float
-    balanced_accuracy: float | None
-    roc_auc: float | None
-    log_loss: float
+class Baseline(Metrics):
+    """The majority class of the test split for every row: what a model must beat."""
 
-
-class Perturbed(_Part):
-    columns: tuple[str, ...]
-    levels: dict[str, RobustnessLevel]
-
-
-class Robustness(_Part):
-    seed: int
-    feature_noise: Perturbed
-    missing: Perturbed
-
-
-class Reference(Metrics):
-    released: Literal[False]
-    worst_slice: WorstSlice | None
+    predicts: Literal[0, 1]
     note: str
 
 
-class PrivacyCost(_Part):
-    """Reference minus DP, overall and per slice (for log loss, negative means DP is worse)."""
-
-    accuracy: float | None
-    balanced_accuracy: float | None
-    roc_auc: float | None
-    f1: float | None
-    log_loss: float | None
-    worst_slice_accuracy: float | None
-    slices: dict[str, dict[str, float]]
+# A JSON object whose inner shape the evaluate stage's helpers own (intervals, rates,
+# gaps): checked here as far as the report's page walks it, an object of objects.
+JsonObject = dict[str, JsonValue]
+BySlice = dict[str, dict[str, JsonObject]]
 
 
 class _MembershipInference(_Part):
@@ -284,14 +260,26 @@ class DisabledAudit(_MembershipInference):
 
 
 class MetricsReport(Metrics, StageOutput):
-    """``reports/metrics.json``: utility, calibration, slices, robustness, the privacy audit."""
+    """``reports/metrics.json``: utility against the baseline, calibration, slices and their
+    fairness, robustness, the non-private reference (if policy allows one), the privacy cost
+    and the privacy audit."""
 
     split: str
+    baseline: Baseline
+    lift_over_baseline: float
     calibration: CalibrationSummary
-    slices: dict[str, dict[str, Metrics]]
+    # Attribute -> slice -> that slice's metrics, base rate and intervals.
+    slices: BySlice
     slice_min_rows: Annotated[int, Field(ge=1)]
+    slice_confidence: float
     worst_slice: WorstSlice | None
-    robustness: Robustness
-    reference: Reference
-    privacy_cost: PrivacyCost
+    fairness: JsonObject
+    # "a & b" -> slice pair -> its metrics.
+    intersections: BySlice
+    intersection_fairness: JsonObject
+    sensitive_values: JsonObject
+    robustness: JsonObject
+    # Trained (its metrics, ``trained: true``) or not (``trained: false`` and why).
+    reference: JsonObject
+    privacy_cost: JsonObject
     privacy_audit: Annotated[SeparateRunAudit | DisabledAudit, Field(discriminator="mode")]

@@ -23,6 +23,8 @@ from pydantic import (
 )
 
 from audits.gates import GATES, GateId, Limits
+from audits.identity import AiActClassification, DataProtection, ModelIdentity
+from audits.nist import SubcategoryId, attestable_ids
 from audits.trust import KeyRole
 from governance.checks import FindingType
 from governance.errors import InputError
@@ -83,12 +85,23 @@ class PolicyParams(Section):
     required_signoff_roles: list[KeyRole] = Field(
         default=[KeyRole.PRIVACY_OFFICER, KeyRole.MODEL_OWNER], min_length=1
     )
+    # NIST AI RMF subcategories whose signed attestation (custodian attest) a release needs.
+    required_attestations: list[SubcategoryId] = Field(default_factory=list)
+    # Who the model is for and who answers for it; the data-protection facts; the EU AI Act
+    # class. People write these: the page, card and Croissant show them as given.
+    model: ModelIdentity
+    data_protection: DataProtection
+    ai_act_classification: AiActClassification
+    # Train the non-private reference model on the data (evaluate stage)? Its metrics are a
+    # non-private use of the data, which a "train only with DP" rule forbids.
+    allow_nonprivate_reference: bool = False
     # Release gates (custodian report): the limits a run must meet to be released.
     max_epsilon: float = Field(gt=0)
     max_delta: float = Field(gt=0, lt=1)
-    min_accuracy: float = Field(ge=0, le=1)
+    min_lift_over_baseline: float = Field(ge=-1, le=1)
     min_roc_auc: float = Field(ge=0, le=1)
     max_worst_slice_gap: float = Field(ge=0, le=1)
+    max_gap_over_data: float = Field(ge=0, le=1)
     min_slice_rows: int = Field(ge=1)
     # Gate id -> reason: a failed gate is reported as waived and logged, not fatal.
     gate_waivers: dict[GateId, Reason] = Field(default_factory=dict)
@@ -112,6 +125,20 @@ class PolicyParams(Section):
         return self
 
     @model_validator(mode="after")
+    def _attestations_need_a_person(self) -> PolicyParams:
+        wanted = self.required_attestations
+        if len(set(wanted)) != len(wanted):
+            raise ValueError("required_attestations: list each subcategory once")
+        attestable = attestable_ids()
+        stray = [item for item in wanted if item not in attestable]
+        if stray:
+            raise ValueError(
+                f"required_attestations: {stray[0]!r} is not a subcategory that needs a "
+                "person's attestation (see the catalog's evidence rules)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _waivable_gates(self) -> PolicyParams:
         refused = sorted(gate.value for gate in self.gate_waivers if not GATES[gate].waivable)
         if refused:
@@ -125,9 +152,10 @@ class PolicyParams(Section):
         return Limits(
             max_epsilon=self.max_epsilon,
             max_delta=self.max_delta,
-            min_accuracy=self.min_accuracy,
+            min_lift_over_baseline=self.min_lift_over_baseline,
             min_roc_auc=self.min_roc_auc,
             max_worst_slice_gap=self.max_worst_slice_gap,
+            max_gap_over_data=self.max_gap_over_data,
             min_slice_rows=self.min_slice_rows,
         )
 
@@ -236,8 +264,10 @@ class RobustnessParams(Section):
 
 class EvaluateParams(Section):
     calibration_bins: int = Field(default=10, ge=2)
-    # Slices smaller than this are reported but cannot be the worst slice.
+    # Slices smaller than this are reported, marked small, but cannot be the worst slice.
     min_slice_rows: int = Field(default=30, ge=1)
+    # Confidence of the Wilson intervals on every slice's accuracy, TPR and FPR.
+    slice_confidence: float = Field(default=0.95, gt=0, lt=1)
     # Numeric sensitive column -> increasing bucket edges. Categorical ones are sliced by
     # their declared categories; a numeric one without edges here is an error.
     slices: dict[str, list[float]] = Field(default_factory=dict)

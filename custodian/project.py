@@ -13,6 +13,9 @@ Project root
 ``<root>/signoffs/`` (committed)
     ``<name>-<UTC time>-<digest>.dsse.json``: each sign-off, a DSSE envelope
     around an in-toto statement (:mod:`audits.signoff`).
+``<root>/attestations/`` (committed)
+    ``<subcategory>-<name>-<UTC time>-<digest>.dsse.json``: each person's signed
+    attestation of a NIST AI RMF subcategory (:mod:`audits.attestation`).
 ``<root>/.custodian/`` (local, not committed)
     Evidence that must survive reruns, so it lives outside DVC outputs (DVC
     deletes a stage's outputs before running it again):
@@ -51,6 +54,7 @@ from governance.errors import InputError
 EVIDENCE_DIR = ".custodian"
 TRUST_DIR = "trust"
 SIGNOFF_DIR = "signoffs"
+ATTESTATION_DIR = "attestations"
 PIPELINE_KEY_NAME = "pipeline"
 
 # What a sign-off signs and the release gate compares, relative to the project root:
@@ -142,6 +146,10 @@ class Project:
     @property
     def signoff_dir(self) -> Path:
         return self.root / SIGNOFF_DIR
+
+    @property
+    def attestation_dir(self) -> Path:
+        return self.root / ATTESTATION_DIR
 
     def git_commit(self) -> str | None:
         """``git rev-parse HEAD`` in the project, or None outside git or before a first commit."""

@@ -19,13 +19,13 @@ materialised for that layer only).
 
 Mixed precision: under autocast the forward pass and the backward pass through the
 activations run in bf16 or fp16 (where low precision pays off). Norms and clip factors
-are computed in fp32 from the captured values. The weighted products take fp32 inputs and
-give fp32 outputs; on CPU, after a bf16/fp16 forward pass, oneDNN may round their inputs
-to bf16 internally (its bf16 "fpmath" mode, twice as fast here), which moves each
-sample's contribution by less than 2^-6, so the clip factors are scaled by
+are computed in fp32 from the captured values. The weighted products give fp32 outputs
+into fp32 sums; :mod:`privacy.products` picks how they are formed (on CPU after a
+bf16/fp16 forward pass, oneDNN's bf16 mode; on CUDA after a bf16 one, bf16 inputs with
+fp32 output), and where their inputs are rounded to bf16 the clip factors are scaled by
 :data:`REDUCED_PRECISION_MARGIN` to keep every contribution within C. The *sum* is never
 rounded to bf16: that would move it by up to 2^-8 of its magnitude before the noise,
-which no per-sample margin bounds. On CUDA the products run in full fp32.
+which no per-sample margin bounds.
 
 Assumptions, checked where possible: samples are independent in the forward pass (no
 batch norm), every trainable parameter belongs to a module whose hooks see it, and no
@@ -35,9 +35,8 @@ uses is not the sum of their norms).
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -48,6 +47,13 @@ from torch.nn import functional
 
 from privacy.errors import PrivacyError, PrivacyInputError
 from privacy.noise import GaussianNoise
+from privacy.products import (
+    FP32,
+    REDUCED_PRECISION_MARGIN,
+    ProductKernel,
+    full_fp32_products,
+    product_kernel,
+)
 
 __all__ = ["REDUCED_PRECISION_MARGIN", "ClippingEngine", "UnsupportedModule"]
 
@@ -84,7 +90,8 @@ class _Layer:
     ``output_grad`` is as autograd gave it: in the autocast dtype, multiplied by the loss
     scale; ``unscale`` is 1 / loss scale. Rules that need fp32 unscaled values ask for
     :meth:`grad32` / :meth:`activation32` (converted once, then shared); the linear rule
-    reads the raw tensors and folds ``unscale`` into its norms and clip factors.
+    reads the raw tensors and folds ``unscale`` into its norms and clip factors, and forms
+    its weighted products with ``products``.
     """
 
     module: nn.Module
@@ -93,6 +100,7 @@ class _Layer:
     activation: torch.Tensor
     output_grad: torch.Tensor
     unscale: float
+    products: ProductKernel = FP32
     _grad32: torch.Tensor | None = None
 
     def grad32(self) -> torch.Tensor:
@@ -155,24 +163,41 @@ def _linear_add_clipped_sums(
 ) -> None:
     """``sum_i c_i g_i a_i^T`` as one matrix product, the clip factors on the narrower side.
 
-    Both operands go to the product in fp32: a bf16 product would round the *sum* to bf16.
+    The product's output and the sum are fp32 whatever the kernel's inputs: a bf16 output
+    would round the *sum* to bf16. Over a sequence, sample i's gradient is a sum of one
+    outer product per position; those may cancel while their rounding errors do not, so
+    no per-sample margin bounds a reduced product there: sequences take full fp32.
     """
     g, a = layer.output_grad, layer.activation
     rows = clip if layer.unscale == 1.0 else clip * layer.unscale
-    if g.dim() > 2:  # a sequence: every position of sample i carries c_i
-        rows = rows.repeat_interleave(g[0].numel() // g.shape[-1])
+    if g.dim() == 2:
+        _add_weighted_products(layer, layer.products, g, a, rows, sums)
+        return
+    rows = rows.repeat_interleave(g[0].numel() // g.shape[-1])  # every position carries c_i
+    with full_fp32_products():
         g, a = g.reshape(-1, g.shape[-1]), a.reshape(-1, a.shape[-1])
+        _add_weighted_products(layer, FP32, g, a, rows, sums)
+
+
+def _add_weighted_products(
+    layer: _Layer,
+    products: ProductKernel,
+    g: torch.Tensor,
+    a: torch.Tensor,
+    rows: torch.Tensor,
+    sums: Mapping[nn.Parameter, torch.Tensor],
+) -> None:
     weight, bias = layer.weight, layer.bias
     if g.shape[1] <= a.shape[1]:
         g = g * rows[:, None]  # fp32 whatever g's dtype
         if weight is not None:
-            sums[weight].addmm_(g.t(), a if a.dtype == torch.float32 else a.float())
+            products.addmm_(sums[weight], g.t(), a)
         if bias is not None:
             sums[bias].add_(g.sum(0))
     else:
         g = g if g.dtype == torch.float32 else g.float()
         if weight is not None:
-            sums[weight].addmm_(g.t(), a * rows[:, None])
+            products.addmm_(sums[weight], g.t(), a * rows[:, None])
         if bias is not None:
             sums[bias].addmv_(g.t(), rows)
 
@@ -255,7 +280,10 @@ def _opacus_rule(module_type: type[nn.Module]) -> _Rule:
     sampler = GradSampleModule.GRAD_SAMPLERS[module_type]
 
     def per_sample(layer: _Layer) -> list[tuple[nn.Parameter, torch.Tensor]]:
-        grads = sampler(layer.module, [layer.activation32()], layer.grad32())
+        # A sample's gradient may sum over positions: full fp32 even within a reduced
+        # kernel's mode (see _linear_add_clipped_sums).
+        with full_fp32_products():
+            grads = sampler(layer.module, [layer.activation32()], layer.grad32())
         return [(p, gs) for p, gs in grads.items() if p.requires_grad]
 
     return _per_sample_rule(per_sample)
@@ -288,33 +316,6 @@ def _rule_for(module: nn.Module) -> _Rule:
         f"{kind.__name__} has trainable parameters but neither a fast clipping rule nor an "
         "Opacus grad sampler"
     )
-
-
-# A product whose inputs oneDNN rounds to bf16 (fpmath mode bf16) is off by at most
-# (1 + 2^-7)^2 - 1 < 2^-6 relative to the exact product of each sample's factors, even if
-# it truncated; its accumulation and output stay fp32. Scaling the clip factors by this
-# margin keeps each sample's contribution within max_grad_norm.
-REDUCED_PRECISION_MARGIN = 1 / (1 + 2**-6)
-
-
-@contextlib.contextmanager
-def _products(low_precision: bool, device: torch.device) -> Iterator[float]:
-    """Where the forward ran in bf16/fp16 on CPU, form the weighted products with oneDNN's
-    bf16 arithmetic (fp32 in, fp32 accumulation and out); yield the clip-factor margin.
-
-    A plain bf16 matrix product would round the clipped *sum* to bf16 before the noise is
-    added, by up to 2^-8 of its magnitude: a change no per-sample margin can bound.
-    """
-    backend = torch.backends.mkldnn
-    if not (low_precision and device.type == "cpu" and backend.is_available()):
-        yield 1.0
-        return
-    previous = backend.matmul.fp32_precision
-    backend.matmul.fp32_precision = "bf16"
-    try:
-        yield REDUCED_PRECISION_MARGIN
-    finally:
-        backend.matmul.fp32_precision = previous
 
 
 class ClippingEngine:
@@ -391,6 +392,7 @@ class ClippingEngine:
             per_sample_losses.sum(), [c.output for c in captures], allow_unused=True
         )
         unscale = 1.0 / loss_scale
+        products = product_kernel(_compute_dtype(captures), per_sample_losses.device)
         layers = [
             (
                 c.site.rule,
@@ -401,6 +403,7 @@ class ClippingEngine:
                     c.activation,
                     torch.zeros_like(c.output) if g is None else g,
                     unscale,
+                    products,
                 ),
             )
             for c, g in zip(captures, grads, strict=True)
@@ -412,10 +415,9 @@ class ClippingEngine:
         if not torch.isfinite(squared).all():
             return False
         clip = (self.max_grad_norm / squared.sqrt_().add_(_NORM_EPSILON)).clamp_(max=1.0)
-        low_precision = any(c.output.dtype != torch.float32 for c in captures)
-        with _products(low_precision, clip.device) as margin:
-            if margin != 1.0:
-                clip.mul_(margin)
+        with products.active():
+            if products.margin != 1.0:
+                clip.mul_(products.margin)
             for rule, layer in layers:
                 rule.add_clipped_sums(layer, clip, sums)
         return True
@@ -496,6 +498,12 @@ class ClippingEngine:
                 "per-sample norms of shared parameters are not supported"
             )
         return captures
+
+
+def _compute_dtype(captures: list[_Capture]) -> torch.dtype:
+    """The autocast dtype the captured forward pass ran in (fp32 without autocast)."""
+    low = (c.output.dtype for c in captures if c.output.dtype != torch.float32)
+    return next(low, torch.float32)
 
 
 class _Capturing:

@@ -16,7 +16,9 @@ byte of the file makes decryption fail. The key id names the key without
 revealing it, so a wrong key is reported as such before any decryption.
 
 Keys are 32 random bytes, written as base64 or hex text: in an environment
-variable, or in a key file readable by its owner only (mode 0600 or stricter).
+variable, or in a key file readable by its owner only (mode 0600 or stricter), read
+and written as :mod:`stores.files` says (never through a link, only a regular file
+the user owns).
 The key itself never appears in a message, a record or a ``repr``.
 """
 
@@ -25,9 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 import secrets
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +42,8 @@ from privacy.errors import (
     UnsupportedFormat,
     WrongKey,
 )
+from stores.errors import StoreError
+from stores.files import create_private_file, make_private_directory, read_secret_file
 
 ALGORITHM = "AES-256-GCM"
 FORMAT_VERSION = 1
@@ -51,7 +53,6 @@ NONCE_BYTES = 12
 TAG_BYTES = 16
 KEY_ID_BYTES = 8
 KEY_ID_DOMAIN = b"custodian data key id v1\x00"
-KEY_FILE_MODE = 0o600
 _FIXED_HEADER = len(MAGIC) + 1 + KEY_ID_BYTES + NONCE_BYTES + 2
 _MAX_CONTEXT = 0xFFFF
 
@@ -201,19 +202,11 @@ def parse_key(text: str, *, where: str) -> DataKey:
 def read_key_file(path: Path) -> DataKey:
     """A key from a file that only its owner can read or write."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        content = read_secret_file(path)
+    except StoreError as err:
+        raise InvalidKey(f"data key file {err}") from None
     except OSError as err:
         raise MissingKey(f"{path}: cannot read data key file ({err.strerror})") from None
-    with os.fdopen(fd, "rb") as handle:
-        mode = os.fstat(handle.fileno()).st_mode
-        if not stat.S_ISREG(mode):
-            raise InvalidKey(f"{path}: data key file is not a regular file")
-        if os.name == "posix" and mode & 0o077:
-            raise InvalidKey(
-                f"{path}: data key file is accessible to other users "
-                f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
-            )
-        content = handle.read()
     try:
         text = content.decode("ascii")
     except UnicodeDecodeError:
@@ -245,18 +238,11 @@ def write_key_file(path: Path, key: DataKey) -> None:
     Missing parent directories are created private to their owner (0700).
     """
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as err:
-        raise InvalidKey(f"{path.parent}: cannot create a directory ({err.strerror})") from None
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_FILE_MODE)
+        make_private_directory(path.parent)
+        create_private_file(path, key.encoded().encode("ascii") + b"\n")
     except FileExistsError:
         raise InvalidKey(f"{path}: already exists; a key file is never overwritten") from None
+    except StoreError as err:
+        raise InvalidKey(f"data key file {err}") from None
     except OSError as err:
         raise InvalidKey(f"{path}: cannot create data key file ({err.strerror})") from None
-    with os.fdopen(fd, "wb") as handle:
-        # The creation mode is filtered by the umask; say exactly what we mean.
-        os.fchmod(handle.fileno(), KEY_FILE_MODE)
-        handle.write(key.encoded().encode("ascii") + b"\n")
-        handle.flush()
-        os.fsync(handle.fileno())

@@ -14,10 +14,11 @@ File format
     canonical JSON record (sorted keys, no spaces, ASCII) with a sequence number ``seq``
     and ``prev``, the SHA-256 of the previous line's bytes (64 zeros for the first line).
     ``event`` is ``open`` (a run starts or resumes, under a fresh ``session``), ``steps``
-    (a reservation: the run's cumulative step count) or ``recovery`` (see below). Writers
-    and readers hold ``<path>.lock`` (``filelock``), so concurrent processes never
-    interleave or lose lines; each append is one ``write`` on an ``O_APPEND`` descriptor
-    followed by ``fsync``.
+    (a reservation: the run's cumulative step count) or ``recovery`` (see below). The file
+    is a record file of the shared store (:mod:`stores.local`): writers and readers hold
+    ``<path>.lock`` (``flock``), so concurrent processes never interleave or lose lines;
+    each append is one ``write`` on an ``O_APPEND`` descriptor followed by ``fsync``; the
+    file is never opened through a link and must be a regular file the user owns.
 
 Budget
     :meth:`PrivacyLedger.check_budget` refuses a run before it starts. A run opened with
@@ -27,33 +28,34 @@ Budget
     with the file, so reserve steps in blocks (e.g. every few dozen steps), not one by one.
 
 Torn lines
-    A crash (power loss, full disk) can leave unreadable bytes after the last record.
-    Readers report them precisely (:class:`TornTail`: offset, length, SHA-256) and ignore
-    them. Ignoring them never under-counts: ``record_steps`` returns only after its whole
-    line, newline included, is written and synced, so a line that did not make it intact
-    was never acknowledged and its steps were never taken; every step taken is covered by
-    an earlier intact reservation. (A complete last record that only lacks its newline is
-    counted: counting an unacknowledged reservation can only over-count.) The next writer
-    truncates nothing: it leaves the torn bytes in place, terminates them with a newline if
-    needed and appends a ``recovery`` record naming their offset, length and SHA-256, so
-    the bytes stay in the file as evidence and the chain accounts for them.
+    A crash (power loss, full disk) can leave the last line torn. Readers report it
+    precisely (:class:`TornTail`: offset, length, SHA-256) and ignore it. Ignoring it never
+    under-counts: ``record_steps`` returns only after its whole line, newline included, is
+    written and synced, so a line that did not make it intact (even a complete record
+    without its newline) was never acknowledged and its steps were never taken; every step
+    taken is covered by an earlier intact reservation. The next writer follows the store's
+    one torn-tail rule: it moves the bytes to ``<path>.torn-N`` (mode 0600), truncates them
+    and appends a ``recovery`` record naming their offset (where the recovery record itself
+    now starts), length and SHA-256. Ledgers written before this rule kept torn bytes in
+    place, newline-terminated, with the recovery record right after them; those still
+    verify: such a record must account for exactly the unreadable bytes before it.
 
 Protection, and its limits
     The hash chain detects editing, inserting, reordering or deleting any line that is
     followed by another record: :meth:`PrivacyLedger.verify` names the first bad line, and
     every writer refuses to append to a ledger that fails verification (fail closed).
     Unreadable bytes in the middle are accepted only where a ``recovery`` record accounts
-    for them exactly. The chain carries no key, though: whoever can write the file can
-    drop its last lines, or rewrite the whole file with a fresh chain, and deleting the
-    file silently loses the history and resets every dataset's spend to zero. That is why
-    the chain head (:attr:`LedgerStatus.head`) is to be bound into the signed audit log,
-    which makes truncation, rewriting and deletion detectable there; until then the ledger
-    is only tamper-*evident* for edits in the middle, and its loss is not detected.
+    for them exactly (the old in-place rule). The chain carries no key, though: whoever
+    can write the file can drop its last lines, or rewrite the whole file with a fresh
+    chain, and deleting the file silently loses the history and resets every dataset's
+    spend to zero. That is why the chain head (:attr:`LedgerStatus.head`) is to be bound
+    into the signed audit log, which makes truncation, rewriting and deletion detectable
+    there; until then the ledger is only tamper-*evident* for edits in the middle, and its
+    loss is not detected.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -65,11 +67,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import filelock
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from privacy.accounting import AccountantKind, SgdSteps, check_delta, epsilon_of
 from privacy.errors import BudgetExceeded, PrivacyError, PrivacyInputError
+from stores.local import (
+    Link,
+    LocalRecordFile,
+    Reader,
+    RecordBuilder,
+    SetAside,
+    StoreLocked,
+    sha256_hex,
+)
 
 __all__ = [
     "BudgetCheck",
@@ -220,8 +230,6 @@ class _State:
     records: tuple[RunRecord | RecoveryRecord, ...]
     head: str
     torn_tail: TornTail | None
-    # The file's last byte is not a newline (torn bytes, or a record missing its newline).
-    needs_newline: bool
 
     def runs(self) -> dict[str, list[RunRecord]]:
         by_run: dict[str, list[RunRecord]] = {}
@@ -246,10 +254,6 @@ def _canonical(record: RunRecord | RecoveryRecord) -> bytes:
         ensure_ascii=True,
         allow_nan=False,
     ).encode("ascii")
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _now() -> str:
@@ -282,7 +286,7 @@ def _check_claim(raw: bytes, record: RecoveryRecord, start: int, offset: int, li
     torn = record.torn
     region = raw[torn.offset : torn.offset + torn.length]
     gap = torn.length + (0 if region.endswith(b"\n") else 1)
-    if torn.offset != start or start + gap != offset or _sha256(region) != torn.sha256:
+    if torn.offset != start or start + gap != offset or sha256_hex(region) != torn.sha256:
         raise LedgerCorrupted(
             f"line {line}: recovery record does not match the unreadable bytes "
             f"{start}..{offset} before it"
@@ -320,8 +324,14 @@ def _check_run(record: RunRecord, earlier: RunRecord | None, line: int) -> None:
         )
 
 
-def _read_state(raw: bytes) -> _State:
-    """Parse and verify the whole ledger; raise LedgerCorrupted on the first bad line."""
+def _link(line: bytes) -> Link | None:
+    """The store's view of a line: its chain fields, or None if it is not a record."""
+    record = _parse_line(line)
+    return None if record is None else Link(record.seq, record.prev)
+
+
+def _read_state(raw: bytes, torn: TornTail | None) -> _State:
+    """Parse and verify the ledger's intact bytes; raise LedgerCorrupted on the first bad line."""
     records: list[RunRecord | RecoveryRecord] = []
     latest: dict[str, RunRecord] = {}
     head = GENESIS
@@ -341,43 +351,44 @@ def _read_state(raw: bytes) -> _State:
             )
         _check_chain(record, len(records), head, line, head_line)
         if isinstance(record, RecoveryRecord):
-            if unreadable_from is None:
-                raise LedgerCorrupted(f"line {line}: recovery record claims bytes that are absent")
-            _check_claim(raw, record, unreadable_from, offset, line)
+            _check_recovery(raw, record, unreadable_from, offset, line)
             unreadable_from = None
         else:
             _check_run(record, latest.get(record.run_id), line)
             latest[record.run_id] = record
         records.append(record)
-        head, head_line = _sha256(data), line
-    torn = None
+        head, head_line = sha256_hex(data), line
+    return _State(tuple(records), head, torn)
+
+
+def _check_recovery(
+    raw: bytes, record: RecoveryRecord, unreadable_from: int | None, offset: int, line: int
+) -> None:
+    """A recovery record names bytes set aside from where it starts, or (a ledger written
+    before the store's rule) exactly the unreadable bytes left in place before it."""
     if unreadable_from is not None:
-        tail = raw[unreadable_from:]
-        torn = TornTail(unreadable_from, len(tail), _sha256(tail), unreadable_line)
-    return _State(tuple(records), head, torn, needs_newline=raw[-1:] not in (b"", b"\n"))
+        _check_claim(raw, record, unreadable_from, offset, line)
+    elif record.torn.offset != offset:
+        raise LedgerCorrupted(
+            f"line {line}: recovery record claims bytes at offset {record.torn.offset}, "
+            f"but the torn bytes it set aside were cut where it starts ({offset})"
+        )
 
 
-def _write_durably(path: Path, data: bytes) -> None:
-    """Append ``data`` with one descriptor, then fsync (and the directory if new)."""
-    created = not path.exists()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if created:
-            directory = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
-    except OSError as err:
-        raise PrivacyError(f"cannot write privacy ledger {path}: {err.strerror}") from err
+def _recovery(aside: SetAside) -> RecordBuilder:
+    claim = TornBytes(offset=aside.offset, length=aside.length, sha256=aside.sha256)
+    return _builder({"event": "recovery", "torn": claim})
+
+
+def _builder(fields: dict[str, Any]) -> RecordBuilder:
+    def build(seq: int, prev: str) -> bytes:
+        record = _RECORD.validate_python(
+            {"v": FORMAT_VERSION, "seq": seq, "prev": prev, "time": _now(), **fields},
+            strict=False,
+        )
+        return _canonical(record)
+
+    return build
 
 
 def _check_dataset(dataset_sha256: str) -> None:
@@ -413,56 +424,49 @@ class PrivacyLedger:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._lock = filelock.FileLock(
-            self.path.with_name(self.path.name + ".lock"), timeout=LOCK_TIMEOUT_S
-        )
+        self._file = LocalRecordFile(self.path, _link, lock_timeout=LOCK_TIMEOUT_S)
 
     @contextmanager
     def _locked(self) -> Iterator[_State]:
         try:
-            with self._lock:
-                yield self._state()
-        except filelock.Timeout as err:
-            raise PrivacyError(
-                f"privacy ledger {self.path} stayed locked for {LOCK_TIMEOUT_S:g} s "
-                f"by another process ({err.lock_file})"
-            ) from err
+            with self._file.locked(), self._file.reading() as reader:
+                yield self._state(reader)
+        except StoreLocked as err:
+            raise PrivacyError(f"privacy ledger {err}") from None
 
-    def _state(self) -> _State:
+    def _state(self, reader: Reader | None) -> _State:
+        if reader is None:
+            return _State((), GENESIS, None)
+        tail = reader.tail
+        if tail.damaged_before_torn:
+            raise LedgerCorrupted(reader.damaged_tail_message())
         try:
-            return _read_state(self._read())
+            raw = reader.read(0, tail.end)
+        except OSError as err:
+            raise PrivacyError(f"cannot read privacy ledger {self.path}: {err.strerror}") from err
+        torn = None
+        if tail.torn is not None:
+            data = reader.read(tail.torn.offset, tail.torn.offset + tail.torn.length)
+            line = raw.count(b"\n") + 1
+            torn = TornTail(tail.torn.offset, tail.torn.length, sha256_hex(data), line)
+        try:
+            return _read_state(raw, torn)
         except LedgerCorrupted as err:
             raise LedgerCorrupted(f"{self.path}: {err}") from None
 
-    def _read(self) -> bytes:
-        try:
-            return self.path.read_bytes()
-        except FileNotFoundError:
-            return b""
-        except OSError as err:
-            raise PrivacyError(f"cannot read privacy ledger {self.path}: {err.strerror}") from err
-
-    def _append(self, state: _State, fields: dict[str, Any]) -> None:
+    def _append(self, fields: dict[str, Any]) -> None:
         """Append the record ``fields``, after a recovery record if the tail is torn.
 
-        Everything goes out in one write, so a crash here leaves at worst a new torn tail.
+        The caller holds the lock and has verified the file. The store sets torn bytes
+        aside first, then writes everything in one write, so a crash here leaves at worst
+        a new torn tail.
         """
-        pending = [fields]
-        torn = state.torn_tail
-        if torn is not None:
-            claim = TornBytes(offset=torn.offset, length=torn.length, sha256=torn.sha256)
-            pending.insert(0, {"event": "recovery", "torn": claim})
-        chunks = [b"\n"] if state.needs_newline else []
-        seq, head = len(state.records), state.head
-        for extra in pending:
-            record = _RECORD.validate_python(
-                {"v": FORMAT_VERSION, "seq": seq, "prev": head, "time": _now(), **extra},
-                strict=False,
-            )
-            line = _canonical(record)
-            chunks.append(line + b"\n")
-            seq, head = seq + 1, _sha256(line)
-        _write_durably(self.path, b"".join(chunks))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with self._file.writing() as appender:
+                appender.append([_builder(fields)], recovery=_recovery)
+        except OSError as err:
+            raise PrivacyError(f"cannot write privacy ledger {self.path}: {err.strerror}") from err
 
     def verify(self) -> LedgerStatus:
         """Check the whole chain; raise LedgerCorrupted naming the first bad line."""
@@ -552,7 +556,7 @@ class PrivacyLedger:
             steps = earlier[-1].steps if earlier else 0
             if earlier:
                 _check_resume(earlier[-1], fields)
-            self._append(state, {**fields, "steps": steps})
+            self._append({**fields, "steps": steps})
         return LedgerRun(self, fields, steps, lifetime_epsilon)
 
     def summary(
@@ -687,7 +691,7 @@ class LedgerRun:
             self._check_session(state)
             if self._lifetime_epsilon is not None:
                 self._check_lifetime(state, total_steps)
-            self._ledger._append(state, {**self._fields, "event": "steps", "steps": total_steps})
+            self._ledger._append({**self._fields, "event": "steps", "steps": total_steps})
         self._steps = total_steps
 
     def _check_session(self, state: _State) -> None:

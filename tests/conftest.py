@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import os
-import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -23,8 +25,10 @@ def project_env() -> dict[str, str]:
     return env
 
 
-def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(args, cwd=cwd, env=project_env(), capture_output=True, text=True)
+def run(
+    args: list[str], cwd: Path, check: bool = True, binary: bool = False
+) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=cwd, env=project_env(), capture_output=True, text=not binary)
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
@@ -40,7 +44,8 @@ def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProces
     return run([str(BIN / "dvc"), *args], cwd=cwd, check=check)
 
 
-# What a fresh clone holds that the pipeline needs (code is installed in the venv).
+# What a fresh clone holds that the pipeline needs (code is installed in the venv); every
+# path must be committed.
 PROJECT_FILES = (
     "dvc.yaml",
     "params.yaml",
@@ -52,12 +57,23 @@ PROJECT_FILES = (
     "dvc.lock",
     "data/.gitignore",
     "reports/.gitignore",
+    "attestations",
     "governance",
     "custodian",
     "training",
     "privacy",
     "audits",
 )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``cuda`` are skipped, and say so, where torch sees no CUDA device."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (make gpu-check runs it)")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -68,20 +84,25 @@ def custodian_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
-def make_project(repo: Path) -> Path:
-    """A git + DVC copy of this project at ``repo`` (created), committed."""
+def committed(path: str, root: Path = ROOT) -> bytes:
+    """``path`` as committed at ``root``'s HEAD, whatever the working tree holds."""
+    return run(["git", "show", f"HEAD:{path}"], cwd=root, binary=True).stdout
+
+
+def make_project(repo: Path, root: Path = ROOT) -> Path:
+    """A git + DVC copy of this project at ``repo`` (created), committed.
+
+    Built from what git has committed at ``root``'s HEAD, not from the working tree: a
+    user's own registered datasets, edited params.yaml or DVC cache never reach the
+    tests. (Code runs from the installed package, so uncommitted code is still tested;
+    commit params.yaml or dvc.yaml changes before the tests that should see them.)
+    """
     repo.mkdir(parents=True)
-    for name in PROJECT_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(
-                source,
-                repo / name,
-                ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache", "uncommitted"),
-            )
-        else:
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, repo / name)
+    archive = run(
+        ["git", "archive", "--format=tar", "HEAD", "--", *PROJECT_FILES], cwd=root, binary=True
+    )
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(repo, filter="data")
     run(["git", "init", "-q"], cwd=repo)
     run(["git", "add", "-A"], cwd=repo)
     run(["git", "commit", "-qm", "project"], cwd=repo)

@@ -26,6 +26,18 @@ AUDIT = {
 }
 
 
+EVALUATE = (
+    "evaluate",
+    "--splits",
+    "data/split",
+    "--model-dir",
+    "models",
+    "--privacy-report",
+    "reports/privacy.json",
+    "--out",
+)
+
+
 def set_params(repo: Path, section: str, **values: object) -> None:
     path = repo / "params.yaml"
     params = yaml.safe_load(path.read_text())
@@ -60,10 +72,36 @@ def test_evaluate_reports_utility_slices_and_an_audit_below_epsilon(project: Pat
     assert set(noise) == {"1pct", "5pct", "10pct"}
     assert metrics["robustness"]["missing"]["columns"] == ["educdec", "ghindx", "mdeoff", "pioff"]
 
+    # Every metric next to the majority-class baseline, overall and per slice.
+    baseline = metrics["baseline"]
+    labels_positive = metrics["positive_rate"]
+    assert baseline["accuracy"] == pytest.approx(max(labels_positive, 1 - labels_positive))
+    assert baseline["roc_auc"] == 0.5
+    assert metrics["lift_over_baseline"] == pytest.approx(
+        metrics["accuracy"] - baseline["accuracy"]
+    )
+    for by_slice in slices.values():
+        for entry in by_slice.values():
+            base = entry["base_rate"]
+            assert entry["baseline_accuracy"] == pytest.approx(max(base, 1 - base))
+            low, high = entry["accuracy_ci"]
+            assert low <= entry["accuracy"] <= high
+            assert entry["small"] == (entry["rows"] < 30)
+    assert set(metrics["fairness"]) == set(slices)
+    assert len(metrics["intersections"]) == 6  # every pair of the four sensitive attributes
+    for pair in metrics["intersections"].values():
+        assert sum(s["rows"] for s in pair.values()) == 3028
+    assert metrics["sensitive_values"]["black"]["fractional"] > 0  # imputed 0/1 shares
+    assert metrics["sensitive_values"]["xage"]["indicator"] is False  # years: continuous
+
+    # The dataset's rule is DP-only (policy.allow_nonprivate_reference false): no reference
+    # model is trained, and what is left is measured against the baseline.
     reference = metrics["reference"]
-    assert reference["released"] is False and set(reference) >= UTILITY
+    assert reference["released"] is False and reference["trained"] is False
+    assert not UTILITY & set(reference)
     cost = metrics["privacy_cost"]
-    assert cost["accuracy"] == pytest.approx(reference["accuracy"] - metrics["accuracy"])
+    assert cost["against"] == "baseline"
+    assert cost["lift_over_baseline"]["accuracy"] == pytest.approx(metrics["lift_over_baseline"])
     assert set(cost["slices"]) == set(slices)
     # The reference model is never written next to the released one.
     assert sorted(p.name for p in (project / "models").iterdir()) == [
@@ -107,17 +145,30 @@ def test_evaluate_reports_utility_slices_and_an_audit_below_epsilon(project: Pat
     manifest = (project / "reports/manifest.json").read_text()
     assert "reports/metrics.json" in manifest and "reports/calibration.json" in manifest
 
+    # Where policy allows it, the non-private reference is trained and the cost taken from it.
+    set_params(project, "policy", allow_nonprivate_reference=True)
+    set_params(project, "evaluate", audit={"mode": "disabled"})
+    allowed = custodian(
+        *EVALUATE,
+        "ref.json",
+        "--calibration-plot",
+        "c.json",
+        "--slices-plot",
+        "s.json",
+        cwd=project,
+    )
+    assert allowed.returncode == 0, allowed.stderr
+    with_reference = json.loads((project / "ref.json").read_text())
+    reference = with_reference["reference"]
+    assert reference["trained"] is True and set(reference) >= UTILITY
+    assert with_reference["privacy_cost"]["accuracy"] == pytest.approx(
+        reference["accuracy"] - with_reference["accuracy"]
+    )
+
     # A numeric sensitive column without bucket edges is refused, naming the key.
     set_params(project, "evaluate", slices={"xage": [18, 35, 50], "income": [5000]})
     refused = custodian(
-        "evaluate",
-        "--splits",
-        "data/split",
-        "--model-dir",
-        "models",
-        "--privacy-report",
-        "reports/privacy.json",
-        "--out",
+        *EVALUATE,
         "m.json",
         "--calibration-plot",
         "c.json",

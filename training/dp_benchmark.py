@@ -15,6 +15,11 @@ the same in-memory tensors with the same optimizer and the same (expected) batch
 ``fast``
     :class:`privacy.clipping.ClippingEngine` with :class:`privacy.sampling.PoissonSampler`.
 
+Non-private and fast training also run under bf16 autocast and, on CUDA, under fp16
+autocast with loss scaling (``torch.amp.GradScaler`` for non-private training, the
+trainer's :class:`training.precision.LossScaler` for the fast engine). Workloads: an MLP
+of any widths (:func:`synthetic_workload`) or a named one (:data:`NAMED_WORKLOADS`).
+
 Variants are timed in interleaved rounds (each round runs every variant for
 ``seconds_per_round``) so that drift on a shared machine spreads over all of them; the
 median over rounds is reported. Data-path time (sampling and gathering, or waiting on the
@@ -42,13 +47,24 @@ from torch import nn
 from torch.nn import functional
 from torch.utils.data import DataLoader, TensorDataset
 
-from privacy.clipping import REDUCED_PRECISION_MARGIN, ClippingEngine
+from privacy.clipping import ClippingEngine
 from privacy.noise import GaussianNoise
+from privacy.products import product_kernel
 from privacy.sampling import PoissonSampler, entropy_generator
 from training.errors import TrainingInputError
+from training.precision import LossScaler, Precision, precision_strategy
 from training.private_steps import PaddedGather, noisy_update, row_multiple
 
-__all__ = ["VARIANTS", "Workload", "run_benchmark", "synthetic_workload"]
+__all__ = [
+    "NAMED_WORKLOADS",
+    "VARIANTS",
+    "Workload",
+    "default_variants",
+    "run_benchmark",
+    "synthetic_workload",
+    "transformer_workload",
+    "workload_for",
+]
 
 NOISE_MULTIPLIER = 1.0
 MAX_GRAD_NORM = 1.0
@@ -92,6 +108,96 @@ def synthetic_workload(widths: tuple[int, ...], rows: int, batch_size: int) -> W
 
     name = f"mlp {'-'.join(map(str, widths))}, {rows} rows, batch {batch_size}"
     return Workload(name, make_model, features, labels, batch_size)
+
+
+class _EncoderBlock(nn.Module):
+    """Pre-norm self-attention and MLP. The projections are separate ``nn.Linear`` layers,
+    each run once per forward pass (``nn.MultiheadAttention`` keeps its weights outside
+    any layer the clipping engine has a rule for)."""
+
+    def __init__(self, width: int, heads: int, hidden: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.attention_norm = nn.LayerNorm(width)
+        self.query, self.value = nn.Linear(width, width), nn.Linear(width, width)
+        # No key bias: softmax ignores it, so its gradient is zero up to rounding, and a
+        # relative error against Opacus on it would measure nothing but that rounding.
+        self.key = nn.Linear(width, width, bias=False)
+        self.out = nn.Linear(width, width)
+        self.mlp_norm = nn.LayerNorm(width)
+        self.up, self.down = nn.Linear(width, hidden), nn.Linear(hidden, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, steps, width = x.shape
+        normed = self.attention_norm(x)
+        q, k, v = (
+            proj(normed).view(batch, steps, self.heads, width // self.heads).transpose(1, 2)
+            for proj in (self.query, self.key, self.value)
+        )
+        attended = functional.scaled_dot_product_attention(q, k, v)
+        x = x + self.out(attended.transpose(1, 2).reshape(batch, steps, width))
+        return x + self.down(functional.gelu(self.up(self.mlp_norm(x))))
+
+
+class TinyEncoder(nn.Module):
+    """Token and position embeddings, encoder blocks, mean pooling, a linear head."""
+
+    def __init__(
+        self, vocabulary: int, steps: int, width: int, heads: int, layers: int, classes: int
+    ) -> None:
+        super().__init__()
+        self.token = nn.Embedding(vocabulary, width)
+        self.position = nn.Embedding(steps, width)
+        self.blocks = nn.Sequential(
+            *(_EncoderBlock(width, heads, 4 * width) for _ in range(layers))
+        )
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        # Positions per sample, not one shared row: per-sample clipping sees each sample's
+        # (contiguous: Opacus' ghost embedding norms view the ids flat).
+        positions = torch.arange(ids.shape[1], device=ids.device).expand_as(ids).contiguous()
+        hidden = self.blocks(self.token(ids) + self.position(positions))
+        return self.head(self.norm(hidden).mean(1))
+
+
+def transformer_workload(
+    rows: int,
+    batch_size: int,
+    *,
+    steps: int = 64,
+    vocabulary: int = 1000,
+    width: int = 256,
+    heads: int = 4,
+    layers: int = 2,
+) -> Workload:
+    """A small transformer encoder classifying ``rows`` random token sequences."""
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocabulary, (rows, steps), generator=generator)
+    labels = torch.randint(0, 2, (rows,), generator=generator)
+
+    def make_model() -> nn.Module:
+        return TinyEncoder(vocabulary, steps, width, heads, layers, 2)
+
+    name = (
+        f"transformer encoder {layers}x{width} ({heads} heads), {steps} tokens of "
+        f"{vocabulary}, {rows} rows, batch {batch_size}"
+    )
+    return Workload(name, make_model, ids, labels, batch_size)
+
+
+# Workloads that ``custodian bench dp --model NAME`` builds from (rows, expected batch).
+NAMED_WORKLOADS: dict[str, Callable[[int, int], Workload]] = {
+    "transformer": transformer_workload,
+}
+
+
+def workload_for(model: str, rows: int, batch_size: int) -> Workload:
+    """A named workload, or an MLP from widths like ``64-256-256-2``."""
+    if model in NAMED_WORKLOADS:
+        return NAMED_WORKLOADS[model](rows, batch_size)
+    return synthetic_workload(tuple(int(w) for w in model.split("-")), rows, batch_size)
 
 
 @dataclass(slots=True)
@@ -158,6 +264,22 @@ class _NonPrivate(_Variant):
         self._optimizer.zero_grad(set_to_none=True)
 
 
+class _NonPrivateScaled(_NonPrivate):
+    """Non-private fp16: ``torch.amp.GradScaler``'s dynamic loss scaling."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self._scaler = torch.amp.GradScaler(self.device.type)
+
+    def step(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        with self.autocast():
+            logits = self.model(features)
+        self._scaler.scale(functional.cross_entropy(logits.float(), labels)).backward()
+        self._scaler.step(self._optimizer)
+        self._scaler.update()
+        self._optimizer.zero_grad(set_to_none=True)
+
+
 class _Poisson(_Variant):
     """In-memory Poisson sampling: one vectorised draw and one gather per step."""
 
@@ -199,6 +321,27 @@ class _Fast(_Poisson):
             logits = self.model(features)[: len(labels)]
         self._engine.accumulate(functional.cross_entropy(logits.float(), labels, reduction="none"))
         noisy_update(self._engine, self.workload.batch_size, self._optimizer)
+
+
+class _FastScaled(_Fast):
+    """The fast engine under fp16, as the trainer runs it: the loss scale is divided out
+    in fp32 before any norm; an overflowed step is dropped and the scale backs off."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self._scaler = LossScaler(enabled=True)
+
+    def step(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        with self._engine.capture(), self.autocast():
+            logits = self.model(features)[: len(labels)]
+        losses = functional.cross_entropy(logits.float(), labels, reduction="none")
+        scaler = self._scaler
+        if self._engine.accumulate(scaler.scale_loss(losses), loss_scale=scaler.scale):
+            noisy_update(self._engine, self.workload.batch_size, self._optimizer)
+            scaler.update(overflow=False)
+        else:
+            self._engine.discard()
+            scaler.update(overflow=True)
 
 
 class _OpacusHooks(_Poisson):
@@ -285,7 +428,31 @@ VARIANTS: dict[str, tuple[type[_Variant], torch.dtype | None]] = {
     "fast_fp32": (_Fast, None),
     "nonprivate_bf16": (_NonPrivate, torch.bfloat16),
     "fast_bf16": (_Fast, torch.bfloat16),
+    "nonprivate_fp16": (_NonPrivateScaled, torch.float16),
+    "fast_fp16": (_FastScaled, torch.float16),
 }
+_PRECISIONS = {None: Precision.FP32, torch.bfloat16: Precision.BF16, torch.float16: Precision.FP16}
+
+
+def default_variants(device: torch.device) -> tuple[str, ...]:
+    """Every variant whose precision runs on ``device`` (fp16 on CUDA only)."""
+    runnable = []
+    for name in VARIANTS:
+        try:
+            _check_variant(name, device)
+        except TrainingInputError:
+            continue
+        runnable.append(name)
+    return tuple(runnable)
+
+
+def _check_variant(name: str, device: torch.device) -> None:
+    try:
+        precision_strategy(_PRECISIONS[VARIANTS[name][1]], device)
+    except TrainingInputError as err:
+        raise TrainingInputError(f"variant {name}: {err}") from None
+
+
 # Opacus hooks mode is ~50x slower: it gets a smaller share of each round's time budget,
 # and is still timed over whole steps.
 _SLOW = {"opacus_hooks_fp32": 0.5}
@@ -302,6 +469,7 @@ class BenchResult:
     peak_memory_mib: dict[str, float] = field(default_factory=dict)
     max_rel_error_vs_opacus: float = float("nan")
     max_rel_error_vs_opacus_bf16: float = float("nan")
+    noise_ms_per_step: float = float("nan")
 
     def ratios(self) -> dict[str, float]:
         sps = self.samples_per_second
@@ -312,6 +480,7 @@ class BenchResult:
             "fast_fp32/opacus_ghost_loader_fp32": ("fast_fp32", "opacus_ghost_loader_fp32"),
             "fast_bf16/nonprivate_bf16": ("fast_bf16", "nonprivate_bf16"),
             "fast_bf16/fast_fp32": ("fast_bf16", "fast_fp32"),
+            "fast_fp16/nonprivate_fp16": ("fast_fp16", "nonprivate_fp16"),
         }
         return {k: sps[a] / sps[b] for k, (a, b) in pairs.items() if a in sps and b in sps}
 
@@ -320,6 +489,7 @@ class BenchResult:
             **self.samples_per_second,
             "max_rel_error_vs_opacus": self.max_rel_error_vs_opacus,
             "max_rel_error_vs_opacus_bf16": self.max_rel_error_vs_opacus_bf16,
+            "noise_ms_per_step": self.noise_ms_per_step,
             "ratios": self.ratios(),
             "data_fraction": self.data_fraction,
             "peak_memory_mib": self.peak_memory_mib,
@@ -336,17 +506,22 @@ def run_benchmark(
     device: torch.device,
     rounds: int = 3,
     seconds_per_round: float = 2.0,
-    variants: tuple[str, ...] = tuple(VARIANTS),
+    variants: tuple[str, ...] | None = None,
     memory: Callable[[str], float] | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> BenchResult:
-    """Time ``variants`` in ``rounds`` interleaved rounds; errors against Opacus first."""
+    """Time ``variants`` (default: all that run on ``device``) in ``rounds`` interleaved
+    rounds; errors against Opacus and the noise's cost first."""
+    variants = default_variants(device) if variants is None else variants
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         raise TrainingInputError(f"unknown variants {unknown} (valid: {sorted(VARIANTS)})")
+    for name in variants:
+        _check_variant(name, device)
     result = BenchResult(workload.name, str(device), torch.get_num_threads(), rounds)
     result.max_rel_error_vs_opacus = clipping_error_vs_opacus(workload, device, None)
     result.max_rel_error_vs_opacus_bf16 = clipping_error_vs_opacus(workload, device, torch.bfloat16)
+    result.noise_ms_per_step = noise_ms_per_step(workload, device)
     built = {}
     for name in variants:
         cls, dtype = VARIANTS[name]
@@ -411,15 +586,30 @@ def clipping_error_vs_opacus(
     for param in optimizer.params:
         param.grad_sample = param.grad_sample.float()
     optimizer.pre_step()
-    # Under bf16 on CPU the engine scales every clip factor by a known margin on purpose
-    # (privacy.clipping.REDUCED_PRECISION_MARGIN); the error is measured without it.
-    margin = REDUCED_PRECISION_MARGIN if dtype is not None and device.type == "cpu" else 1.0
+    # Where its products round their inputs to bf16 the engine scales every clip factor by
+    # a known margin on purpose (privacy.products); the error is measured without it.
+    margin = product_kernel(dtype or torch.float32, device).margin
     errors = [
         float((ours[p] / margin - p.grad).norm() / p.grad.norm().clamp(min=1e-12))
         for p in model.parameters()
     ]
     wrapped._close()
     return max(errors)
+
+
+def noise_ms_per_step(workload: Workload, device: torch.device, draws: int = 20) -> float:
+    """Milliseconds to draw one step's Gaussian noise for the workload's model on ``device``,
+    with the generator the fast engine uses there (the noise fills the flat sum buffer)."""
+    size = sum(p.numel() for p in workload.make_model().parameters() if p.requires_grad)
+    flat = torch.empty(size, dtype=torch.float32, device=device)
+    noise = GaussianNoise(NOISE_MULTIPLIER * MAX_GRAD_NORM, entropy_generator(device))
+    noise.fill(flat)  # warm-up
+    _synchronise(device)
+    started = time.perf_counter()
+    for _ in range(draws):
+        noise.fill(flat)
+    _synchronise(device)
+    return (time.perf_counter() - started) / draws * 1000
 
 
 def peak_memory_mib(workload: Workload, name: str, device: torch.device, steps: int) -> float:
@@ -483,10 +673,10 @@ def _synchronise(device: torch.device) -> None:
 
 
 def _memory_main(argv: list[str]) -> None:
-    """``python -m training.dp_benchmark VARIANT WIDTHS ROWS BATCH DEVICE STEPS THREADS``."""
-    name, widths, rows, batch, device, steps, threads = argv
+    """``python -m training.dp_benchmark VARIANT MODEL ROWS BATCH DEVICE STEPS THREADS``."""
+    name, model, rows, batch, device, steps, threads = argv
     torch.set_num_threads(int(threads))
-    workload = synthetic_workload(tuple(int(w) for w in widths.split("-")), int(rows), int(batch))
+    workload = workload_for(model, int(rows), int(batch))
     print(peak_memory_mib(workload, name, torch.device(device), int(steps)))
 
 

@@ -15,6 +15,17 @@ Slices
     when it is numeric, by bucket edges ``[e1, e2, ...]``: ``<e1``, ``[e1,e2)``, ...,
     ``>=ek``. Missing values form their own ``missing`` slice.
 
+Groups and fairness
+    Each slice also gets its base rate (share of class 1), the rate the model predicts class 1,
+    the true- and false-positive rates, and Wilson score intervals (``statsmodels``) on its
+    accuracy, TPR and FPR; a slice under ``min_rows`` rows is marked ``small``. Its
+    ``baseline_accuracy`` is what the best constant prediction scores on the same rows (its
+    majority class): a slice whose accuracy is below it is served worse than by a constant.
+    Per attribute, over the slices that are not small: the accuracy gap, the TPR and FPR gaps
+    and their maximum (the equalised-odds gap), and the data's own gap, the spread of the
+    baseline accuracy over the same slices, which no model is to blame for.
+    Two sensitive attributes together form intersectional slices ``a & b``.
+
 Robustness
     Perturbations act on the raw table before encoding, within what the schema declares:
     Gaussian noise of ``level`` times a numeric feature's declared range (then clipped to
@@ -38,15 +49,22 @@ from training.errors import TrainingInputError
 from training.features import FeatureSpec, input_columns
 
 __all__ = [
+    "AttributeGaps",
     "BinaryMetrics",
+    "GroupMetrics",
     "Calibration",
     "CalibrationBin",
     "Perturbation",
     "SliceSpec",
     "WorstSlice",
     "binary_metrics",
+    "attribute_gaps",
+    "baseline_metrics",
     "calibration",
+    "group_metrics",
+    "intersection_labels",
     "perturb",
+    "sensitive_values",
     "slice_labels",
     "worst_slice",
 ]
@@ -164,6 +182,155 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray) -> BinaryMetri
     )
 
 
+def baseline_metrics(labels: np.ndarray) -> BinaryMetrics:
+    """The metrics of the best constant predictor of ``labels``: its base rate for every row.
+
+    It predicts the majority class (accuracy ``max(p, 1 - p)``), ranks nothing (ROC AUC 0.5)
+    and its log loss is the labels' entropy: what a model has to beat to be worth anything.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) == 0:
+        raise TrainingInputError("labels must be a non-empty 1-d array")
+    rate = float(np.mean(labels == 1))
+    return binary_metrics(labels, np.full(len(labels), rate))
+
+
+Interval = tuple[float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMetrics:
+    """A slice's metrics with its base rate, error rates, baseline and confidence intervals."""
+
+    metrics: BinaryMetrics
+    predicted_positive_rate: float
+    tpr: float | None  # None where the slice has no positive row
+    fpr: float | None  # None where the slice has no negative row
+    baseline_accuracy: float
+    accuracy_ci: Interval
+    tpr_ci: Interval | None
+    fpr_ci: Interval | None
+    confidence: float
+    small: bool
+
+    @property
+    def below_baseline(self) -> bool:
+        return self.metrics.accuracy < self.baseline_accuracy
+
+    def to_json(self) -> dict[str, Any]:
+        """The slice's keys in metrics.json: BinaryMetrics' plus the group's."""
+        return {
+            **self.metrics.to_json(),
+            "base_rate": self.metrics.positive_rate,
+            "predicted_positive_rate": self.predicted_positive_rate,
+            "tpr": self.tpr,
+            "fpr": self.fpr,
+            "baseline_accuracy": self.baseline_accuracy,
+            "lift_over_baseline": self.metrics.accuracy - self.baseline_accuracy,
+            "below_baseline": self.below_baseline,
+            "accuracy_ci": list(self.accuracy_ci),
+            "tpr_ci": list(self.tpr_ci) if self.tpr_ci is not None else None,
+            "fpr_ci": list(self.fpr_ci) if self.fpr_ci is not None else None,
+            "ci_confidence": self.confidence,
+            "small": self.small,
+        }
+
+
+def wilson_interval(successes: int, trials: int, confidence: float) -> Interval:
+    """The Wilson score interval of a proportion (statsmodels' ``proportion_confint``)."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    if trials <= 0 or not 0 <= successes <= trials:
+        raise TrainingInputError(
+            f"an interval needs 0 <= successes <= trials > 0, got {successes} of {trials}"
+        )
+    if not 0 < confidence < 1:
+        raise TrainingInputError(f"confidence must be in (0, 1), got {confidence!r}")
+    lower, upper = proportion_confint(successes, trials, alpha=1 - confidence, method="wilson")
+    return (max(0.0, float(lower)), min(1.0, float(upper)))
+
+
+def group_metrics(
+    labels: np.ndarray, probabilities: np.ndarray, *, min_rows: int, confidence: float
+) -> GroupMetrics:
+    """:func:`binary_metrics` of one slice, with everything a fairness review compares."""
+    labels, probabilities = _checked(labels, probabilities)
+    predicted = probabilities >= 0.5
+    positives, negatives = labels == 1, labels == 0
+    correct = int((predicted == positives).sum())
+    true_positives = int((predicted & positives).sum())
+    false_positives = int((predicted & negatives).sum())
+    n_pos, n_neg = int(positives.sum()), int(negatives.sum())
+    return GroupMetrics(
+        metrics=binary_metrics(labels, probabilities),
+        predicted_positive_rate=float(predicted.mean()),
+        tpr=true_positives / n_pos if n_pos else None,
+        fpr=false_positives / n_neg if n_neg else None,
+        baseline_accuracy=max(n_pos, n_neg) / len(labels),
+        accuracy_ci=wilson_interval(correct, len(labels), confidence),
+        tpr_ci=wilson_interval(true_positives, n_pos, confidence) if n_pos else None,
+        fpr_ci=wilson_interval(false_positives, n_neg, confidence) if n_neg else None,
+        confidence=confidence,
+        small=len(labels) < min_rows,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeGaps:
+    """Best-minus-worst gaps over one attribute's slices that are not small; None if undefined."""
+
+    attribute: str
+    slices: tuple[str, ...]
+    accuracy_gap: float
+    data_gap: float  # the same spread of the slices' baseline (majority-class) accuracy
+    base_rate_gap: float
+    tpr_gap: float | None
+    fpr_gap: float | None
+
+    @property
+    def equalized_odds_gap(self) -> float | None:
+        known = [gap for gap in (self.tpr_gap, self.fpr_gap) if gap is not None]
+        return max(known) if known else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "slices": list(self.slices),
+            "accuracy_gap": self.accuracy_gap,
+            "data_gap": self.data_gap,
+            "gap_over_data": self.accuracy_gap - self.data_gap,
+            "base_rate_gap": self.base_rate_gap,
+            "tpr_gap": self.tpr_gap,
+            "fpr_gap": self.fpr_gap,
+            "equalized_odds_gap": self.equalized_odds_gap,
+        }
+
+
+def attribute_gaps(attribute: str, by_slice: Mapping[str, GroupMetrics]) -> AttributeGaps | None:
+    """The gaps among ``by_slice``'s slices that are not small; None with fewer than two."""
+    counted = {name: m for name, m in by_slice.items() if not m.small}
+    if len(counted) < 2:
+        return None
+
+    def spread(values: Sequence[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return max(known) - min(known) if len(known) >= 2 else None
+
+    groups = list(counted.values())
+    accuracy = spread([m.metrics.accuracy for m in groups])
+    data = spread([m.baseline_accuracy for m in groups])
+    base_rate = spread([m.metrics.positive_rate for m in groups])
+    assert accuracy is not None and data is not None and base_rate is not None  # >= 2 groups
+    return AttributeGaps(
+        attribute=attribute,
+        slices=tuple(sorted(counted, key=str)),
+        accuracy_gap=accuracy,
+        data_gap=data,
+        base_rate_gap=base_rate,
+        tpr_gap=spread([m.tpr for m in groups]),
+        fpr_gap=spread([m.fpr for m in groups]),
+    )
+
+
 def calibration(labels: np.ndarray, probabilities: np.ndarray, bins: int) -> Calibration:
     """Reliability diagram and expected calibration error over ``bins`` equal-width bins."""
     labels, probabilities = _checked(labels, probabilities)
@@ -204,6 +371,39 @@ def slice_labels(values: pd.Series, spec: SliceSpec) -> pd.Series:
     names = bucket_names(spec.edges)
     labels[present] = [names[i] for i in np.searchsorted(spec.edges, numbers, side="right")]
     return labels
+
+
+def intersection_labels(first: pd.Series, second: pd.Series) -> pd.Series:
+    """``a & b``: each row's intersectional slice from its slices of two attributes."""
+    return first.astype(str) + " & " + second.astype(str)
+
+
+def sensitive_values(values: pd.Series, spec: SliceSpec) -> dict[str, Any]:
+    """How a sensitive column's values fall: missing, and fractional where it is an indicator.
+
+    A bucketed column whose values all lie in [0, 1] is a group indicator; its values
+    between 0 and 1 (RAND HIE's ``black``) are imputed shares, not memberships, and the
+    page says how many rows a bucket edge assigned. Other numeric columns (age, income)
+    are continuous: their fractions mean nothing.
+    """
+    present = values.dropna()
+    result: dict[str, Any] = {"rows": len(values), "missing": int(len(values) - len(present))}
+    if spec.edges is None:
+        return result | {"bucketed": False}
+    numbers = pd.to_numeric(present, errors="raise").to_numpy(dtype=np.float64)
+    indicator = bool(len(numbers)) and bool(numbers.min() >= 0 and numbers.max() <= 1)
+    result |= {"bucketed": True, "edges": list(spec.edges), "indicator": indicator}
+    if not indicator:
+        return result
+    fractional = (numbers > 0) & (numbers < 1)
+    names = bucket_names(spec.edges)
+    assigned = np.searchsorted(spec.edges, numbers[fractional], side="right")
+    return result | {
+        "fractional": int(fractional.sum()),
+        "fractional_to": {
+            names[i]: int((assigned == i).sum()) for i in sorted(set(assigned.tolist()))
+        },
+    }
 
 
 def bucket_names(edges: Sequence[float]) -> list[str]:

@@ -5,8 +5,9 @@ The workloads are built by :mod:`custodian.services.bench`.
 All variants run side by side in this process on the same model and data (see
 :mod:`training.dp_benchmark`); the printed ratios are what the speed goals are judged by.
 The default workload is an MLP 64-256-256-2 on 50,000 synthetic rows at an expected
-batch of 512; ``--model pipeline`` benchmarks the pipeline's own model on its training
-split (after ``dvc repro``).
+batch of 512; ``--model transformer`` a small transformer encoder over token sequences;
+``--model pipeline`` benchmarks the pipeline's own model on its training split (after
+``dvc repro``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def bench() -> None:
     "--model",
     default=DEFAULT_MODEL,
     show_default=True,
-    help="Layer widths of a synthetic MLP (e.g. 64-256-256-2), or 'pipeline'.",
+    help="Layer widths of a synthetic MLP (e.g. 64-256-256-2), 'transformer' or 'pipeline'.",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), help="Expected batch size.")
 @click.option("--rows", type=click.IntRange(min=2), default=50_000, show_default=True)
@@ -71,7 +72,7 @@ def dp_command(
         device=target,
         rounds=rounds,
         seconds_per_round=seconds,
-        variants=variants or tuple(VARIANTS),
+        variants=variants or None,  # None: every variant that runs on the device
         memory=measure,
         progress=progress,
     )
@@ -97,6 +98,7 @@ def _table(result: BenchResult) -> str:
         "",
         f"max relative error vs Opacus hooks: fp32 {result.max_rel_error_vs_opacus:.2e}, "
         f"bf16 {result.max_rel_error_vs_opacus_bf16:.2e}",
+        f"noise per step on {result.device}: {result.noise_ms_per_step:.3f} ms",
     ]
     if torch.get_num_threads() == 1:
         lines.append("note: torch runs single-threaded here")

@@ -8,7 +8,13 @@ from pathlib import Path
 import click
 
 from custodian.outputs import MetricsReport
-from custodian.params import EvaluateParams, PrivacyParams, TrainParams, load_section
+from custodian.params import (
+    EvaluateParams,
+    PolicyParams,
+    PrivacyParams,
+    TrainParams,
+    load_section,
+)
 from custodian.stages import evaluate
 
 _PATH = click.Path(path_type=Path)
@@ -39,6 +45,7 @@ def evaluate_command(**paths: Path) -> None:
         load_section(EvaluateParams, "evaluate"),
         load_section(TrainParams, "train"),
         load_section(PrivacyParams, "privacy"),
+        load_section(PolicyParams, "policy").allow_nonprivate_reference,
         **paths,
     )
     click.echo(_summary(evaluated.metrics))
@@ -51,8 +58,8 @@ def evaluate_command(**paths: Path) -> None:
 def _summary(metrics: MetricsReport) -> str:
     audit = metrics.privacy_audit
     parts = [
-        f"test accuracy {metrics.accuracy:.4f} (non-private reference "
-        f"{metrics.reference.accuracy:.4f})",
+        f"test accuracy {metrics.accuracy:.4f} (majority-class baseline "
+        f"{metrics.baseline.accuracy:.4f})",
         f"ECE {metrics.calibration.ece:.4f}",
         f"MIA AUC {audit.mia_auc:.4f}",
     ]

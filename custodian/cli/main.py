@@ -28,6 +28,7 @@ from privacy.errors import (
     PrivacyInputError,
     TamperedCiphertext,
 )
+from stores.errors import StoreError, UnsafeStoreFile
 from training.errors import TrainingError, TrainingInputError
 
 EXIT_CHECK_FAILED = 1
@@ -44,6 +45,8 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (NoTrustedKeys, EXIT_BAD_INPUT),
     (SigningKeyError, EXIT_BAD_INPUT),
     (UnsafeReplacement, EXIT_BAD_INPUT),
+    # A store file that is a link, a FIFO, a directory or someone else's: refused, exit 2.
+    (UnsafeStoreFile, EXIT_BAD_INPUT),
     (PolicyViolation, EXIT_CHECK_FAILED),
     (CheckFailed, EXIT_CHECK_FAILED),
     (BudgetExceeded, EXIT_CHECK_FAILED),
@@ -54,6 +57,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (PrivacyError, EXIT_CHECK_FAILED),
     (TrainingError, EXIT_CHECK_FAILED),
     (AuditError, EXIT_CHECK_FAILED),
+    (StoreError, EXIT_CHECK_FAILED),
     (OSError, EXIT_BAD_INPUT),
 )
 HANDLED = tuple(cls for cls, _ in EXIT_CODES)
@@ -79,6 +83,7 @@ COMMANDS = {
     "verify": "custodian.cli.verify:verify",
     "bench": "custodian.cli.bench:bench",
     "signoff": "custodian.cli.signoff:signoff_command",
+    "attest": "custodian.cli.attest:attest_command",
     "release": "custodian.cli.release:release",
     "report": "custodian.cli.report:report_command",
 }

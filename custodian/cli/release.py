@@ -30,6 +30,9 @@ def check_command(as_json: bool) -> None:
         for check in verdict.signoffs:
             who = f" ({check.reviewer} as {check.role.value}, actor {check.actor})"
             click.echo(f"sign-off {check.file}: {check.status.value}{who if check.role else ''}")
+        for attested in verdict.attestations:
+            by = f" ({attested.subcategory} by {attested.attester})" if attested.attester else ""
+            click.echo(f"attestation {attested.file}: {attested.status.value}{by}")
         for reason in verdict.reasons:
             click.echo(f"blocked: {reason}")
     verdict.require_passed()
@@ -38,4 +41,8 @@ def check_command(as_json: bool) -> None:
             c.role: c.reviewer for c in verdict.signoffs if c.status is SignoffStatus.COUNTED
         }
         signers = ", ".join(f"{role.value}: {counted[role]}" for role in verdict.roles)
-        click.echo(f"release check passed: {signers}; artifacts unchanged; audit log intact")
+        required = verdict.required_attestations
+        attested = f"; attested: {', '.join(required)}" if required else ""
+        click.echo(
+            f"release check passed: {signers}{attested}; artifacts unchanged; audit log intact"
+        )

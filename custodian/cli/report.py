@@ -42,7 +42,7 @@ def report_command(out: Path, **paths: Path) -> None:
     counts = report.nist_catalog.counts
     click.echo(
         f"wrote {out / 'compliance.json'} and {out / 'compliance.html'}: "
-        f"{sum(r.cleared for r in results)} of {len(results)} gates cleared; NIST AI RMF "
+        f"{report.decision.headline}; NIST AI RMF "
         + ", ".join(f"{count} {status}" for status, count in counts.items())
     )
     for result in results:

@@ -13,7 +13,13 @@ import torch
 
 from custodian.params import TrainParams, load_section
 from custodian.services.dp_runs import encode_split
-from training.dp_benchmark import Workload, memory_in_subprocess, synthetic_workload
+from training.dp_benchmark import (
+    NAMED_WORKLOADS,
+    Workload,
+    memory_in_subprocess,
+    synthetic_workload,
+    workload_for,
+)
 from training.errors import TrainingInputError
 from training.model import Activation, Mlp, ModelConfig
 
@@ -27,9 +33,11 @@ def bench_workload(
     if model == "pipeline":
         # The memory subprocess rebuilds synthetic workloads only.
         return _pipeline_workload(batch_size), None
-    widths = _widths(model)
     batch = batch_size or 512
-    workload = synthetic_workload(widths, rows, batch)
+    if model in NAMED_WORKLOADS:
+        workload = workload_for(model, rows, batch)
+    else:
+        workload = synthetic_workload(_widths(model), rows, batch)
     args = [model, str(rows), str(batch), str(device), "20", str(torch.get_num_threads())]
     return workload, memory_in_subprocess(args) if memory else None
 

@@ -2,7 +2,9 @@
 
 Exit 0 only if every role ``policy.required_signoff_roles`` names has signed,
 each by a different person and with a key the committed trust store trusts for
-that role, exactly the artifacts on disk now; if nothing changed since
+that role, exactly the artifacts on disk now; if every subcategory
+``policy.required_attestations`` names has a current, verified attestation
+(``custodian attest``); if nothing changed since
 ``reports/manifest.json``; and if the audit log verifies. Otherwise exit 1,
 listing every reason, not just the first. It reads and writes nothing else:
 running the gate is not an event in the log.
@@ -13,11 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from audits.attestation import AttestationCheck
 from audits.errors import AuditError
 from audits.signoff import Reason, ReasonCode, SignoffCheck, review_signoffs
 from audits.trust import KeyRole
 from custodian.params import PolicyParams, load_section
 from custodian.project import MANIFEST, Project
+from custodian.services.attest import review_project_attestations
 from custodian.services.audit_log import verify_project_log
 from custodian.services.manifests import artifact_differences, load_manifest
 from custodian.services.signoffs import current_artifacts
@@ -37,6 +41,8 @@ class ReleaseReview:
     reasons: list[Reason]
     signoffs: list[SignoffCheck]
     roles: list[KeyRole]
+    attestations: list[AttestationCheck]
+    required_attestations: list[str]
     artifacts: dict[str, str | None]
 
     @property
@@ -49,6 +55,8 @@ class ReleaseReview:
             "reasons": [reason.model_dump(mode="json") for reason in self.reasons],
             "signoffs": [check.model_dump(mode="json") for check in self.signoffs],
             "required_roles": [role.value for role in self.roles],
+            "required_attestations": self.required_attestations,
+            "attestations": [check.model_dump(mode="json") for check in self.attestations],
             "artifacts": self.artifacts,
         }
 
@@ -70,9 +78,20 @@ def review(project: Project) -> ReleaseReview:
         for path in sorted(project.signoff_dir.glob(SIGNOFF_PATTERN))
     }
     signed = review_signoffs(files, artifacts, roles, project.trust_store())
-    reasons = [*signed.reasons, *_manifest_reasons(project), *_log_reasons(project)]
+    attestations = review_project_attestations(project, policy.required_attestations)
+    reasons = [
+        *signed.reasons,
+        *attestations.reasons,
+        *_manifest_reasons(project),
+        *_log_reasons(project),
+    ]
     return ReleaseReview(
-        reasons=reasons, signoffs=list(signed.signoffs), roles=list(roles), artifacts=artifacts
+        reasons=reasons,
+        signoffs=list(signed.signoffs),
+        roles=list(roles),
+        attestations=list(attestations.checks),
+        required_attestations=list(policy.required_attestations),
+        artifacts=artifacts,
     )
 
 

@@ -65,7 +65,7 @@ class SignedOff:
 def sign(project: Project, name: str, note: str | None) -> SignedOff:
     """Sign the current artifacts as ``name``; refused while a gate fails or files changed."""
     policy = load_section(PolicyParams, "policy", project.params_path)
-    entry, key = _reviewer_key(project, name)
+    entry, key = reviewer_key(project, name)
     compliance = _passing_compliance(project)
     _require_unchanged_since_manifest(project)
     artifacts = current_artifacts(project)
@@ -130,7 +130,7 @@ def current_artifacts(project: Project) -> dict[str, str | None]:
     }
 
 
-def _reviewer_key(project: Project, name: str) -> tuple[TrustedKey, SigningKey]:
+def reviewer_key(project: Project, name: str) -> tuple[TrustedKey, SigningKey]:
     try:
         entry = project.trust_store().get(name)
     except UnknownKeyName:

@@ -31,7 +31,6 @@ Read-only commands are not logged (reading the evidence must not change it):
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import re
 import secrets
@@ -43,19 +42,20 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, NonNegativeInt, ValidationError
+from pydantic import JsonValue
 
 from audits.canonical import NotCanonicalizable, canonical_sha256, sha256_hex
 from audits.errors import AuditError
 from audits.keys import SigningKey, load_or_create_signing_key
-from audits.log import AuditEntry, AuditEvent, AuditLog, EventKind, Sha256Hex, SignedCheckpoint
+from audits.log import AuditEntry, AuditEvent, AuditLog, EventKind, SignedCheckpoint
+from audits.log.spends import PrivacySpend
 from audits.manifest import sha256_file
 from audits.trust import KeyRole, TrustStore
 from custodian.project import PIPELINE_KEY_NAME, Project, private_key_path, stage_entry_paths
 from governance.errors import InputError
+from stores.errors import StoreError
 
 READ_ONLY: frozenset[tuple[str, ...]] = frozenset(
     {
@@ -73,9 +73,6 @@ READ_ONLY: frozenset[tuple[str, ...]] = frozenset(
 _HELP = frozenset({"--help", "-h"})
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
-_SPEND_MARKER = b'"privacy_spend"'
-_SCAN_CHUNK = 1 << 20
-
 _CURRENT: ContextVar[Trail | None] = ContextVar("custodian_trail", default=None)
 
 
@@ -83,26 +80,8 @@ class RevokedSigningKey(AuditError):
     """The pipeline's signing key is revoked in the trust store; it signs nothing more."""
 
 
-class MalformedSpend(AuditError):
-    """A logged privacy spend does not parse: the writer, not the reader, is wrong."""
-
-
 class NoActiveTrail(RuntimeError):
     """A command asked for the trail outside :func:`recording` (a bug, not a user error)."""
-
-
-class PrivacySpend(BaseModel):
-    """One reservation of DP-SGD steps, as the privacy ledger recorded it (cumulative steps)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    dataset_sha256: Sha256Hex
-    run_id: Annotated[str, Field(min_length=1, max_length=200)]
-    noise_multiplier: Annotated[float, Field(gt=0, allow_inf_nan=False)]
-    sample_rate: Annotated[float, Field(gt=0, le=1)]
-    steps: NonNegativeInt
-    accountant: Annotated[str, Field(min_length=1)]
-    delta: Annotated[float, Field(gt=0, lt=1)]
 
 
 @dataclass
@@ -228,50 +207,6 @@ def record_privacy_spend(
         delta=delta,
     )
     return current().decision({"privacy_spend": spend.model_dump(mode="json")})
-
-
-def logged_privacy_spends(log: AuditLog, entries: int) -> Iterator[PrivacySpend]:
-    """The privacy spends among the first ``entries`` entries (those verified), in log order.
-
-    The file is searched a megabyte at a time and only lines that mention a
-    spend are parsed: on a log of a million entries, parsing every line would
-    cost more than verifying it.
-    """
-    if entries == 0:
-        return  # the file may not exist yet
-    seen = 0
-    pending = b""
-    with open(log.path, "rb") as handle:
-        while seen < entries:
-            chunk = handle.read(_SCAN_CHUNK)
-            if not chunk:
-                return
-            data = pending + chunk
-            cut = data.rfind(b"\n") + 1
-            complete, pending = data[:cut], data[cut:]
-            if _SPEND_MARKER not in complete:
-                seen += complete.count(b"\n")
-                continue
-            for line in complete.split(b"\n")[:-1]:
-                if seen == entries:
-                    return
-                seen += 1
-                spend = _spend_on(line) if _SPEND_MARKER in line else None
-                if spend is not None:
-                    yield spend
-
-
-def _spend_on(line: bytes) -> PrivacySpend | None:
-    # Uncovered entries count as verified (with a warning), so a line here may be forged.
-    try:
-        entry = AuditEntry.model_validate_json(line)
-        spend = entry.event.details.get("privacy_spend")
-        return None if spend is None else PrivacySpend.model_validate(spend)
-    except ValidationError as exc:
-        seq = json.loads(line).get("seq")
-        raise MalformedSpend(
-            f"entry {seq}: a privacy_spend event that does not parse: {exc.errors()[0]['msg']}"
-        ) from exc
 
 
 # --------------------------------------------------------------------------- the CLI wrapper
@@ -402,7 +337,7 @@ def _record_error(
         message, details = _one_line(error), {"error_type": type(error).__name__}
     try:
         trail._finish(kind, message, details)
-    except (AuditError, OSError) as audit_error:
+    except (AuditError, StoreError, OSError) as audit_error:
         # The command's own error is what the user must see; this one is secondary.
         _warn(f"the audit log could not record this outcome: {_one_line(audit_error)}")
 

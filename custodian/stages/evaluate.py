@@ -1,9 +1,12 @@
 """The evaluate stage: what privacy cost, whom it cost, and whether the guarantee holds.
 
-The procedure, top to bottom: score the released DP model on the test split (utility,
-calibration, every slice of every sensitive attribute the provenance declares, robustness
-to feature noise and missing values); train the non-private reference model on the same
-split in this run and take the difference (the privacy cost, overall and per slice); run
+The procedure, top to bottom: score the released DP model on the test split (utility next
+to the majority-class baseline, calibration, every slice of every sensitive attribute the
+provenance declares and every pair of them, with base rates, error rates and confidence
+intervals, robustness to feature noise and missing values); where
+``policy.allow_nonprivate_reference`` allows it, train the non-private reference model on
+the same split in this run and take the difference (the privacy cost, overall and per
+slice), else measure what is left against the baseline; run
 membership inference on the released model (training vs test records); then audit the
 privacy guarantee empirically with the one-run canary audit (:mod:`privacy.empirical`),
 which fails loudly if its lower bound exceeds the accountant's epsilon.
@@ -34,7 +37,12 @@ import pandas as pd
 
 from audits.files import atomic_write_json
 from custodian.outputs import MetricsReport, PrivacyReport
-from custodian.params import AuditMode, EvaluateParams, PrivacyParams, TrainParams
+from custodian.params import (
+    AuditMode,
+    EvaluateParams,
+    PrivacyParams,
+    TrainParams,
+)
 from custodian.services.datasets import load_dataset
 from custodian.services.dp_runs import (
     charged_train_dp,
@@ -52,13 +60,19 @@ from training.canaries import draw_canaries, loss_scores, with_canaries
 from training.checkpoint import load_model
 from training.evaluation import (
     BinaryMetrics,
+    GroupMetrics,
     Perturbation,
     SliceSpec,
     WorstSlice,
+    attribute_gaps,
+    baseline_metrics,
     binary_metrics,
     calibration,
+    group_metrics,
+    intersection_labels,
     perturb,
     perturbed_columns,
+    sensitive_values,
     slice_labels,
     worst_slice,
 )
@@ -87,6 +101,7 @@ class _Inputs:
     params: EvaluateParams
     train_params: TrainParams
     privacy: PrivacyParams
+    allow_reference: bool
 
     def encode(self, frame: pd.DataFrame, source: str) -> EncodedTable:
         return _encode(frame, self.columns, self.label, self.train_params, source)
@@ -106,6 +121,7 @@ def run(
     params: EvaluateParams,
     train_params: TrainParams,
     privacy: PrivacyParams,
+    allow_reference: bool,
     splits: Path,
     model_dir: Path,
     privacy_report: Path,
@@ -116,7 +132,7 @@ def run(
     """Evaluate the released model in ``model_dir``; write ``out`` and the two plots."""
     started = time.monotonic()
     production = PrivacyReport.read(privacy_report)
-    inputs = _load_inputs(splits, params, train_params, privacy)
+    inputs = _load_inputs(splits, params, train_params, privacy, allow_reference)
     released = load_model(model_dir)
     if released.feature_names != inputs.test.feature_names:
         raise InputError(
@@ -129,24 +145,54 @@ def run(
 
     probabilities = _positive_probability(model, inputs.test)
     utility = binary_metrics(labels, probabilities)
+    baseline = baseline_metrics(labels)
     reliability = calibration(labels, probabilities, params.calibration_bins)
-    slices = _slices(inputs.test_frame, specs, labels, probabilities)
+    groups = _groups(inputs.test_frame, specs, labels, probabilities, params)
+    slices = _metrics_only(groups)
     worst = worst_slice(slices, params.min_slice_rows)
     robustness = _robustness(inputs, model)
+    pairs = _intersections(inputs.test_frame, specs, labels, probabilities, params)
 
     timer = time.monotonic()
-    reference_model = train_non_private(
-        inputs.train,
-        inputs.val,
-        model_config(inputs.train_params),
-        train_config(inputs.train_params),
-        device=resolve_device(inputs.train_params.device),
-    ).model
+    reference_json: dict[str, Any]
+    if inputs.allow_reference:
+        reference_model = train_non_private(
+            inputs.train,
+            inputs.val,
+            model_config(inputs.train_params),
+            train_config(inputs.train_params),
+            device=resolve_device(inputs.train_params.device),
+        ).model
+        reference_probabilities = _positive_probability(reference_model, inputs.test)
+        reference = binary_metrics(labels, reference_probabilities)
+        reference_slices = _metrics_only(
+            _groups(inputs.test_frame, specs, labels, reference_probabilities, params)
+        )
+        reference_worst = worst_slice(reference_slices, params.min_slice_rows)
+        reference_json = {
+            **reference.to_json(),
+            "trained": True,
+            "released": False,
+            "worst_slice": reference_worst.to_json() if reference_worst is not None else None,
+            "note": (
+                "trained without DP on the same training split in this run, with the train "
+                "section's settings; internal evidence only: its weights are never written "
+                "or released"
+            ),
+        }
+        cost = _privacy_cost(reference, utility, reference_slices, slices, reference_worst, worst)
+    else:
+        reference_json = {
+            "trained": False,
+            "released": False,
+            "note": (
+                "not trained: policy.allow_nonprivate_reference is false (the dataset's rule "
+                "is to train only with differential privacy); the privacy cost is measured "
+                "against the majority-class baseline instead"
+            ),
+        }
+        cost = _cost_against_baseline(baseline, utility, groups)
     reference_seconds = time.monotonic() - timer
-    reference_probabilities = _positive_probability(reference_model, inputs.test)
-    reference = binary_metrics(labels, reference_probabilities)
-    reference_slices = _slices(inputs.test_frame, specs, labels, reference_probabilities)
-    reference_worst = worst_slice(reference_slices, params.min_slice_rows)
 
     mia = membership_inference(
         loss_scores(model, inputs.train), loss_scores(model, inputs.test), MIA_FPR
@@ -158,24 +204,26 @@ def run(
     report = MetricsReport(
         split="test",
         **utility.to_json(),
-        calibration={"ece": reliability.ece, "bins": reliability.bins},
-        slices=_slices_json(slices),
-        slice_min_rows=params.min_slice_rows,
-        worst_slice=worst.to_json() if worst is not None else None,
-        robustness=robustness,
-        reference={
-            **reference.to_json(),
-            "released": False,
-            "worst_slice": reference_worst.to_json() if reference_worst is not None else None,
-            "note": (
-                "trained without DP on the same training split in this run, with the train "
-                "section's settings; internal evidence only: its weights are never written "
-                "or released"
-            ),
+        baseline={
+            **baseline.to_json(),
+            "predicts": int(baseline.positive_rate >= 0.5),
+            "note": "the majority class of the test split for every row: what a model must beat",
         },
-        privacy_cost=_privacy_cost(
-            reference, utility, reference_slices, slices, reference_worst, worst
-        ),
+        lift_over_baseline=utility.accuracy - baseline.accuracy,
+        calibration={"ece": reliability.ece, "bins": reliability.bins},
+        slices={attribute: _groups_json(by) for attribute, by in groups.items()},
+        slice_min_rows=params.min_slice_rows,
+        slice_confidence=params.slice_confidence,
+        worst_slice=worst.to_json() if worst is not None else None,
+        fairness=_fairness_json(groups),
+        intersections={name: _groups_json(by_pair) for name, by_pair in pairs.items()},
+        intersection_fairness=_fairness_json(pairs),
+        sensitive_values={
+            spec.column: sensitive_values(inputs.test_frame[spec.column], spec) for spec in specs
+        },
+        robustness=robustness,
+        reference=reference_json,
+        privacy_cost=cost,
         privacy_audit={
             **audit,
             "mia_auc": mia.auc,
@@ -193,7 +241,7 @@ def run(
             for b in reliability.table
         ],
     )
-    atomic_write_json(slices_plot, _slices_plot(slices, reference_slices))
+    atomic_write_json(slices_plot, _slices_plot(groups))
     report.write(out)
     return Evaluated(
         metrics=report,
@@ -204,7 +252,11 @@ def run(
 
 
 def _load_inputs(
-    splits: Path, params: EvaluateParams, train_params: TrainParams, privacy: PrivacyParams
+    splits: Path,
+    params: EvaluateParams,
+    train_params: TrainParams,
+    privacy: PrivacyParams,
+    allow_reference: bool,
 ) -> _Inputs:
     record, train_frame = load_dataset(splits, "train")
     _, val_frame = load_dataset(splits, "val")
@@ -228,6 +280,7 @@ def _load_inputs(
         params=params,
         train_params=train_params,
         privacy=privacy,
+        allow_reference=allow_reference,
     )
 
 
@@ -267,39 +320,84 @@ def _slice_specs(record: Provenance, edges: Mapping[str, list[float]]) -> list[S
     return specs
 
 
-def _slices(
-    frame: pd.DataFrame, specs: list[SliceSpec], labels: np.ndarray, probabilities: np.ndarray
-) -> dict[str, dict[str, BinaryMetrics]]:
-    result: dict[str, dict[str, BinaryMetrics]] = {}
-    for spec in specs:
-        names = slice_labels(frame[spec.column], spec).to_numpy()
-        result[spec.column] = {
-            name: binary_metrics(labels[names == name], probabilities[names == name])
-            for name in sorted(set(names), key=str)
-        }
-    return result
-
-
-def _slices_json(slices: Mapping[str, Mapping[str, BinaryMetrics]]) -> dict[str, Any]:
+def _groups(
+    frame: pd.DataFrame,
+    specs: list[SliceSpec],
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    params: EvaluateParams,
+) -> dict[str, dict[str, GroupMetrics]]:
     return {
-        attribute: {name: m.to_json() for name, m in by_slice.items()}
-        for attribute, by_slice in slices.items()
+        spec.column: _by_label(
+            slice_labels(frame[spec.column], spec).to_numpy(), labels, probabilities, params
+        )
+        for spec in specs
     }
 
 
-def _slices_plot(
-    dp: Mapping[str, Mapping[str, BinaryMetrics]],
-    reference: Mapping[str, Mapping[str, BinaryMetrics]],
-) -> list[dict[str, Any]]:
+def _intersections(
+    frame: pd.DataFrame,
+    specs: list[SliceSpec],
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    params: EvaluateParams,
+) -> dict[str, dict[str, GroupMetrics]]:
+    """Every pair of sensitive attributes, sliced together (``a & b``)."""
+    result = {}
+    for index, first in enumerate(specs):
+        for second in specs[index + 1 :]:
+            names = intersection_labels(
+                slice_labels(frame[first.column], first), slice_labels(frame[second.column], second)
+            ).to_numpy()
+            result[f"{first.column} & {second.column}"] = _by_label(
+                names, labels, probabilities, params
+            )
+    return result
+
+
+def _by_label(
+    names: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, params: EvaluateParams
+) -> dict[str, GroupMetrics]:
+    return {
+        name: group_metrics(
+            labels[names == name],
+            probabilities[names == name],
+            min_rows=params.min_slice_rows,
+            confidence=params.slice_confidence,
+        )
+        for name in sorted(set(names), key=str)
+    }
+
+
+def _metrics_only(
+    groups: Mapping[str, Mapping[str, GroupMetrics]],
+) -> dict[str, dict[str, BinaryMetrics]]:
+    return {a: {name: g.metrics for name, g in by.items()} for a, by in groups.items()}
+
+
+def _groups_json(by_slice: Mapping[str, GroupMetrics]) -> dict[str, Any]:
+    return {name: g.to_json() for name, g in by_slice.items()}
+
+
+def _fairness_json(groups: Mapping[str, Mapping[str, GroupMetrics]]) -> dict[str, Any]:
+    """Per attribute (or pair), the gaps among slices that are not small; None if < 2."""
+    result: dict[str, Any] = {}
+    for attribute, by_slice in groups.items():
+        gaps = attribute_gaps(attribute, by_slice)
+        result[attribute] = gaps.to_json() if gaps is not None else None
+    return result
+
+
+def _slices_plot(groups: Mapping[str, Mapping[str, GroupMetrics]]) -> list[dict[str, Any]]:
     return [
         {
             "slice": f"{attribute}={name}",
-            "rows": m.rows,
-            "accuracy": m.accuracy,
-            "reference_accuracy": reference[attribute][name].accuracy,
+            "rows": g.metrics.rows,
+            "accuracy": g.metrics.accuracy,
+            "baseline_accuracy": g.baseline_accuracy,
         }
-        for attribute, by_slice in dp.items()
-        for name, m in by_slice.items()
+        for attribute, by_slice in groups.items()
+        for name, g in by_slice.items()
     ]
 
 
@@ -360,6 +458,28 @@ def _privacy_cost(
         for attribute, by_slice in dp_slices.items()
     }
     return cost
+
+
+def _cost_against_baseline(
+    baseline: BinaryMetrics,
+    dp: BinaryMetrics,
+    groups: Mapping[str, Mapping[str, GroupMetrics]],
+) -> dict[str, Any]:
+    """Without a reference: what the DP model keeps over the majority-class baseline."""
+    return {
+        "against": "baseline",
+        "note": (
+            "no non-private reference was trained; each value is the DP model minus the "
+            "majority-class baseline (for log loss, negative means the model is better)"
+        ),
+        "lift_over_baseline": {
+            name: _difference(getattr(dp, name), getattr(baseline, name)) for name in COST_METRICS
+        },
+        "slices": {
+            attribute: {name: g.metrics.accuracy - g.baseline_accuracy for name, g in by.items()}
+            for attribute, by in groups.items()
+        },
+    }
 
 
 def _difference(reference: float | None, dp: float | None) -> float | None:

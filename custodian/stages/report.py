@@ -24,14 +24,18 @@ from typing import Any
 from audits import gates as g
 from audits.cards import ModelFacts, datasheet, model_card
 from audits.compliance import (
+    AttestationSummary,
     AuditLogStatus,
     ComplianceReport,
     Documents,
     ManifestStatus,
     catalog_info,
+    fairness_complete,
     pending_signoffs,
+    release_decision,
+    utility_complete,
 )
-from audits.croissant import croissant
+from audits.croissant import CroissantFacts, croissant
 from audits.files import atomic_directory, atomic_write_json, atomic_write_text
 from audits.manifest import sha256_file
 from audits.nist import Evidence, EvidenceKind, load_catalog, map_catalog
@@ -47,6 +51,7 @@ from custodian.outputs import (
 from custodian.params import PolicyParams
 from custodian.project import Project
 from custodian.services import trail
+from custodian.services.attest import review_project_attestations
 from custodian.services.audit_log import verify_log
 from custodian.services.datasets import load_record
 from custodian.services.manifests import artifact_differences, load_manifest
@@ -103,21 +108,39 @@ def run(policy: PolicyParams, lifetime: float, inputs: Inputs, out: Path) -> Com
     results = g.decide(verdicts, gate_evidence, policy.gate_waivers)
     _log_decisions(results)
 
-    documents = _write_documents(project, out, inputs, loaded, policy)
+    ledger = _ledger_summary(project, loaded.privacy, lifetime)
+    documents = _write_documents(project, out, inputs, loaded, policy, ledger)
     evidence = _evidence(project, inputs, loaded, results, documents)
     catalog = load_catalog()
-    rows = map_catalog(catalog, evidence)
+    attestations = review_project_attestations(project, policy.required_attestations, catalog)
+    rows = map_catalog(catalog, evidence, attestations.attested)
+    findings = _findings(loaded.checks)
     report = ComplianceReport(
         passed=all(result.cleared for result in results),
-        subject=_subject(project, inputs, loaded, manifest_status),
+        decision=release_decision(
+            results,
+            rows,
+            required_roles=[role.value for role in policy.required_signoff_roles],
+            required_attestations=policy.required_attestations,
+            metrics=loaded.metrics,
+            findings=findings,
+        ),
+        model=policy.model,
+        data_protection=policy.data_protection,
+        ai_act_classification=policy.ai_act_classification,
+        attestations=AttestationSummary(
+            required=list(policy.required_attestations),
+            recorded=[check.model_dump(mode="json") for check in attestations.checks],
+        ),
+        subject=_subject(project, inputs, loaded, manifest_status, log_status),
         gates=results,
         nist_catalog=catalog_info(catalog, rows),
         nist_ai_rmf=rows,
         datasets=_dataset_summaries(project, inputs, loaded),
         validation=loaded.validation,
-        findings=_findings(loaded.checks),
-        privacy=loaded.privacy,
-        ledger=_ledger_summary(project, loaded.privacy, lifetime),
+        findings=findings,
+        privacy=_privacy_with_ledger(loaded.privacy, ledger),
+        ledger=ledger,
         metrics=loaded.metrics,
         calibration=loaded.calibration,
         training_curve=loaded.curve,
@@ -127,8 +150,7 @@ def run(policy: PolicyParams, lifetime: float, inputs: Inputs, out: Path) -> Com
         signoffs=pending_signoffs(),
     )
     atomic_write_json(out / "compliance.json", report.model_dump(mode="json"))
-    prefix = os.path.relpath(project.root, out.resolve()).replace(os.sep, "/") + "/"
-    atomic_write_text(out / "compliance.html", render(report, link_prefix=prefix))
+    atomic_write_text(out / "compliance.html", render(report, pack=_relative(project, out)))
 
     return report
 
@@ -355,7 +377,12 @@ def _log_decisions(results: list[g.GateResult]) -> None:
 
 
 def _write_documents(
-    project: Project, out: Path, inputs: Inputs, loaded: Loaded, policy: PolicyParams
+    project: Project,
+    out: Path,
+    inputs: Inputs,
+    loaded: Loaded,
+    policy: PolicyParams,
+    ledger: Mapping[str, Any],
 ) -> Documents:
     trained = str(loaded.split.get("dataset"))
     if trained not in loaded.datasets:
@@ -372,6 +399,11 @@ def _write_documents(
         checks=loaded.checks,
         intended_use=policy.intended_use.value,
         git_commit=project.git_commit(),
+        identity=policy.model,
+        data_protection=policy.data_protection,
+        classification=policy.ai_act_classification,
+        spent_epsilon=_spent(ledger),
+        lifetime_epsilon=float(ledger["lifetime_epsilon"]),
     )
     atomic_write_text(out / MODEL_CARD, model_card(facts))
     sheets, metadata = {}, {}
@@ -384,7 +416,18 @@ def _write_documents(
             content_url = os.path.relpath(csv.resolve(), (out / CROISSANT).resolve())
             metadata[name] = _relative(project, out / CROISSANT / f"{name}.json")
             sheets[name] = _relative(project, out / DATASHEETS / f"{name}.md")
-            atomic_write_json(croissant_dir / f"{name}.json", croissant(record, content_url))
+            facts = (
+                CroissantFacts(
+                    data_protection=policy.data_protection,
+                    metrics=loaded.metrics,
+                    spent_epsilon=_spent(ledger),
+                    lifetime_epsilon=float(ledger["lifetime_epsilon"]),
+                    delta=loaded.privacy.get("delta"),
+                )
+                if name == trained
+                else None
+            )
+            atomic_write_json(croissant_dir / f"{name}.json", croissant(record, content_url, facts))
             split = loaded.split if name == trained else None
             atomic_write_text(
                 sheet_dir / f"{name}.md",
@@ -393,6 +436,7 @@ def _write_documents(
                     validation=loaded.validation,
                     split=split,
                     croissant_path=metadata[name],
+                    protection=policy.data_protection if name == trained else None,
                 ),
             )
     return Documents(
@@ -425,12 +469,12 @@ def _evidence(
         EvidenceKind.PRIVACY_ACCOUNTING: ([rel(inputs.privacy)], True),
         EvidenceKind.PRIVACY_BUDGET: ([_relative(project, project.privacy_ledger_path)], True),
         EvidenceKind.EMPIRICAL_PRIVACY: ([rel(inputs.metrics)], True),
-        EvidenceKind.UTILITY: ([rel(inputs.metrics)], True),
+        EvidenceKind.UTILITY: ([rel(inputs.metrics)], utility_complete(metrics)),
         EvidenceKind.CALIBRATION: (
             [rel(inputs.metrics), rel(inputs.calibration)],
             isinstance((metrics.get("calibration") or {}).get("ece"), int | float),
         ),
-        EvidenceKind.FAIRNESS: ([rel(inputs.metrics)], True),
+        EvidenceKind.FAIRNESS: ([rel(inputs.metrics)], fairness_complete(metrics)),
         EvidenceKind.ROBUSTNESS: ([rel(inputs.metrics)], bool(metrics.get("robustness"))),
         EvidenceKind.TRAINING_RECORD: (
             [rel(inputs.models / "model.json"), rel(inputs.privacy), rel(inputs.curve)],
@@ -459,10 +503,17 @@ def _evidence(
 
 
 def _subject(
-    project: Project, inputs: Inputs, loaded: Loaded, manifest: ManifestStatus
+    project: Project,
+    inputs: Inputs,
+    loaded: Loaded,
+    manifest: ManifestStatus,
+    log: AuditLogStatus,
 ) -> dict[str, Any]:
     return {
         "dataset": loaded.split.get("dataset"),
+        # The evidence's date: when the audit log that records it was last signed.
+        "evidence_as_of": log.signed_at,
+        "released_epoch": loaded.privacy.get("best_epoch"),
         "dataset_sha256": loaded.privacy.get("dataset_sha256"),
         "model": _relative(project, inputs.models / "model.safetensors"),
         "model_sha256": sha256_file(inputs.models / "model.safetensors"),
@@ -534,6 +585,25 @@ def _ledger_summary(
         "runs": len(mine.runs) if mine else 0,
         "steps": mine.steps if mine else 0,
     }
+
+
+def _spent(ledger: Mapping[str, Any]) -> float | None:
+    spent = ledger.get("spent_epsilon")
+    return float(spent) if isinstance(spent, int | float) else None
+
+
+def _privacy_with_ledger(privacy: Mapping[str, Any], ledger: Mapping[str, Any]) -> dict[str, Any]:
+    """privacy.json as the pack shows it: one spent budget, the ledger's, everywhere.
+
+    The train stage wrote what was spent when it finished; the evaluate stage's audit run
+    spends more. The pack states the ledger's total (never less than what was spent) and
+    keeps the train stage's figure under a name that says when it was taken.
+    """
+    budget = dict(privacy.get("budget") or {})
+    if "spent_epsilon" in budget:
+        budget["spent_epsilon_after_training"] = budget["spent_epsilon"]
+    budget["spent_epsilon"] = _spent(ledger)
+    return {**privacy, "budget": budget}
 
 
 # --------------------------------------------------------------------------- paths

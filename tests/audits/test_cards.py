@@ -12,8 +12,9 @@ import mlcroissant as mlc
 import pytest
 
 from audits.cards import DATASHEET_SECTIONS, MODEL_CARD_SECTIONS, ModelFacts, datasheet, model_card
-from audits.croissant import RAI_KEYS, croissant
-from tests.audits.evidence import EVIL, metrics, provenance
+from audits.croissant import RAI_KEYS, TRAINED_RAI_KEYS, CroissantFacts, croissant
+from audits.identity import AiActClassification, DataProtection, ModelIdentity
+from tests.audits.evidence import EVIL, POLICY_DOCS, metrics, provenance
 
 PRIVACY = {
     "epsilon": 2.6690346,
@@ -68,6 +69,11 @@ def facts(**changes) -> ModelFacts:
         },
         "intended_use": "research",
         "git_commit": "1" * 40,
+        "identity": ModelIdentity(**POLICY_DOCS["model"]),
+        "data_protection": DataProtection(**POLICY_DOCS["data_protection"]),
+        "classification": AiActClassification(**POLICY_DOCS["ai_act_classification"]),
+        "spent_epsilon": 3.2912,
+        "lifetime_epsilon": 10.0,
     }
     return ModelFacts(**(values | changes))
 
@@ -80,7 +86,22 @@ def test_model_card_has_the_nine_sections_filled_from_evidence() -> None:
     card = model_card(facts())
     assert headings(card) == list(MODEL_CARD_SECTIONS)
     assert "epsilon 2.669 at delta 1e-06" in card  # from privacy.json
-    assert "| roc_auc | 0.7350 |" in card  # from metrics.json
+    assert "| roc_auc | 0.7350 | 0.5000 |" in card  # from metrics.json, next to the baseline
+    # The spent budget is the ledger's (every run), not the train stage's 2.669.
+    assert "lifetime budget is 10 with epsilon 3.2912 spent" in card
+    assert "2.6690 spent" not in card and "2.669 spent" not in card
+    for fact in (
+        "Version 1.2.0",
+        "data-team@example.invalid",
+        "Intended users: analysts",
+        "Out of scope: decisions about individuals",
+        "EU AI Act: high risk",
+        "Population: adults answering",
+        "DPIA: DPIA-2020-07",
+        "Retention: five years",
+    ):
+        assert fact in card, fact
+    assert "0.8044 [" in card and "**model below baseline**" in card
     assert "`age`" in card and "Used as model inputs: `age`" in card
     assert "score alone predicts label" in card  # a check finding becomes a caveat
     assert "ef" * 32 in card and "1" * 40 in card
@@ -139,8 +160,58 @@ def test_croissant_validates_with_mlcroissant_and_reads_the_rows(tmp_path: Path)
     path.write_text(json.dumps(metadata))
     dataset = mlc.Dataset(jsonld=path)
     assert not dataset.metadata.issues.errors
-    # Only "recommended" properties are missing (no publication date or version is recorded).
-    assert all("recommended" in w for w in dataset.metadata.issues.warnings)
+    # Nothing missing, not even the recommended datePublished and version.
+    assert not dataset.metadata.issues.warnings, dataset.metadata.issues.warnings
+    assert metadata["version"] == f"1.0.0+sha256.{record['sha256'][:16]}"
     rows = list(dataset.records("survey"))
     assert len(rows) == 3 and rows[1]["survey/age"] == pytest.approx(41.0)
     assert EVIL in metadata["description"]  # JSON carries text verbatim; pages escape it
+
+
+def test_croissant_of_the_trained_dataset_carries_the_rai_facts(tmp_path: Path) -> None:
+    record = provenance()
+    facts = CroissantFacts(
+        data_protection=DataProtection(
+            **POLICY_DOCS["data_protection"], collected_from="2019-01-01", collected_to="2020-12-31"
+        ),
+        metrics=metrics(2.669, 1e-6),
+        spent_epsilon=3.2912,
+        lifetime_epsilon=10.0,
+        delta=1e-6,
+    )
+    metadata = croissant(record, "../data/survey.csv", facts)
+    assert set(TRAINED_RAI_KEYS) <= metadata.keys()
+    assert metadata["rai:dataCollectionTimeframe"] == ["2019-01-01", "2020-12-31"]
+    assert (
+        "black: 6 of 2998 test rows hold fractional (imputed) values"
+        in (metadata["rai:dataImputationProtocol"])
+    )
+    impact = metadata["rai:dataSocialImpact"]
+    assert "adults answering the 2020 survey" in impact and "DPIA-2020-07" in impact
+    assert "spent epsilon 3.2912 of its lifetime budget 10" in impact
+    # The data's biases, not the model's: the label's base rate by group.
+    assert (
+        "Base rate of the label by black (test split): 0 0.816 (2428 rows)"
+        in (metadata["rai:dataBiases"])
+    )
+    path = tmp_path / "survey.json"
+    path.write_text(json.dumps(metadata))
+    issues = mlc.Metadata.from_file(ctx=mlc.Context(), file=path).ctx.issues
+    assert not issues.errors and not issues.warnings, issues.report()
+
+
+def test_datasheet_states_population_period_basis_and_retention_where_policy_gives_them() -> None:
+    protection = DataProtection(**POLICY_DOCS["data_protection"])
+    sheet = datasheet(
+        provenance(), validation={}, split=SPLIT, croissant_path="x.json", protection=protection
+    )
+    for fact in (
+        "Population: adults answering the 2020 survey",
+        "Period: 2019-2020",
+        "Lawful basis: GDPR Art. 6(1)(e)",
+        "DPIA: DPIA-2020-07",
+        "Retention: five years after the study ends",
+    ):
+        assert fact in sheet, fact
+    other = datasheet(provenance(), validation={}, split=None, croissant_path="x.json")
+    assert "Population: not recorded" in other

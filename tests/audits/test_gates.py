@@ -9,14 +9,15 @@ from pydantic import ValidationError
 
 from audits import gates as g
 from custodian.params import PolicyParams
-from tests.audits.evidence import metrics
+from tests.audits.evidence import POLICY_DOCS, metrics
 
 LIMITS = g.Limits(
     max_epsilon=3.0,
     max_delta=1e-5,
-    min_accuracy=0.7,
+    min_lift_over_baseline=0.01,
     min_roc_auc=0.65,
     max_worst_slice_gap=0.2,
+    max_gap_over_data=0.05,
     min_slice_rows=30,
 )
 PRIVACY = {"epsilon": 2.669, "delta": 1e-6}
@@ -88,15 +89,22 @@ def test_failing_gx_suite_or_leakage_expectation() -> None:
     assert not verdict.passed and "train_vs_test:group_leakage" in verdict.detail
 
 
-def test_utility_below_accuracy_or_auc() -> None:
+def test_utility_must_beat_the_majority_class_baseline() -> None:
     m = good_metrics()
-    m["accuracy"] = 0.65
+    assert "+0.012 over the majority-class baseline 0.762" in g.utility_gate(m, LIMITS).detail
+    # 0.70 cleared the old bare floor of 0.70, yet a constant predictor scores 0.7625 here.
+    m["accuracy"] = 0.70
     verdict = g.utility_gate(m, LIMITS)
-    assert not verdict.passed and "accuracy 0.650 < policy.min_accuracy 0.7" in verdict.detail
-    # The majority-class predictor: accuracy 0.76 passes, its AUC of 0.5 does not.
+    assert not verdict.passed
+    assert "accuracy 0.700 is -0.062 over the majority-class baseline 0.762 < policy." in (
+        verdict.detail
+    )
+    # The majority-class predictor itself: no lift, and its AUC of 0.5.
     m = good_metrics() | {"accuracy": 0.7625, "roc_auc": 0.5}
     verdict = g.utility_gate(m, LIMITS)
-    assert not verdict.passed and verdict.detail == "ROC AUC 0.500 < policy.min_roc_auc 0.65"
+    assert not verdict.passed and "ROC AUC 0.500 < policy.min_roc_auc 0.65" in verdict.detail
+    del m["baseline"]
+    assert g.utility_gate(m, LIMITS).detail == "reports/metrics.json: baseline: missing"
 
 
 def test_worst_slice_gap_ignores_only_slices_too_small_to_compare() -> None:
@@ -110,6 +118,28 @@ def test_worst_slice_gap_ignores_only_slices_too_small_to_compare() -> None:
     assert not verdict.passed and "> policy.max_worst_slice_gap 0.1" in verdict.detail
     every_row = g.Limits(**{**LIMITS.__dict__, "min_slice_rows": 1})
     assert not g.worst_slice_gap_gate(m, every_row).passed
+
+
+def test_slice_gap_is_held_against_the_gap_the_data_already_has() -> None:
+    m = good_metrics()
+    # black: the model's gap 0.163 is narrower than its groups' base rates give (0.278);
+    # xage's 0.116 comes closest to its baselines' spread (0.82 - 0.70 = 0.12).
+    verdict = g.worst_slice_gap_gate(m, LIMITS)
+    assert verdict.passed
+    assert "most over the data's own gap: xage 0.116 vs 0.120 in the data (-0.004 <=" in (
+        verdict.detail
+    )
+    tight = g.Limits(**{**LIMITS.__dict__, "max_gap_over_data": 0.0})
+    assert g.worst_slice_gap_gate(m, tight).passed
+    m["slices"]["xage"]["q4"]["accuracy"] = 0.85
+    verdict = g.worst_slice_gap_gate(m, tight)
+    assert not verdict.passed and "(+0.015 > policy.max_gap_over_data 0)" in verdict.detail
+    # A model that widens black's gap past the data's fails even under the absolute ceiling.
+    m["slices"]["black"]["1"]["accuracy"] = 0.50
+    m["slices"]["black"]["1"]["baseline_accuracy"] = 0.78
+    loose = g.Limits(**{**LIMITS.__dict__, "max_worst_slice_gap": 0.5})
+    verdict = g.worst_slice_gap_gate(m, loose)
+    assert not verdict.passed and "black 0.304 vs 0.036 in the data" in verdict.detail
 
 
 def test_empirical_bound_above_the_accountant_or_stale_audit() -> None:
@@ -182,10 +212,14 @@ def test_integrity_gates_cannot_be_waived() -> None:
         "allowed_licenses": ["MIT"],
         "max_epsilon": 3,
         "max_delta": 1e-5,
-        "min_accuracy": 0.7,
+        "min_lift_over_baseline": 0.01,
         "min_roc_auc": 0.65,
         "max_worst_slice_gap": 0.2,
+        "max_gap_over_data": 0.1,
         "min_slice_rows": 30,
+        "model": POLICY_DOCS["model"],
+        "data_protection": POLICY_DOCS["data_protection"],
+        "ai_act_classification": POLICY_DOCS["ai_act_classification"],
     }
     with pytest.raises(ValidationError, match="artifacts cannot be waived"):
         PolicyParams(**base, gate_waivers={"artifacts": reason})

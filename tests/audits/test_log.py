@@ -19,7 +19,7 @@ import rfc8785
 from pydantic import ValidationError
 
 from audits.canonical import NotCanonicalizable, canonical_bytes, canonical_sha256
-from audits.keys import SigningKey
+from audits.keys import PublicKey, SigningKey
 from audits.log import (
     AuditEvent,
     AuditLog,
@@ -586,3 +586,24 @@ def test_timeline_is_a_readable_table(log: AuditLog) -> None:
     assert table[0].split() == ["#", "time", "(UTC)", "kind", "stage", "command", "actor", "note"]
     assert "command_succeeded" in table[1] and "1 in, 0 out, number=0" in table[1]
     assert table[2].endswith("error: budget exceeded")
+
+
+def test_a_log_written_before_the_shared_store_still_verifies_and_extends(tmp_path: Path) -> None:
+    """Files written by the audit log before it moved onto ``stores.local`` (with a torn
+    tail set aside and recorded), byte for byte: they verify, and a new entry extends them."""
+    legacy = REPO / "tests" / "stores" / "legacy"
+    for name in ("log.jsonl", "checkpoint.json", "checkpoint.history.jsonl"):
+        (tmp_path / name).write_bytes((legacy / f"audit-{name}").read_bytes())
+    signer = PublicKey.from_pem((legacy / "audit-signer.pem").read_bytes())
+    log = AuditLog(tmp_path / "log.jsonl", tmp_path / "checkpoint.json")
+
+    report = log.verify([signer])
+    assert report.ok and (report.entries, report.covered) == (5, 5), report.summary()
+    assert [e.event.kind for e in log.entries()].count(EventKind.RECOVERY) == 1
+
+    before = log.path.read_bytes()
+    log.append(_event(5))
+    assert log.path.read_bytes().startswith(before)
+    key = SigningKey.generate()
+    log.write_checkpoint(key, [signer])
+    assert log.verify([signer, key.public_key]).covered == 6

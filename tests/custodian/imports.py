@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tests.conftest import ROOT
 
-PACKAGES = ("governance", "training", "privacy", "audits", "custodian")
+PACKAGES = ("governance", "training", "privacy", "audits", "stores", "custodian")
 
 
 def module_file(name: str) -> Path | None:

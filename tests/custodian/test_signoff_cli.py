@@ -24,7 +24,7 @@ from audits.keys import SigningKey, load_signing_key
 from audits.log import EventKind
 from audits.signoff import Statement, sign_statement
 from custodian.project import Project
-from tests.conftest import ROOT
+from tests.conftest import committed
 from tests.custodian.test_audit_cli import Result, invoke
 
 PIPELINE = """
@@ -77,7 +77,7 @@ def reviewed_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = base / "project"
     (root / "models").mkdir(parents=True)
     (root / "reports").mkdir()
-    shutil.copy2(ROOT / "params.yaml", root / "params.yaml")
+    (root / "params.yaml").write_bytes(committed("params.yaml"))
     (root / "dvc.yaml").write_text(PIPELINE)
     (root / "data.csv").write_text("x,y\n1,0\n2,1\n")
     (root / "models/model.safetensors").write_bytes(bytes(range(256)) * 4)

@@ -1,7 +1,9 @@
 """The per-dataset privacy budget ledger: composition, refusal, durability, tampering."""
 
+import hashlib
 import json
 import multiprocessing
+import stat
 import time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ DATA = "ab" * 32
 OTHER = "cd" * 32
 DELTA = 1e-5
 SIGMA, Q = 1.1, 0.01
+LEGACY = Path(__file__).resolve().parents[1] / "stores" / "legacy"
 
 
 @pytest.fixture
@@ -216,7 +219,7 @@ def test_garbled_middle_line_is_not_mistaken_for_a_torn_tail(ledger: PrivacyLedg
         ledger.verify()
 
 
-def test_torn_tail_is_reported_then_recovered(ledger: PrivacyLedger) -> None:
+def test_torn_tail_is_reported_then_set_aside_and_recorded(ledger: PrivacyLedger) -> None:
     handle = ledger.open_run(DATA, "run", SIGMA, Q, AccountantKind.RDP, DELTA)
     handle.record_steps(100)
     intact = ledger.path.read_bytes()
@@ -233,42 +236,103 @@ def test_torn_tail_is_reported_then_recovered(ledger: PrivacyLedger) -> None:
 
     status = ledger.verify()
     assert (status.torn_tail, status.recoveries, status.records) == (None, 1, 4)
-    assert ledger.path.read_bytes().startswith(intact + fragment + b"\n")
+    # The store's one rule: the bytes moved aside (0600), the recovery names them where
+    # it starts, and the ledger holds only records.
+    aside = ledger.path.with_name(ledger.path.name + ".torn-1")
+    assert aside.read_bytes() == fragment
+    assert stat.S_IMODE(aside.stat().st_mode) == 0o600
+    recovery = json.loads(_lines(ledger)[2])
+    assert recovery["event"] == "recovery"
+    assert recovery["torn"] == {
+        "offset": len(intact),
+        "length": len(fragment),
+        "sha256": hashlib.sha256(fragment).hexdigest(),
+    }
+    assert ledger.path.read_bytes().startswith(intact + _lines(ledger)[2])
     assert ledger.history(DATA) == [SgdSteps(SIGMA, Q, 200)]
 
 
-def test_crash_during_recovery_is_recovered_too(ledger: PrivacyLedger) -> None:
+def test_crash_while_recovering_is_recovered_too(ledger: PrivacyLedger) -> None:
     handle = ledger.open_run(DATA, "run", SIGMA, Q, AccountantKind.RDP, DELTA)
     handle.record_steps(100)
     with ledger.path.open("ab") as file:
-        file.write(b'{"accountant":"rd' + b'\n{"event":"recov')
-
+        file.write(b'{"accountant":"rd')
     handle.record_steps(200)
+    # Replay a crash in the middle of that recovery's write: the recovery record made it,
+    # the reservation after it is torn. Its steps were never acknowledged, so never taken.
+    lines = _lines(ledger)
+    ledger.path.write_bytes(b"".join(lines[:3]) + lines[3][:40])
+
+    assert ledger.history(DATA) == [SgdSteps(SIGMA, Q, 100)]
+    handle.record_steps(300)
 
     status = ledger.verify()
-    assert (status.torn_tail, status.recoveries) == (None, 1)
-    assert ledger.history(DATA) == [SgdSteps(SIGMA, Q, 200)]
+    assert (status.torn_tail, status.recoveries) == (None, 2)
+    assert ledger.history(DATA) == [SgdSteps(SIGMA, Q, 300)]
+    assert ledger.path.with_name(ledger.path.name + ".torn-2").read_bytes() == lines[3][:40]
 
 
-def test_complete_last_record_without_newline_is_counted(ledger: PrivacyLedger) -> None:
+def test_complete_last_record_without_newline_was_never_acknowledged(
+    ledger: PrivacyLedger,
+) -> None:
     handle = ledger.open_run(DATA, "run", SIGMA, Q, AccountantKind.RDP, DELTA)
     handle.record_steps(100)
+    handle.record_steps(150)
     ledger.path.write_bytes(ledger.path.read_bytes().rstrip(b"\n"))
 
-    assert ledger.verify().torn_tail is None
+    # record_steps returns only once the newline is on disk: 150 was never taken.
+    torn = ledger.verify().torn_tail
+    assert torn is not None and torn.line == 3
     assert ledger.history(DATA) == [SgdSteps(SIGMA, Q, 100)]
     handle.record_steps(200)
-    assert ledger.verify().records == 3
+    assert ledger.verify().records == 4  # open, 100, recovery, 200
 
 
-def test_recovery_that_no_longer_matches_is_detected(ledger: PrivacyLedger) -> None:
+def test_two_damaged_lines_at_the_end_are_not_taken_for_a_crash(ledger: PrivacyLedger) -> None:
+    handle = ledger.open_run(DATA, "run", SIGMA, Q, AccountantKind.RDP, DELTA)
+    handle.record_steps(100)
+    before = ledger.path.read_bytes() + b'{"accountant":"rd\n{"event":"recov'
+    ledger.path.write_bytes(before)
+
+    with pytest.raises(LedgerCorrupted, match="last two lines .* are damaged"):
+        handle.record_steps(200)
+    assert ledger.path.read_bytes() == before
+    assert not ledger.path.with_name(ledger.path.name + ".torn-1").exists()
+
+
+def test_recovery_that_names_other_bytes_is_detected(ledger: PrivacyLedger) -> None:
     handle = ledger.open_run(DATA, "run", SIGMA, Q, AccountantKind.RDP, DELTA)
     handle.record_steps(100)
     with ledger.path.open("ab") as file:
         file.write(b'{"accountant":"rdp"')
     handle.record_steps(200)
-    ledger.path.write_bytes(ledger.path.read_bytes().replace(b'{"accountant":"rdp"\n', b"{}x\n"))
+    # Move the recovery record one line down: it no longer starts where the bytes were cut.
+    lines = _lines(ledger)
+    ledger.path.write_bytes(b"".join([lines[0], b"{}x\n", *lines[1:]]))
 
+    with pytest.raises(LedgerCorrupted):
+        ledger.verify()
+
+
+def test_ledger_with_an_old_in_place_recovery_still_verifies(ledger: PrivacyLedger) -> None:
+    # Written by the ledger before the shared store: torn bytes left in place, terminated,
+    # and claimed by the recovery record after them.
+    legacy = (LEGACY / "privacy-ledger-in-place-recovery.jsonl").read_bytes()
+    ledger.path.parent.mkdir(parents=True)
+    ledger.path.write_bytes(legacy)
+
+    status = ledger.verify()
+    assert (status.records, status.recoveries, status.torn_tail) == (4, 1, None)
+    assert ledger.history(DATA) == [SgdSteps(SIGMA, Q, 200)]
+    handle = ledger.open_run(DATA, "run", SIGMA, Q, AccountantKind.RDP, DELTA)
+    handle.record_steps(300)
+    assert ledger.path.read_bytes().startswith(legacy)
+    assert ledger.history(DATA) == [SgdSteps(SIGMA, Q, 300)]
+
+    edited = legacy.replace(
+        b'{"accountant":"rdp","dataset_sha\n', b'{"accountant":"rdp","dataset_shX\n'
+    )
+    ledger.path.write_bytes(edited)
     with pytest.raises(LedgerCorrupted, match="recovery record does not match"):
         ledger.verify()
 

@@ -11,13 +11,19 @@ import pytest
 from training.errors import TrainingInputError
 from training.evaluation import (
     BinaryMetrics,
+    GroupMetrics,
     Perturbation,
     SliceSpec,
+    attribute_gaps,
+    baseline_metrics,
     binary_metrics,
     bucket_names,
     calibration,
+    group_metrics,
+    intersection_labels,
     perturb,
     perturbed_columns,
+    sensitive_values,
     slice_labels,
     worst_slice,
 )
@@ -142,3 +148,86 @@ def test_perturbations_stay_within_the_schema() -> None:
     assert perturbed_columns(COLUMNS, Perturbation.FEATURE_NOISE) == ["a", "b"]
     assert perturbed_columns(COLUMNS, Perturbation.MISSING) == ["b"]
     assert frame["b"].notna().all()  # the input is not modified
+
+
+# --------------------------------------------------------------------------- baseline, groups
+
+
+def test_baseline_is_the_best_constant_predictor() -> None:
+    labels = np.array([1] * 7 + [0] * 3)
+    b = baseline_metrics(labels)
+    assert b.accuracy == pytest.approx(0.7)  # always "1"
+    assert b.roc_auc == pytest.approx(0.5) and b.balanced_accuracy == pytest.approx(0.5)
+    # Its log loss is the labels' entropy; F1 of always-1 is 2p / (1 + p).
+    assert b.log_loss == pytest.approx(-(0.7 * np.log(0.7) + 0.3 * np.log(0.3)))
+    assert b.f1 == pytest.approx(2 * 0.7 / 1.7)
+    assert baseline_metrics(np.array([0, 0, 1])).accuracy == pytest.approx(2 / 3)
+
+
+def _wilson_by_hand(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+def test_group_rates_and_wilson_intervals_by_hand() -> None:
+    # 4 positives (3 predicted 1), 6 negatives (2 predicted 1): TPR 3/4, FPR 2/6.
+    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    probabilities = np.array([0.9, 0.8, 0.6, 0.2, 0.7, 0.55, 0.1, 0.2, 0.3, 0.4])
+    g = group_metrics(labels, probabilities, min_rows=30, confidence=0.95)
+    assert (g.tpr, g.fpr) == (pytest.approx(0.75), pytest.approx(2 / 6))
+    assert g.metrics.accuracy == pytest.approx(0.7) and g.baseline_accuracy == pytest.approx(0.6)
+    assert g.predicted_positive_rate == pytest.approx(0.5) and g.small
+    assert g.accuracy_ci == pytest.approx(_wilson_by_hand(7, 10))
+    assert g.tpr_ci == pytest.approx(_wilson_by_hand(3, 4))
+    assert g.fpr_ci == pytest.approx(_wilson_by_hand(2, 6))
+    row = g.to_json()
+    assert row["base_rate"] == pytest.approx(0.4) and row["below_baseline"] is False
+    assert row["lift_over_baseline"] == pytest.approx(0.1)
+    # All one class: the other rate is undefined, never a made-up number.
+    only = group_metrics(np.array([1, 1]), np.array([0.2, 0.9]), min_rows=1, confidence=0.9)
+    assert only.fpr is None and only.fpr_ci is None and not only.small
+    assert only.below_baseline  # accuracy 0.5 < 1.0 for always "1"
+
+
+def test_attribute_gaps_leave_out_small_slices_and_compare_with_the_data() -> None:
+    def group(labels: list[int], predicted: list[int], min_rows: int = 2) -> GroupMetrics:
+        return group_metrics(
+            np.array(labels), np.array(predicted, dtype=float), min_rows=min_rows, confidence=0.95
+        )
+
+    by_slice = {
+        # base rate 0.5, accuracy 1.0, TPR 1, FPR 0
+        "a": group([1, 1, 0, 0], [1, 1, 0, 0]),
+        # base rate 0.75 (baseline 0.75), accuracy 0.5, TPR 2/3, FPR 1
+        "b": group([1, 1, 1, 0], [1, 1, 0, 1]),
+        "tiny": group([0], [1]),  # under min_rows: not compared
+    }
+    gaps = attribute_gaps("x", by_slice)
+    assert gaps is not None and gaps.slices == ("a", "b")
+    assert gaps.accuracy_gap == pytest.approx(0.5) and gaps.data_gap == pytest.approx(0.25)
+    assert gaps.base_rate_gap == pytest.approx(0.25)
+    assert gaps.tpr_gap == pytest.approx(1 / 3) and gaps.fpr_gap == pytest.approx(1.0)
+    assert gaps.equalized_odds_gap == pytest.approx(1.0)
+    assert gaps.to_json()["gap_over_data"] == pytest.approx(0.25)
+    assert attribute_gaps("x", {"a": by_slice["a"], "tiny": by_slice["tiny"]}) is None
+
+
+def test_fractional_sensitive_values_are_counted_not_hidden() -> None:
+    values = pd.Series([0.0, 1.0, 0.25, 0.75, 0.5, None, 1.0])
+    report = sensitive_values(values, SliceSpec("black", edges=(0.5,)))
+    assert report["missing"] == 1 and report["fractional"] == 3
+    assert report["fractional_to"] == {"<0.5": 1, ">=0.5": 2}
+    assert report["indicator"] is True
+    categorical = sensitive_values(pd.Series([0, 1, None]), SliceSpec("f", categories=(0, 1)))
+    assert categorical == {"rows": 3, "missing": 1, "bucketed": False}
+    # Age in years is continuous, not a 0/1 indicator: its fractions are not imputations.
+    age = sensitive_values(pd.Series([25.5, 61.2, 3.0]), SliceSpec("xage", edges=(18, 35)))
+    assert age["indicator"] is False and "fractional" not in age
+
+
+def test_intersection_labels_join_both_slices() -> None:
+    first = pd.Series(["0", "1", "missing"])
+    second = pd.Series(["<18", ">=50", "<18"])
+    assert list(intersection_labels(first, second)) == ["0 & <18", "1 & >=50", "missing & <18"]

@@ -27,7 +27,6 @@ from training.private_steps import ClippingMode
 from training.trainer import DpConfig, TrainConfig, train_dp
 
 CPU = torch.device("cpu")
-CUDA_ONLY = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 MAX_GRAD_NORM = 0.5
 ORIGINAL_CLIP = DPOptimizer.clip_and_accumulate
 
@@ -98,8 +97,8 @@ def record_clipping(
     [
         (Precision.FP32, CPU),
         (Precision.BF16, CPU),
-        pytest.param(Precision.FP16, torch.device("cuda"), marks=CUDA_ONLY),
-        pytest.param(Precision.BF16, torch.device("cuda"), marks=CUDA_ONLY),
+        pytest.param(Precision.FP16, torch.device("cuda"), marks=pytest.mark.cuda),
+        pytest.param(Precision.BF16, torch.device("cuda"), marks=pytest.mark.cuda),
     ],
 )
 def test_clipped_per_sample_norms_never_exceed_max_grad_norm(

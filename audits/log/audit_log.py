@@ -1,0 +1,367 @@
+"""The log itself: appending events, signing checkpoints, reading entries, verifying.
+
+Its lines live in a :class:`stores.local.LocalRecordFile` (lock, fsync, the
+torn-tail rule); the checkpoint history is one too, without a chain.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from audits.canonical import canonical_bytes, sha256_hex
+from audits.files import atomic_write_json
+from audits.keys import PublicKey, SigningKey
+from audits.log.errors import (
+    CheckpointFormatError,
+    LogFormatError,
+    NoCheckpoint,
+    NoTrustedKeys,
+    TamperDetected,
+    UntrustedCheckpoint,
+)
+from audits.log.lines import Malformed, entry_link, entry_link_or_none
+from audits.log.records import (
+    ZERO_HASH,
+    AuditEntry,
+    AuditEvent,
+    CheckpointState,
+    EventKind,
+    SignatureStatus,
+    SignedCheckpoint,
+    TreeHead,
+    VerifyReport,
+    first_error,
+    utc_text,
+)
+from audits.log.verification import Snapshot, verify_snapshot
+from audits.merkle import CompactRange, leaf_hash
+from stores.errors import DamagedTail
+from stores.files import read_store_file
+from stores.local import EMPTY_TAIL, LocalRecordFile, Reader, RecordBuilder, SetAside, Torn
+
+
+class AuditLog:
+    """An append-only audit log at ``path`` whose signed checkpoint lives at ``checkpoint_path``.
+
+    The checkpoint history is kept beside the checkpoint file
+    (``<checkpoint stem>.history.jsonl``). All methods are safe to call from
+    several processes at once.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], checkpoint_path: str | os.PathLike[str]
+    ) -> None:
+        self.path = Path(path)
+        self.checkpoint_path = Path(checkpoint_path)
+        self.history_path = self.checkpoint_path.with_suffix(".history.jsonl")
+        self._lines = LocalRecordFile(self.path, entry_link_or_none)
+        # Written under the log's lock: it has no lock of its own.
+        self._history = LocalRecordFile(self.history_path, None)
+
+    def __repr__(self) -> str:
+        return f"AuditLog({str(self.path)!r}, {str(self.checkpoint_path)!r})"
+
+    # ---- writing
+
+    def append(self, event: AuditEvent) -> AuditEntry:
+        """Append ``event`` durably (fsync) and return the entry as written.
+
+        A torn last line left by a crash is set aside first and recorded by a
+        ``recovery`` event (see :mod:`audits.log`).
+        """
+        written: list[AuditEntry] = []
+
+        def entry(event: AuditEvent) -> RecordBuilder:
+            def build(seq: int, prev: str) -> bytes:
+                written.append(AuditEntry(seq=seq, time=datetime.now(UTC), prev=prev, event=event))
+                return written[-1].line()
+
+            return build
+
+        def recovery(aside: SetAside) -> RecordBuilder:
+            return entry(_recovery_event(aside, event))
+
+        with self._lines.appending() as appender, _refusing_damage():
+            appender.append([entry(event)], recovery=recovery, guard=self._guard_covered)
+        return written[-1]
+
+    def write_checkpoint(
+        self, signing_key: SigningKey, trusted_keys: Iterable[PublicKey] = ()
+    ) -> SignedCheckpoint:
+        """Sign a tree head over every complete entry and store it apart from the log.
+
+        The previous checkpoint must be signed by ``signing_key`` or one of
+        ``trusted_keys`` (after a key rotation); otherwise, or when the log no
+        longer extends what it covers, raise :class:`TamperDetected` and sign nothing.
+        """
+        trusted = _key_map([signing_key.public_key, *trusted_keys])
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lines.locked(), self._lines.reading() as reader:
+            tail = reader.tail if reader is not None else None
+            if tail is not None and tail.damaged_before_torn:
+                raise TamperDetected(f"{reader.damaged_tail_message()} (run verify)")
+            end = tail.end if tail is not None else 0
+            state = self._read_state()
+            if state is not None and state.log_bytes > end:
+                raise TamperDetected(
+                    f"{self.path} holds {end} intact bytes but its signed checkpoint "
+                    f"covers {state.log_bytes}: the log was truncated; refusing to sign"
+                )
+            tree, start, prev = self._resume(reader, state, trusted)
+            if reader is not None:
+                _extend(reader, tree, start, end, prev)
+            head = TreeHead(
+                key_fingerprint=signing_key.fingerprint,
+                tree_size=tree.size,
+                root_hash=tree.root().hex(),
+                time=utc_text(datetime.now(UTC)),
+            )
+            signed = SignedCheckpoint(
+                tree_head=head,
+                signature=base64.b64encode(signing_key.sign(head.signed_bytes())).decode("ascii"),
+            )
+            state = CheckpointState(
+                checkpoint=signed,
+                compact_range=[value.hex() for value in tree.hashes],
+                log_bytes=end,
+            )
+            # The checkpoint file first: a crash before the history record costs
+            # only some localisation, never the newest head.
+            atomic_write_json(self.checkpoint_path, state.model_dump(mode="json"))
+            with self._history.writing() as history:
+                # A torn history record was never acknowledged: set aside, nothing to record.
+                record = canonical_bytes(signed.model_dump(mode="json"))
+                history.append([lambda seq, prev: record])
+        return signed
+
+    def export_checkpoint(self, out_path: str | os.PathLike[str]) -> SignedCheckpoint:
+        """Write the latest signed checkpoint to ``out_path`` for anchoring outside the project."""
+        with self._lines.locked():
+            state = self._read_state()
+        if state is None:
+            raise NoCheckpoint(f"no signed checkpoint at {self.checkpoint_path} yet")
+        atomic_write_json(out_path, state.checkpoint.model_dump(mode="json"))
+        return state.checkpoint
+
+    # ---- reading
+
+    def entries(self) -> Iterator[AuditEntry]:
+        """Every complete entry in order, validated; a torn last line is not an entry.
+
+        Raises :class:`LogFormatError` at the first line that is not an entry.
+        Reading integrity is :meth:`verify`'s job; this is for display.
+        """
+        with self._lines.reading() as reader:
+            if reader is None:
+                return
+            with self._reading_lock():
+                end = reader.tail.end
+            # Entries below ``end`` never change under a writer, so read them unlocked.
+            for index, line in enumerate(reader.lines(0, end)):
+                try:
+                    yield AuditEntry.model_validate_json(line.data)
+                except ValidationError as exc:
+                    raise LogFormatError(
+                        f"{self.path}: entry {index} (byte {line.offset}) is not an audit "
+                        f"entry: {first_error(exc)}"
+                    ) from exc
+
+    def search(self, needle: bytes, entries: int) -> Iterator[tuple[int, bytes]]:
+        """``(entry number, line)`` of each of the first ``entries`` entries whose line holds
+        ``needle`` (e.g. ``b'"privacy_spend"'``), found without parsing the others."""
+        with self._lines.reading() as reader:
+            if reader is None:
+                return
+            with self._reading_lock():
+                end = reader.tail.end
+            for index, line in reader.search(needle, 0, end):
+                if index >= entries:
+                    return
+                if line.terminated:
+                    yield index, line.data
+
+    def read(
+        self,
+        *,
+        stage: str | None = None,
+        since: datetime | None = None,
+        actor: str | None = None,
+    ) -> list[AuditEntry]:
+        """Entries for a human timeline, filtered by stage, actor and time (``since`` inclusive).
+
+        ``since`` must be timezone-aware: a naive time would be a guess.
+        """
+        if since is not None and since.tzinfo is None:
+            raise ValueError("since must be timezone-aware")
+        return [
+            entry
+            for entry in self.entries()
+            if (stage is None or entry.event.stage == stage)
+            and (actor is None or entry.event.actor == actor)
+            and (since is None or entry.time >= since)
+        ]
+
+    # ---- verification
+
+    def verify(
+        self, public_keys: Iterable[PublicKey], against: SignedCheckpoint | None = None
+    ) -> VerifyReport:
+        """Check the whole log; fail closed.
+
+        Checks that every line is an entry, that sequence numbers and ``prev``
+        hashes chain, that every signed head (checkpoint file and history) is
+        signed by one of ``public_keys`` and matches the Merkle root of the
+        entries it covers, and, with ``against`` (an exported checkpoint, see
+        :func:`audits.log.load_checkpoint`), that the log is a consistent extension of it.
+        """
+        trusted = _key_map(public_keys)
+        if not trusted:
+            raise NoTrustedKeys("verification needs at least one trusted public key")
+        with self._lines.reading() as reader:
+            with self._reading_lock():
+                snapshot = Snapshot(
+                    tail=reader.tail if reader is not None else EMPTY_TAIL,
+                    state_bytes=read_store_file(self.checkpoint_path),
+                    history_bytes=read_store_file(self.history_path),
+                    checkpoint_path=self.checkpoint_path,
+                    history_path=self.history_path,
+                )
+            # Below ``tail.end`` the log only ever grows, so the scan runs unlocked.
+            return verify_snapshot(reader, snapshot, trusted, against)
+
+    # ---- internals
+
+    def _guard_covered(self, torn: Torn) -> None:
+        """Torn bytes inside what a signed checkpoint covers are no crash: refuse to repair."""
+        state = self._read_state()
+        if state is not None and torn.offset < state.log_bytes:
+            raise TamperDetected(
+                f"{self.path}: damaged bytes at offset {torn.offset} lie inside the "
+                f"{state.log_bytes} bytes a signed checkpoint covers; that is not a crash, "
+                f"refusing to repair (run verify)"
+            )
+
+    def _resume(
+        self, reader: Reader | None, state: CheckpointState | None, trusted: Mapping[str, PublicKey]
+    ) -> tuple[CompactRange, int, str]:
+        """Compact range, byte offset and chain hash where the previous checkpoint ended."""
+        if state is None:
+            if read_store_file(self.history_path):
+                # Written only after the checkpoint file, so this is no crash:
+                # starting afresh would sign whatever the log holds now.
+                raise TamperDetected(
+                    f"{self.checkpoint_path} is missing but {self.history_path.name} holds "
+                    f"signed checkpoints; restore it (run verify) before signing again"
+                )
+            return CompactRange(), 0, ZERO_HASH
+        head = state.checkpoint.tree_head
+        status = state.checkpoint.signature_status(trusted)
+        if status is not SignatureStatus.VALID:
+            raise UntrustedCheckpoint(
+                f"{self.checkpoint_path}: {status.value.replace('_', ' ')} "
+                f"(signer {head.key_fingerprint}); refusing to extend it"
+            )
+        try:
+            tree = CompactRange(head.tree_size, [bytes.fromhex(h) for h in state.compact_range])
+        except ValueError as exc:
+            raise TamperDetected(f"{self.checkpoint_path}: {exc}") from exc
+        if tree.root().hex() != head.root_hash:
+            raise TamperDetected(f"{self.checkpoint_path}: compact range does not match its root")
+        if head.tree_size == 0:
+            return tree, 0, ZERO_HASH
+        last = reader.line_ending_at(state.log_bytes) if reader is not None else None
+        link = entry_link_or_none(last.data) if last is not None else None
+        if last is None or link is None or link.seq != head.tree_size - 1:
+            raise TamperDetected(
+                f"{self.path}: entry {head.tree_size - 1} no longer ends at byte "
+                f"{state.log_bytes}, where the signed checkpoint says it does; refusing to sign"
+            )
+        return tree, state.log_bytes, sha256_hex(last.data)
+
+    def _read_state(self) -> CheckpointState | None:
+        data = read_store_file(self.checkpoint_path)
+        if data is None:
+            return None
+        try:
+            return CheckpointState.model_validate_json(data)
+        except ValidationError as exc:
+            raise CheckpointFormatError(
+                f"{self.checkpoint_path} is not a checkpoint: {first_error(exc)}"
+            ) from exc
+
+    @contextlib.contextmanager
+    def _reading_lock(self) -> Iterator[None]:
+        # Where the lock file cannot be created, no writer can append either.
+        if os.access(self.path.parent, os.W_OK):
+            with self._lines.locked():
+                yield
+        else:
+            yield
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> SignedCheckpoint:
+    """Read a checkpoint written by :meth:`AuditLog.export_checkpoint`."""
+    target = Path(path)
+    try:
+        data = target.read_bytes()
+    except OSError as exc:
+        raise CheckpointFormatError(f"cannot read checkpoint {target}: {exc.strerror}") from exc
+    try:
+        return SignedCheckpoint.model_validate_json(data)
+    except ValidationError as exc:
+        raise CheckpointFormatError(
+            f"{target} is not a signed checkpoint: {first_error(exc)}"
+        ) from exc
+
+
+def _recovery_event(aside: SetAside, event: AuditEvent) -> AuditEvent:
+    """The ``recovery`` event naming torn bytes set aside, logged by the writer that found them."""
+    return AuditEvent(
+        actor=event.actor,
+        command=event.command,
+        stage=event.stage,
+        kind=EventKind.RECOVERY,
+        details={
+            "reason": aside.reason,
+            "entry": aside.seq,
+            "offset": aside.offset,
+            "length": aside.length,
+            "sha256": aside.sha256,
+            "moved_to": aside.moved_to.name,
+        },
+    )
+
+
+def _extend(reader: Reader, tree: CompactRange, start: int, end: int, prev: str) -> None:
+    """Add the entries in ``[start, end)`` to ``tree``, refusing a broken chain."""
+    for line in reader.lines(start, end):
+        try:
+            seq, line_prev = entry_link(line.data)
+        except Malformed as exc:
+            where = f"entry {tree.size} (byte {line.offset})"
+            raise TamperDetected(f"{where}: {exc}; refusing to sign") from exc
+        if seq != tree.size or line_prev != prev:
+            where = f"entry {tree.size} (byte {line.offset})"
+            raise TamperDetected(f"{where}: breaks the hash chain; refusing to sign")
+        tree.append(leaf_hash(line.data))
+        prev = sha256_hex(line.data)
+
+
+@contextlib.contextmanager
+def _refusing_damage() -> Iterator[None]:
+    # Two damaged lines at the end are the store's DamagedTail; to the log's callers, tampering.
+    try:
+        yield
+    except DamagedTail as exc:
+        raise TamperDetected(f"{exc} (run verify)") from None
+
+
+def _key_map(keys: Iterable[PublicKey]) -> dict[str, PublicKey]:
+    return {key.fingerprint: key for key in keys}

@@ -1,0 +1,266 @@
+"""The audit log's records: events, entries, signed tree heads, and verification reports."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    NonNegativeInt,
+    StringConstraints,
+    ValidationError,
+    computed_field,
+    field_serializer,
+    field_validator,
+)
+
+from audits.canonical import NotCanonicalizable, canonical_bytes
+from audits.keys import PublicKey
+
+ZERO_HASH = "0" * 64
+CHECKPOINT_FORMAT = "custodian-audit-checkpoint/v1"
+
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+GitCommit = Annotated[str, StringConstraints(pattern=r"^([0-9a-f]{40}|[0-9a-f]{64})$")]
+
+
+class EventKind(StrEnum):
+    """What an event records."""
+
+    COMMAND_STARTED = "command_started"
+    COMMAND_SUCCEEDED = "command_succeeded"
+    COMMAND_FAILED = "command_failed"
+    REFUSED = "refused"
+    DECISION = "decision"
+    WAIVER = "waiver"
+    RECOVERY = "recovery"
+
+
+class AuditEvent(BaseModel):
+    """What a caller logs: who did what, on which inputs and outputs, and what came of it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    actor: str = Field(min_length=1)
+    command: str = Field(min_length=1)
+    kind: EventKind
+    stage: str | None = None
+    inputs: dict[str, Sha256Hex] = Field(default_factory=dict, description="path -> SHA-256")
+    outputs: dict[str, Sha256Hex] = Field(default_factory=dict, description="path -> SHA-256")
+    params_sha256: Sha256Hex | None = None
+    git_commit: GitCommit | None = None
+    details: dict[str, JsonValue] = Field(default_factory=dict)
+    error: str | None = None
+
+    @field_validator("details")
+    @classmethod
+    def _details_have_canonical_form(cls, value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        # Fail at construction, not halfway through an append.
+        try:
+            canonical_bytes(value)
+        except NotCanonicalizable as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
+
+class AuditEntry(BaseModel):
+    """One line of the log: an event with its place in the hash chain."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seq: NonNegativeInt
+    time: AwareDatetime
+    prev: Sha256Hex
+    event: AuditEvent
+
+    @field_serializer("time")
+    def _utc_text(self, value: datetime) -> str:
+        return utc_text(value)
+
+    def line(self) -> bytes:
+        """Canonical JSON of the entry, without the trailing newline: the bytes hashed."""
+        return canonical_bytes(self.model_dump(mode="json"))
+
+
+class TreeHead(BaseModel):
+    """What a checkpoint signs: the Merkle root of the first ``tree_size`` entries."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: Literal["custodian-audit-checkpoint/v1"] = CHECKPOINT_FORMAT
+    key_fingerprint: Sha256Hex
+    tree_size: NonNegativeInt
+    root_hash: Sha256Hex
+    time: str
+
+    @field_validator("time")
+    @classmethod
+    def _iso_time(cls, value: str) -> str:
+        datetime.fromisoformat(value)
+        return value
+
+    def signed_bytes(self) -> bytes:
+        """The exact bytes the signature covers."""
+        return canonical_bytes(self.model_dump(mode="json"))
+
+
+class SignatureStatus(StrEnum):
+    """Outcome of checking a checkpoint's signature against trusted keys."""
+
+    VALID = "valid"
+    UNKNOWN_KEY = "unknown_key"
+    BAD_SIGNATURE = "bad_signature"
+
+
+class SignedCheckpoint(BaseModel):
+    """A tree head and its Ed25519 signature (base64); the form exported for anchoring."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tree_head: TreeHead
+    signature: str
+
+    @field_validator("signature")
+    @classmethod
+    def _signature_is_64_bytes(cls, value: str) -> str:
+        if len(_b64decode(value)) != 64:
+            raise ValueError("an Ed25519 signature is 64 bytes")
+        return value
+
+    def signature_status(self, trusted: Mapping[str, PublicKey]) -> SignatureStatus:
+        """Whether a trusted key (fingerprint -> key) signed this head."""
+        key = trusted.get(self.tree_head.key_fingerprint)
+        if key is None:
+            return SignatureStatus.UNKNOWN_KEY
+        if not key.verify(_b64decode(self.signature), self.tree_head.signed_bytes()):
+            return SignatureStatus.BAD_SIGNATURE
+        return SignatureStatus.VALID
+
+
+class CheckpointState(BaseModel):
+    """The checkpoint file: the signed head plus unsigned hints checked against it before use."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    checkpoint: SignedCheckpoint
+    compact_range: list[Sha256Hex]
+    log_bytes: NonNegativeInt
+
+
+class ProblemKind(StrEnum):
+    """Why verification failed; every kind but ``torn_tail`` means the files were altered."""
+
+    TORN_TAIL = "torn_tail"
+    MALFORMED_ENTRY = "malformed_entry"
+    SEQUENCE = "sequence"
+    CHAIN = "chain"
+    MISSING_CHECKPOINT = "missing_checkpoint"
+    INVALID_CHECKPOINT = "invalid_checkpoint"
+    UNKNOWN_KEY = "unknown_key"
+    BAD_SIGNATURE = "bad_signature"
+    TRUNCATED = "truncated"
+    ROOT_MISMATCH = "root_mismatch"
+    INCONSISTENT_WITH_ANCHOR = "inconsistent_with_anchor"
+
+
+class Problem(BaseModel):
+    """One reason the log does not verify, with the entry and byte offset where known.
+
+    A problem found by a checkpoint root names a range of entries,
+    ``entry..last_entry``; one found on a line names that entry alone.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: ProblemKind
+    message: str
+    entry: int | None = None
+    last_entry: int | None = None
+    offset: int | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class TornTail(BaseModel):
+    """A damaged last line: where it starts, which entry it would have been, how long it is."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    entry: int
+    offset: int
+    length: int
+    reason: str
+
+
+class VerifyReport(BaseModel):
+    """Outcome of :meth:`AuditLog.verify`; ``ok`` only if every check passed."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    entries: int
+    covered: int = Field(description="entries covered by a verified signed checkpoint")
+    problems: tuple[Problem, ...]
+    warnings: tuple[str, ...]
+    torn_tail: TornTail | None
+    checkpoint: TreeHead | None = Field(description="newest head that verified and matched")
+
+    @computed_field
+    @property
+    def ok(self) -> bool:
+        """True only if no problem was found (uncovered entries are a warning)."""
+        return not self.problems
+
+    @computed_field
+    @property
+    def tampered(self) -> bool:
+        """A problem other than a torn last line was found."""
+        return any(problem.kind is not ProblemKind.TORN_TAIL for problem in self.problems)
+
+    @computed_field
+    @property
+    def uncovered(self) -> int:
+        """Entries after the newest verified checkpoint."""
+        return self.entries - self.covered
+
+    @property
+    def first_problem(self) -> Problem | None:
+        """The problem at the earliest entry (log-wide problems come last)."""
+        return self.problems[0] if self.problems else None
+
+    def summary(self) -> str:
+        """One line for a human: intact, or the first problem."""
+        if self.first_problem is not None:
+            extra = len(self.problems) - 1
+            more = f" (and {extra} more problem{'s' * (extra > 1)})" if extra else ""
+            return f"{self.first_problem.message}{more}"
+        signer = f" signed by {self.checkpoint.key_fingerprint[:16]}" if self.checkpoint else ""
+        return f"intact: {self.entries} entries, {self.covered} covered by a checkpoint{signer}"
+
+
+def utc_text(value: datetime) -> str:
+    """The log's time format: UTC with microseconds and a ``Z``."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def first_error(exc: ValidationError) -> str:
+    """The first validation error as ``field.path: message``."""
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or "value"
+    return f"{where}: {error['msg']}"
+
+
+def _b64decode(value: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error as exc:
+        raise ValueError("not base64") from exc

@@ -1,0 +1,317 @@
+"""Verification: every line's form, sequence and chain, every signed head, and anchors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from audits.keys import PublicKey
+from audits.log.lines import Malformed, entry_link
+from audits.log.records import (
+    ZERO_HASH,
+    CheckpointState,
+    Problem,
+    ProblemKind,
+    SignatureStatus,
+    SignedCheckpoint,
+    TornTail,
+    TreeHead,
+    VerifyReport,
+    first_error,
+)
+from audits.merkle import CompactRange, consistency_proof, leaf_hash, verify_consistency
+from stores.local import Line, Reader, Tail, sha256_hex
+
+
+class _Problems:
+    """Collects the first problem of each kind: later ones usually just echo it."""
+
+    def __init__(self) -> None:
+        self._first: dict[ProblemKind, Problem] = {}
+
+    def add(
+        self,
+        kind: ProblemKind,
+        message: str,
+        entry: int | None = None,
+        offset: int | None = None,
+        last_entry: int | None = None,
+    ) -> None:
+        if last_entry is None:
+            last_entry = entry
+        problem = Problem(
+            kind=kind, message=message, entry=entry, last_entry=last_entry, offset=offset
+        )
+        self._first.setdefault(kind, problem)
+
+    def in_order(self) -> tuple[Problem, ...]:
+        """Earliest first, by the last entry a problem can be at.
+
+        So an exact entry inside a range that a checkpoint flags comes before
+        the range, and log-wide problems come last.
+        """
+        return tuple(
+            sorted(
+                self._first.values(),
+                key=lambda p: (p.entry is None, p.last_entry or 0, p.entry or 0),
+            )
+        )
+
+
+@dataclass(frozen=True)
+class _Scan:
+    count: int
+    roots: dict[int, bytes]
+    leaves: list[bytes] | None
+
+
+def _scan_entries(
+    reader: Reader | None, end: int, sizes: set[int], *, keep_leaves: bool, problems: _Problems
+) -> _Scan:
+    """Check every line's form, sequence and chain; note the Merkle root at each size in ``sizes``.
+
+    Hashing goes on past a bad line so that the checkpoints can still localise
+    what changed.
+    """
+    tree = CompactRange()
+    roots = {0: tree.root()}
+    leaves: list[bytes] | None = [] if keep_leaves else None
+    prev = ZERO_HASH
+    lines = reader.lines(0, end) if reader is not None else iter(())
+    for index, line in enumerate(lines):
+        _check_line(index, line, prev, problems)
+        leaf = leaf_hash(line.data)
+        tree.append(leaf)
+        if leaves is not None:
+            leaves.append(leaf)
+        if tree.size in sizes:
+            roots[tree.size] = tree.root()
+        prev = sha256_hex(line.data)
+    roots[tree.size] = tree.root()
+    return _Scan(count=tree.size, roots=roots, leaves=leaves)
+
+
+def _check_line(index: int, line: Line, prev: str, problems: _Problems) -> None:
+    try:
+        seq, line_prev = entry_link(line.data)
+    except Malformed as exc:
+        where = f"entry {index} (byte {line.offset})"
+        problems.add(ProblemKind.MALFORMED_ENTRY, f"{where}: {exc}", index, line.offset)
+        return
+    if seq == index and line_prev == prev:
+        return
+    where = f"entry {index} (byte {line.offset})"
+    if seq != index:
+        problems.add(
+            ProblemKind.SEQUENCE,
+            f"{where}: sequence number {seq}, expected {index} "
+            f"(an entry was deleted, inserted, duplicated or moved)",
+            index,
+            line.offset,
+        )
+    if line_prev != prev:
+        what = "the chain start (64 zeros)" if index == 0 else f"the hash of entry {index - 1}"
+        problems.add(
+            ProblemKind.CHAIN,
+            f"{where}: prev hash mismatch: it is {line_prev[:16]}..., {what} is {prev[:16]}...",
+            index,
+            line.offset,
+        )
+
+
+def _check_heads(
+    heads: list[tuple[str, SignedCheckpoint]],
+    trusted: Mapping[str, PublicKey],
+    scan: _Scan,
+    problems: _Problems,
+) -> TreeHead | None:
+    """Check each signed head; return the newest that verified and matched the log."""
+    matched: list[TreeHead] = []
+    mismatched: list[TreeHead] = []
+    for label, signed in heads:
+        head = signed.tree_head
+        if not _signature_ok(label, signed, trusted, problems):
+            continue
+        if head.tree_size > scan.count:
+            problems.add(
+                ProblemKind.TRUNCATED,
+                f"entry {scan.count}: the log ends after {scan.count} entries but {label} "
+                f"covers {head.tree_size}: entries {scan.count}..{head.tree_size - 1} are missing",
+                scan.count,
+            )
+        elif scan.roots[head.tree_size].hex() == head.root_hash:
+            matched.append(head)
+        else:
+            mismatched.append(head)
+    if mismatched:
+        _localise(matched, mismatched, problems)
+    return max(matched, key=lambda head: head.tree_size, default=None)
+
+
+def _localise(matched: list[TreeHead], mismatched: list[TreeHead], problems: _Problems) -> None:
+    """Name the entries between the last head that still matches and the first that does not."""
+    first_bad = min(head.tree_size for head in mismatched)
+    last_good = max((h.tree_size for h in matched if h.tree_size < first_bad), default=0)
+    if first_bad - last_good == 1:
+        message = (
+            f"entry {last_good}: differs from what the checkpoint of {first_bad} entries signed "
+            f"(edited, replaced or re-chained after signing)"
+        )
+    else:
+        message = (
+            f"entries {last_good}..{first_bad - 1}: one or more differ from what the checkpoint "
+            f"of {first_bad} entries signed (edited, inserted, removed or re-chained after signing)"
+        )
+    problems.add(ProblemKind.ROOT_MISMATCH, message, entry=last_good, last_entry=first_bad - 1)
+
+
+def _check_anchor(
+    anchor: SignedCheckpoint, trusted: Mapping[str, PublicKey], scan: _Scan, problems: _Problems
+) -> None:
+    """Prove with an RFC 9162 consistency proof that the log extends an exported checkpoint."""
+    if not _signature_ok("the anchored checkpoint", anchor, trusted, problems):
+        return
+    head = anchor.tree_head
+    if head.tree_size > scan.count:
+        problems.add(
+            ProblemKind.INCONSISTENT_WITH_ANCHOR,
+            f"entry {scan.count}: the log ends after {scan.count} entries but the anchored "
+            f"checkpoint covers {head.tree_size}: the log was truncated or rolled back",
+            scan.count,
+        )
+        return
+    assert scan.leaves is not None
+    proof = consistency_proof(scan.leaves, head.tree_size)
+    old_root = bytes.fromhex(head.root_hash)
+    if not verify_consistency(head.tree_size, scan.count, old_root, scan.roots[scan.count], proof):
+        problems.add(
+            ProblemKind.INCONSISTENT_WITH_ANCHOR,
+            f"entries 0..{head.tree_size - 1}: the log is not an extension of the anchored "
+            f"checkpoint of {head.tree_size} entries (consistency proof fails)",
+            entry=0,
+            last_entry=head.tree_size - 1,
+        )
+
+
+def _signature_ok(
+    label: str, signed: SignedCheckpoint, trusted: Mapping[str, PublicKey], problems: _Problems
+) -> bool:
+    status = signed.signature_status(trusted)
+    fingerprint = signed.tree_head.key_fingerprint
+    if status is SignatureStatus.UNKNOWN_KEY:
+        problems.add(
+            ProblemKind.UNKNOWN_KEY,
+            f"{label} is signed by key {fingerprint[:16]}..., which is not trusted",
+        )
+    elif status is SignatureStatus.BAD_SIGNATURE:
+        problems.add(
+            ProblemKind.BAD_SIGNATURE,
+            f"{label}: the signature does not verify under trusted key {fingerprint[:16]}...",
+        )
+    return status is SignatureStatus.VALID
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What verification reads under the lock: the log's intact end and both checkpoint files."""
+
+    tail: Tail
+    state_bytes: bytes | None
+    history_bytes: bytes | None
+    checkpoint_path: Path
+    history_path: Path
+
+
+def verify_snapshot(
+    reader: Reader | None,
+    snapshot: Snapshot,
+    trusted: Mapping[str, PublicKey],
+    against: SignedCheckpoint | None,
+) -> VerifyReport:
+    """Verify the log read by ``reader`` up to the snapshot's intact end (the lock not held)."""
+    problems = _Problems()
+    warnings: list[str] = []
+    heads = _collect_heads(snapshot, problems, warnings)
+    sizes = {head.tree_head.tree_size for _, head in heads}
+    if against is not None:
+        sizes.add(against.tree_head.tree_size)
+    tail = snapshot.tail
+    scan = _scan_entries(
+        reader, tail.end, sizes, keep_leaves=against is not None, problems=problems
+    )
+    torn = None
+    if tail.torn is not None:
+        torn = TornTail(
+            entry=scan.count,
+            offset=tail.torn.offset,
+            length=tail.torn.length,
+            reason=tail.torn.reason,
+        )
+        problems.add(
+            ProblemKind.TORN_TAIL,
+            f"entry {scan.count} (byte {torn.offset}): torn last line, {torn.length} bytes "
+            f"({torn.reason}); a crash interrupted an append, the next append sets it aside",
+            entry=scan.count,
+            offset=torn.offset,
+        )
+    if scan.count and not heads and snapshot.state_bytes is None:
+        problems.add(
+            ProblemKind.MISSING_CHECKPOINT,
+            f"no signed checkpoint covers the {scan.count} entries "
+            f"({snapshot.checkpoint_path} is missing)",
+        )
+    newest = _check_heads(heads, trusted, scan, problems)
+    if against is not None:
+        _check_anchor(against, trusted, scan, problems)
+    covered = newest.tree_size if newest is not None else 0
+    if covered < scan.count:
+        warnings.append(
+            f"{scan.count - covered} entries ({covered}..{scan.count - 1}) are not yet "
+            f"covered by a signed checkpoint"
+        )
+    return VerifyReport(
+        entries=scan.count,
+        covered=covered,
+        problems=problems.in_order(),
+        warnings=tuple(warnings),
+        torn_tail=torn,
+        checkpoint=newest,
+    )
+
+
+def _collect_heads(
+    snapshot: Snapshot, problems: _Problems, warnings: list[str]
+) -> list[tuple[str, SignedCheckpoint]]:
+    heads: list[tuple[str, SignedCheckpoint]] = []
+    if snapshot.state_bytes is not None:
+        try:
+            state = CheckpointState.model_validate_json(snapshot.state_bytes)
+            heads.append((f"checkpoint {snapshot.checkpoint_path.name}", state.checkpoint))
+        except ValidationError as exc:
+            problems.add(
+                ProblemKind.INVALID_CHECKPOINT,
+                f"{snapshot.checkpoint_path} is not a checkpoint: {first_error(exc)}",
+            )
+    history_name = snapshot.history_path.name
+    if snapshot.history_bytes:
+        records = snapshot.history_bytes.split(b"\n")
+        if records[-1]:
+            warnings.append(f"{history_name}: torn last record ignored")
+        for number, record in enumerate(records[:-1], start=1):
+            try:
+                signed = SignedCheckpoint.model_validate_json(record)
+            except ValidationError as exc:
+                problems.add(
+                    ProblemKind.INVALID_CHECKPOINT,
+                    f"{history_name} record {number} is not a signed checkpoint: "
+                    f"{first_error(exc)}",
+                )
+                continue
+            heads.append((f"{history_name} record {number}", signed))
+    unique: dict[tuple[TreeHead, str], tuple[str, SignedCheckpoint]] = {}
+    for label, head in heads:
+        unique.setdefault((head.tree_head, head.signature), (label, head))
+    return list(unique.values())
