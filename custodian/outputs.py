@@ -115,6 +115,12 @@ def blocking(findings: list[Finding], waived: dict[FindingType, str]) -> list[Fi
     return [f for f in findings if f.severity is Severity.critical and f.type not in waived]
 
 
+class Proxy(_Part):
+    inputs: tuple[str, ...]
+    sensitive: tuple[str, ...]
+    severity: Severity
+
+
 class ChecksReport(StageOutput):
     """``reports/checks.json``: the check stage's findings on the pipeline's own splits."""
 
@@ -124,6 +130,11 @@ class ChecksReport(StageOutput):
     # Train against test, and train against val.
     findings: tuple[Finding, ...]
     val_findings: tuple[Finding, ...]
+    # Inputs the model trains on that stand in for a sensitive attribute (proxy findings),
+    # for the model card and the compliance page.
+    proxies: tuple[Proxy, ...]
+    # "train_vs_<split>: <where>" -> columns one side lacks or has alone.
+    not_compared: dict[str, list[str]]
     # Comparison (train_vs_test, train_vs_val) -> finding type -> its expectation passed.
     expectations: dict[str, dict[FindingType, bool]]
 
@@ -138,6 +149,7 @@ class FileChecks(StageOutput):
     test: str
     findings: tuple[Finding, ...]
     waived: dict[FindingType, str]
+    not_compared: dict[str, list[str]]
 
     def all_findings(self) -> list[Finding]:
         return list(self.findings)
@@ -171,7 +183,6 @@ class PrivacyReport(StageOutput):
     epochs: NonNegativeInt
     best_epoch: int | None
     stopped_early: bool
-    skipped_steps: NonNegativeInt
     resumed_from_step: int | None
     budget: Budget
 
@@ -218,45 +229,22 @@ JsonObject = dict[str, JsonValue]
 BySlice = dict[str, dict[str, JsonObject]]
 
 
-class _MembershipInference(_Part):
+class PrivacyAudit(BaseModel):
+    """The empirical privacy audit: what every mode reports. Each mode (``separate_run``,
+    ``white_box``, ``disabled``) adds its own details, kept as written."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    mode: Literal["separate_run", "white_box", "disabled"]
+    epsilon_lower_bound: float | None
+    confidence: float
+    canaries: NonNegativeInt
+    delta: float
+    accountant_epsilon: float
+    production_epsilon: float
     mia_auc: float
     mia_tpr_at_1pct_fpr: float
     mia: str
-
-
-class SeparateRunAudit(_MembershipInference):
-    """The one-run canary audit on a second, charged DP run (never released)."""
-
-    mode: Literal["separate_run"]
-    score: str
-    epsilon_lower_bound: float
-    confidence: float
-    canaries: NonNegativeInt
-    canaries_included: NonNegativeInt
-    guesses: NonNegativeInt
-    correct_guesses: NonNegativeInt
-    delta: float
-    accountant_epsilon: float
-    production_epsilon: float
-    run_id: str
-    noise_multiplier: float
-    steps: NonNegativeInt
-    canary_mia_auc: float
-    audit_model_test_accuracy: float
-    spent_epsilon_after: float
-    released: Literal[False]
-
-
-class DisabledAudit(_MembershipInference):
-    """No empirical audit (e.g. in a privacy-utility sweep): no bound."""
-
-    mode: Literal["disabled"]
-    epsilon_lower_bound: None
-    confidence: float
-    canaries: Literal[0]
-    delta: float
-    accountant_epsilon: float
-    production_epsilon: float
 
 
 class MetricsReport(Metrics, StageOutput):
@@ -282,4 +270,4 @@ class MetricsReport(Metrics, StageOutput):
     # Trained (its metrics, ``trained: true``) or not (``trained: false`` and why).
     reference: JsonObject
     privacy_cost: JsonObject
-    privacy_audit: Annotated[SeparateRunAudit | DisabledAudit, Field(discriminator="mode")]
+    privacy_audit: PrivacyAudit

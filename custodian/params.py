@@ -26,7 +26,7 @@ from audits.gates import GATES, GateId, Limits
 from audits.identity import AiActClassification, DataProtection, ModelIdentity
 from audits.nist import SubcategoryId, attestable_ids
 from audits.trust import KeyRole
-from governance.checks import FindingType
+from governance.checks import CheckThresholds, FindingType
 from governance.errors import InputError
 from governance.licenses import IntendedUse, normalize_expression
 from governance.provenance import DatasetName
@@ -193,7 +193,7 @@ class CheckParams(Section):
     # Finding type -> reason: a waived critical finding is reported, not fatal.
     waivers: dict[FindingType, Reason] = Field(default_factory=dict)
     # Overrides of the scan's thresholds (governance.checks.CheckConfig fields).
-    thresholds: dict[str, float | int] = Field(default_factory=dict)
+    thresholds: CheckThresholds = Field(default_factory=CheckThresholds)
 
 
 class PrivacyParams(Section):
@@ -229,6 +229,9 @@ class AuditMode(StrEnum):
     # A second DP run with the production settings on the training split plus canaries;
     # charged to the dataset's budget like any run, never released.
     SEPARATE_RUN = "separate_run"
+    # The same kind of run, with gradient canaries added to its clipped sums instead of
+    # canary records, scored from every step's noisy sum (white-box); also charged.
+    WHITE_BOX = "white_box"
     # No audit (e.g. for privacy-utility sweeps); the report says so and carries no bound.
     # Not "off": YAML 1.1 reads that as false, e.g. in `dvc exp run -S ...=off`.
     DISABLED = "disabled"

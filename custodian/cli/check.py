@@ -32,6 +32,7 @@ _PATH = click.Path(path_type=Path)
 @click.option("--label", help="Label column.")
 @click.option("--id-column", help="Identifier column (group leakage).")
 @click.option("--time-column", help="Time column (temporal leakage).")
+@click.option("--sensitive", help="Sensitive attribute columns, comma-separated (proxy check).")
 @click.option(
     "--splits", type=_PATH, help="Pipeline mode: a split directory with provenance records."
 )
@@ -52,7 +53,7 @@ def check_command(splits: Path | None, out: Path | None, as_json: bool, **option
 
 
 def _pipeline(splits: Path, out: Path | None, **options) -> ChecksReport:
-    file_inputs = ("train", "test", "reference", "label", "id_column", "time_column")
+    file_inputs = ("train", "test", "reference", "label", "id_column", "time_column", "sensitive")
     if any(options[name] for name in file_inputs):
         raise click.UsageError("--splits takes roles from provenance; drop the other inputs")
     if options["ingested"] is None or options["docs"] is None or out is None:
@@ -71,6 +72,7 @@ def _files(**options) -> FileChecks:
         label=options["label"],
         id_column=options["id_column"],
         time_column=options["time_column"],
+        sensitive=tuple(c for c in (options["sensitive"] or "").split(",") if c),
     )
 
 
@@ -79,6 +81,8 @@ def _print(report: ChecksReport | FileChecks, as_json: bool) -> None:
         click.echo(json.dumps(report.model_dump(mode="json"), indent=2))
         return
     findings = report.all_findings()
+    for where, columns in report.not_compared.items():
+        click.echo(f"not compared ({where} lacks them or has only them): {', '.join(columns)}")
     if not findings:
         click.echo("no findings")
         return

@@ -68,6 +68,11 @@ def _print(report: dict, as_json: bool) -> None:
             click.echo(f"{f['severity']:<9} {f['type']:<24} {f['count']:>7}  {columns}")
     else:
         click.echo("no findings")
+    sampled = report["sampled"]
+    click.echo(
+        f"checked on a sample of at most {sampled['rows_per_split']:,} rows per split:"
+        f" {', '.join(sampled['types'])}"
+    )
     click.echo(f"not checked out of core: {', '.join(report['not_checked'])}")
     for split, outcome in report.get("expectations", {}).items():
         _print_suite(split, outcome)

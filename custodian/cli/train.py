@@ -26,12 +26,19 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
     """Train the model with differential privacy; write the model and privacy report."""
     privacy = load_section(PrivacyParams, "privacy")
     params = load_section(TrainParams, "train")
-    written = train.run(privacy, params, splits, model_dir, report, curve)
-    if written is None:
+    trained = train.run(privacy, params, splits, model_dir, report, curve)
+    if trained is None:
         return  # a follower replica: its leader reports
+    written = trained.privacy
     click.echo(
         f"trained {written.epochs} epochs, {written.steps} steps: epsilon "
         f"{written.epsilon:.3f} at delta {written.delta:g} (sigma "
         f"{written.noise_multiplier:.3f}, {written.accountant}); dataset budget spent "
         f"{written.budget.spent_epsilon:.3f} of {written.budget.lifetime_epsilon:g}"
     )
+    if trained.nonfinite_records:  # an operator diagnostic, kept out of the reports
+        click.echo(
+            f"note: {trained.nonfinite_records} sampled records had a non-finite gradient "
+            "and contributed zero",
+            err=True,
+        )

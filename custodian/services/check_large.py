@@ -15,8 +15,9 @@ from pydantic import ValidationError
 
 from custodian.services.datasets import load_record
 from governance.checks import CheckConfig, Severity
+from governance.checks.scan import worst_first
 from governance.errors import CheckFailed, InputError
-from governance.large import NOT_SUPPORTED, ScanLimits, scan_large
+from governance.large import SAMPLED, SKIPPED, ScanLimits, scan_large, scan_sampled
 from governance.registry import format_validation_error
 
 
@@ -53,12 +54,15 @@ def check_large(
         for split, path in (("train", schema), ("test", test_schema))
         if path is not None
     }
-    findings = scan_large(train, test, config, limits)
+    findings = worst_first(
+        [*scan_large(train, test, config, limits), *scan_sampled(train, test, config, limits)]
+    )
     report: dict = {
         "train": str(train),
         "test": str(test),
         "findings": [f.model_dump(mode="json") for f in findings],
-        "not_checked": [str(kind) for kind in NOT_SUPPORTED],
+        "sampled": {"types": [str(k) for k in SAMPLED], "rows_per_split": limits.sample_rows},
+        "not_checked": [str(kind) for kind in SKIPPED],
         "limits": limits.model_dump(mode="json"),
     }
     if records:

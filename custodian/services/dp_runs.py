@@ -36,6 +36,7 @@ from privacy.accounting import (
 )
 from privacy.errors import PrivacyInputError
 from privacy.ledger import DatasetSpend, PrivacyLedger
+from training.canaries import GradientCanaries
 from training.features import ColumnRole, EncodedTable, FeatureSpec, encode_table
 from training.model import Activation, ModelConfig
 from training.precision import Precision
@@ -122,6 +123,7 @@ def charged_train_dp(
     identity: Mapping[str, object],
     device: torch.device,
     replica: Replica = SINGLE,
+    canaries: GradientCanaries | None = None,
 ) -> ChargedRun:
     """DP-SGD on ``train`` at ``privacy.target_epsilon``, charged to ``dataset_sha256``.
 
@@ -147,6 +149,7 @@ def charged_train_dp(
         already_reserved=already_reserved,
         device=device,
         replica=replica,
+        canaries=canaries,
     )
     return ChargedRun(
         run_id=run_id,

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from custodian.outputs import FileChecks, blocking
 from custodian.services.datasets import read_table, table_name
 from governance.checks import CheckConfig, Finding, FindingType, scan
+from governance.checks.scan import alignment
 from governance.errors import CheckFailed, InputError
 from governance.registry import format_validation_error
 
@@ -26,19 +27,32 @@ def check_files(
     label: str | None,
     id_column: str | None,
     time_column: str | None,
+    sensitive: tuple[str, ...],
 ) -> FileChecks:
     """Findings of ``train`` against ``test`` and ``references``, under the roles given."""
     try:
-        config = CheckConfig(label=label, id_column=id_column, time_column=time_column)
+        config = CheckConfig(
+            label=label,
+            id_column=id_column,
+            time_column=time_column,
+            sensitive_columns=sensitive,
+        )
     except ValidationError as err:
         raise InputError(format_validation_error(err, where="check")) from None
     tables = {table_name(path): read_table(path) for path in references}
+    frames = read_table(train), read_table(test)
     try:
-        findings = scan(read_table(train), read_table(test), tables, config=config)
+        findings = scan(*frames, tables, config=config)
     except InputError as err:
         # The scan names frames by role; the user named files.
         raise InputError(f"--train {train}, --test {test}: {err}") from None
-    return FileChecks(train=str(train), test=str(test), findings=findings, waived={})
+    return FileChecks(
+        train=str(train),
+        test=str(test),
+        findings=findings,
+        waived={},
+        not_compared=alignment(*frames, tables, config),
+    )
 
 
 def require_no_blocking(

@@ -14,11 +14,12 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from audits.files import atomic_directory
-from custodian.outputs import ChecksReport, SplitSummary
+from custodian.outputs import ChecksReport, Proxy, SplitSummary
 from custodian.params import CheckParams
 from custodian.services import trail
 from custodian.services.datasets import load_dataset
-from governance.checks import CheckConfig, Severity
+from governance.checks import CheckConfig, CheckThresholds, Finding, FindingType, Severity
+from governance.checks.scan import alignment
 from governance.errors import InputError
 from governance.expectations import context_copy
 from governance.gx_checks import run_leakage_suite, stack_splits
@@ -36,9 +37,10 @@ def run(
     summary = SplitSummary.read(splits / "split.json")
     config = _config(train_record, summary.time_column is not None, params.thresholds)
     references = {name: load_dataset(ingested, name)[1] for name in params.references}
+    evaluation = {name: load_dataset(splits, name)[1] for name in EVALUATION_SPLITS}
     comparisons = {
-        f"train_vs_{name}": stack_splits(train, load_dataset(splits, name)[1], references)
-        for name in EVALUATION_SPLITS
+        f"train_vs_{name}": stack_splits(train, frame, references)
+        for name, frame in evaluation.items()
     }
     with (
         tempfile.TemporaryDirectory(prefix="custodian-gx-") as work,
@@ -56,6 +58,12 @@ def run(
         waived=dict(params.waivers),
         findings=found("test"),
         val_findings=found("val"),
+        proxies=_proxies([*found("test"), *found("val")]),
+        not_compared={
+            f"train_vs_{name}: {where}": columns
+            for name, frame in evaluation.items()
+            for where, columns in alignment(train, frame, references, config).items()
+        },
         expectations={
             name: {r.expectation_config.kwargs["finding_type"]: bool(r.success) for r, _ in results}
             for name, results in outcomes.items()
@@ -64,6 +72,19 @@ def run(
     report.write(out)
     _log_waivers(report)
     return report
+
+
+def _proxies(findings: list[Finding]) -> list[Proxy]:
+    """Each distinct (inputs, sensitive attribute) pair a proxy finding names, once."""
+    proxies = {
+        (f.columns, f.sensitive_columns): f.severity
+        for f in findings
+        if f.type is FindingType.proxy
+    }
+    return [
+        Proxy(inputs=inputs, sensitive=sensitive, severity=severity)
+        for (inputs, sensitive), severity in proxies.items()
+    ]
 
 
 def _log_waivers(report: ChecksReport) -> None:
@@ -80,7 +101,7 @@ def _log_waivers(report: ChecksReport) -> None:
             )
 
 
-def _config(record: Provenance, time_aware: bool, thresholds: dict) -> CheckConfig:
+def _config(record: Provenance, time_aware: bool, thresholds: CheckThresholds) -> CheckConfig:
     pii = [c.name for c in record.columns if c.pii and c.role is not ColumnRole.identifier]
     try:
         return CheckConfig(
@@ -91,7 +112,8 @@ def _config(record: Provenance, time_aware: bool, thresholds: dict) -> CheckConf
             time_column=record.column(ColumnRole.time) if time_aware else None,
             pii_columns=tuple(pii),
             exclude_columns=tuple(record.columns_with(ColumnRole.excluded)),
-            **thresholds,
+            sensitive_columns=tuple(record.columns_with(ColumnRole.sensitive)),
+            **thresholds.model_dump(exclude_unset=True),
         )
     except ValidationError as err:
         raise InputError(

@@ -9,6 +9,7 @@ taking it, then write the model and the privacy report.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,6 +33,15 @@ from training.precision import resolve_device
 from training.replicas import replica_device
 
 
+@dataclass(frozen=True)
+class Trained:
+    """The privacy report written, and an operator diagnostic kept out of the reports."""
+
+    privacy: PrivacyReport
+    # Sampled records whose gradient was not finite: they contributed zero.
+    nonfinite_records: int
+
+
 def run(
     privacy: PrivacyParams,
     params: TrainParams,
@@ -39,7 +49,7 @@ def run(
     model_dir: Path,
     report: Path,
     curve: Path,
-) -> PrivacyReport | None:
+) -> Trained | None:
     """Train, write the model, ``report`` and ``curve``; the privacy report (None on a
     follower replica: its leader writes the outputs)."""
     device = _device(params.device)
@@ -93,7 +103,6 @@ def run(
         epochs=result.epochs,
         best_epoch=result.best_epoch,
         stopped_early=result.stopped_early,
-        skipped_steps=result.skipped_steps,
         resumed_from_step=result.resumed_from_step,
         budget={"lifetime_epsilon": privacy.lifetime_epsilon, "spent_epsilon": spent},
     )
@@ -114,7 +123,7 @@ def run(
     # Marked finished only once its outputs exist: a run killed before that is resumed
     # (it re-emits its outputs from the checkpoint without taking a step), not retrained.
     mark_finished(charged)
-    return written
+    return Trained(privacy=written, nonfinite_records=result.nonfinite_records)
 
 
 def _check_against_data(
