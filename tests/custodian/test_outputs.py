@@ -137,6 +137,8 @@ FILES: dict[str, StageOutput] = {
             )
         ],
         val_findings=[],
+        proxies=[{"inputs": ["linc"], "sensitive": ["income"], "severity": "warning"}],
+        not_compared={},
         expectations={"train_vs_test": {"group_leakage": False}},
     ),
     "reports/privacy.json": PrivacyReport(
@@ -157,7 +159,6 @@ FILES: dict[str, StageOutput] = {
         epochs=3,
         best_epoch=2,
         stopped_early=False,
-        skipped_steps=0,
         resumed_from_step=None,
         budget={"lifetime_epsilon": 10.0, "spent_epsilon": 2.9},
     ),
