@@ -243,8 +243,8 @@ EDITS = [
     ("reports/metrics.json", _set("baseline", "predicts", value=2), "baseline.predicts: Input"),
     (
         "reports/metrics.json",
-        _set("privacy_audit", "extra", value=1),
-        "privacy_audit.disabled.extra",
+        _set("privacy_audit", "mia_auc", value="?"),
+        "privacy_audit.mia_auc: Input should be a valid number",
     ),
 ]
 
