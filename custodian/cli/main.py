@@ -86,6 +86,7 @@ COMMANDS = {
     "attest": "custodian.cli.attest:attest_command",
     "release": "custodian.cli.release:release",
     "report": "custodian.cli.report:report_command",
+    "store": "custodian.cli.store:store",
 }
 
 

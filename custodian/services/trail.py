@@ -55,6 +55,7 @@ from audits.manifest import sha256_file
 from audits.trust import KeyRole, TrustStore
 from custodian.project import PIPELINE_KEY_NAME, Project, private_key_path, stage_entry_paths
 from governance.errors import InputError
+from stores.config import redact as redact_store_secrets
 from stores.errors import StoreError
 
 READ_ONLY: frozenset[tuple[str, ...]] = frozenset(
@@ -66,6 +67,7 @@ READ_ONLY: frozenset[tuple[str, ...]] = frozenset(
         ("data", "show"),
         ("data", "schema"),
         ("keys", "list"),
+        ("store", "status"),
         ("verify", "artifacts"),
         ("release", "check"),
     }
@@ -230,7 +232,8 @@ def recording(
         yield None
         return
     project = Project.discover()
-    command = shlex.join(["custodian", *argv])
+    # A database password typed into a store URL (refused) must not reach the log.
+    command = shlex.join(["custodian", *map(redact_store_secrets, argv)])
     with session(project, command, _stage(project, path), is_refusal) as trail:
         yield trail
 
