@@ -62,6 +62,8 @@ PIPELINE_KEY_NAME = "pipeline"
 # pipeline input and output by hash, so signing it covers them too.
 COMPLIANCE_REPORT = "reports/compliance.json"
 MANIFEST = "reports/manifest.json"
+SIGNOFF_PATTERN = "*.dsse.json"
+REPORT_FILES = (COMPLIANCE_REPORT, "reports/compliance.html")
 SIGNED_ARTIFACTS = (
     "models/model.safetensors",
     "models/model.json",
@@ -146,6 +148,13 @@ class Project:
     @property
     def signoff_dir(self) -> Path:
         return self.root / SIGNOFF_DIR
+
+    def signoff_files(self) -> dict[str, bytes]:
+        """Every sign-off file (``signoffs/*.dsse.json``), by its path relative to the root."""
+        return {
+            path.relative_to(self.root).as_posix(): path.read_bytes()
+            for path in sorted(self.signoff_dir.glob(SIGNOFF_PATTERN))
+        }
 
     @property
     def attestation_dir(self) -> Path:

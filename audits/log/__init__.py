@@ -109,6 +109,7 @@ from audits.log.audit_log import AuditLog, load_checkpoint
 from audits.log.errors import (
     CheckpointFormatError,
     LogFormatError,
+    NewTreeRefused,
     NoCheckpoint,
     NoTrustedKeys,
     TamperDetected,
@@ -142,6 +143,7 @@ __all__ = [
     "EventKind",
     "GitCommit",
     "LogFormatError",
+    "NewTreeRefused",
     "NoCheckpoint",
     "NoTrustedKeys",
     "Problem",

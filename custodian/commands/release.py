@@ -18,15 +18,14 @@ import click
 
 from audits.errors import AuditError
 from audits.signoff import Reason, ReasonCode, SignoffStatus, review_signoffs
+from audits.witness import witness_problems, witnesses
 from custodian.commands.attest import review_project_attestations
 from custodian.commands.audit import verify_project_log
 from custodian.commands.manifest import artifact_differences, load_manifest
-from custodian.commands.signoff import current_artifacts
+from custodian.commands.signoff import current_artifacts, report_binding_problem
 from custodian.params import PolicyParams, load_section
 from custodian.project import MANIFEST, Project
 from governance.errors import InputError
-
-SIGNOFF_PATTERN = "*.dsse.json"
 
 
 class ReleaseBlocked(AuditError):
@@ -46,17 +45,16 @@ def check_command(as_json: bool) -> None:
     policy = load_section(PolicyParams, "policy", project.params_path)
     roles = policy.required_signoff_roles
     artifacts = current_artifacts(project)
-    files = {
-        path.relative_to(project.root).as_posix(): path.read_bytes()
-        for path in sorted(project.signoff_dir.glob(SIGNOFF_PATTERN))
-    }
+    files = project.signoff_files()
     review = review_signoffs(files, artifacts, roles, project.trust_store())
     attestations = review_project_attestations(project, policy.required_attestations)
     reasons = [
         *review.reasons,
         *attestations.reasons,
         *_manifest_reasons(project),
+        *_binding_reasons(project, artifacts),
         *_log_reasons(project),
+        *_witness_reasons(project, files),
     ]
 
     if as_json:
@@ -107,8 +105,31 @@ def _manifest_reasons(project: Project) -> list[Reason]:
     ]
 
 
+def _binding_reasons(project: Project, artifacts: dict[str, str | None]) -> list[Reason]:
+    problem = report_binding_problem(project, artifacts)
+    return [] if problem is None else [Reason(code=ReasonCode.UNBOUND_REPORT, message=problem)]
+
+
 def _log_reasons(project: Project) -> list[Reason]:
     failure = verify_project_log(project)
     if failure is None:
         return []
     return [Reason(code=ReasonCode.LOG_TAMPERED, message=f"audit log: {failure}")]
+
+
+def _witness_reasons(project: Project, files: dict[str, bytes]) -> list[Reason]:
+    """The log must extend every head a sign-off witnessed: deleting or rewriting it shows."""
+    witnessed = witnesses(files, project.trust_store())
+    keys = project.local_trust_store().trusted_keys()
+    if witnessed and not keys:
+        return [
+            Reason(
+                code=ReasonCode.LOG_NOT_EXTENDING_CHECKPOINT,
+                message=f"{len(witnessed)} sign-off(s) witnessed the audit log, but no pipeline "
+                f"key is trusted to check it against them (was .custodian/ deleted?)",
+            )
+        ]
+    return [
+        Reason(code=ReasonCode.LOG_NOT_EXTENDING_CHECKPOINT, message=line)
+        for line in witness_problems(project.audit_log(), keys, witnessed)
+    ]

@@ -19,12 +19,15 @@ import click
 from audits.canonical import canonical_sha256
 from audits.files import atomic_write_text
 from audits.keys import SigningKey, SigningKeyError, load_signing_key
+from audits.log import LogFormatError
 from audits.manifest import sha256_file
+from audits.report_binding import binding_problem
 from audits.signoff import (
     NOTE_LIMIT,
     ComplianceSummary,
     GateRecord,
     PolicyRecord,
+    ReasonCode,
     SignoffPredicate,
     SignoffRefused,
     build_statement,
@@ -38,6 +41,7 @@ from custodian.params import PolicyParams, load_section
 from custodian.project import (
     COMPLIANCE_REPORT,
     MANIFEST,
+    REPORT_FILES,
     SIGNED_ARTIFACTS,
     Project,
     private_key_path,
@@ -62,8 +66,14 @@ def signoff_command(name: str, note: str | None) -> None:
     missing = [path for path, digest in artifacts.items() if digest is None]
     if missing:
         raise SignoffRefused(f"nothing to sign: {', '.join(missing)} not found; run the pipeline")
+    unbound = report_binding_problem(project, artifacts)
+    if unbound is not None:
+        raise SignoffRefused(f"{ReasonCode.UNBOUND_REPORT.value}: {unbound}")
 
     active = trail.current()
+    witnessed = active.log.current_checkpoint()
+    if witnessed is None:
+        raise SignoffRefused("the audit log has no signed checkpoint to witness; run audit verify")
     predicate = SignoffPredicate(
         reviewer=entry.name,
         role=entry.role,
@@ -82,6 +92,7 @@ def signoff_command(name: str, note: str | None) -> None:
             for gate in compliance.gates
         ),
         evidence=_evidence_digests(project, compliance),
+        log_checkpoint=witnessed,
     )
     statement = build_statement({k: v for k, v in artifacts.items() if v is not None}, predicate)
     text = envelope_json(sign_statement(statement, key))
@@ -116,6 +127,18 @@ def current_artifacts(project: Project) -> dict[str, str | None]:
         name: sha256_file(project.root / name) if (project.root / name).is_file() else None
         for name in SIGNED_ARTIFACTS
     }
+
+
+def report_binding_problem(project: Project, artifacts: dict[str, str | None]) -> str | None:
+    """Why the compliance pack on disk is not the one the latest report run logged, or None."""
+    try:
+        return binding_problem(
+            project.audit_log().entries(),
+            manifest={MANIFEST: artifacts[MANIFEST]},
+            files={name: artifacts[name] for name in REPORT_FILES},
+        )
+    except LogFormatError as exc:
+        return f"the audit log cannot be read: {exc}"
 
 
 def reviewer_key(project: Project, name: str) -> tuple[TrustedKey, SigningKey]:

@@ -23,6 +23,8 @@ import pytest
 from audits.keys import SigningKey, load_signing_key
 from audits.log import EventKind
 from audits.signoff import Statement, sign_statement
+from custodian import trail
+from custodian.commands.report import bind_report
 from custodian.project import Project
 from tests.conftest import committed
 from tests.custodian.test_audit_cli import Result, invoke
@@ -70,6 +72,22 @@ def write_compliance(root: Path, report: dict[str, object]) -> None:
     (root / "reports/compliance.json").write_text(json.dumps(report, indent=2))
 
 
+def run_report_stage(root: Path, *, passed: bool = True) -> None:
+    """Log the pack on disk as the report stage does (the stage itself is not in this fixture).
+
+    A failing run ends refused, as the real stage does when a gate fails.
+    """
+    project = Project(root)
+    pack = (root / "reports/compliance.json", root / "reports/compliance.html")
+    try:
+        with trail.session(project, "custodian report", "report", lambda error: True):
+            bind_report(project, root / "reports/manifest.json", pack, passed)
+            if not passed:
+                raise RuntimeError("a gate failed")
+    except RuntimeError:
+        assert not passed
+
+
 @pytest.fixture(scope="module")
 def reviewed_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A project with a model, a passing compliance report, a manifest and two reviewers."""
@@ -94,6 +112,7 @@ def reviewed_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         ):
             result = invoke(*args, cwd=root)
             assert result.returncode == 0, result.stderr
+        run_report_stage(root)
     yield base
 
 
@@ -405,8 +424,10 @@ def test_a_tampered_audit_log_blocks_the_release(
     lines[2] = lines[2].replace(b"olivia", b"oliver", 1)
     log.write_bytes(b"\n".join(lines))
     result, verdict = check(project)
-    assert result.returncode == 1 and codes(verdict) == ["log_tampered"]
+    assert result.returncode == 1 and codes(verdict)[0] == "log_tampered"
     assert verdict["reasons"][0]["message"].startswith("audit log: ")
+    # The sign-offs witnessed the log before the edit: it no longer extends their heads.
+    assert set(codes(verdict)[1:]) == {"log_not_extending_checkpoint"}
 
 
 def test_malformed_files_and_missing_artifacts_are_reasons(
@@ -418,7 +439,7 @@ def test_malformed_files_and_missing_artifacts_are_reasons(
     result, verdict = check(project)
     assert result.returncode == 1
     assert codes(verdict)[:2] == ["missing_artifact", "malformed_signoff"]
-    assert set(codes(verdict)[2:]) == {"changed_artifact"}
+    assert set(codes(verdict)[2:]) == {"changed_artifact", "unbound_report"}
     assert verdict["artifacts"]["reports/compliance.html"] is None
 
 
@@ -428,3 +449,51 @@ def test_bad_usage_exits_2(project: Path) -> None:
     long_note = invoke("signoff", "--as", "olivia", "--note", "x" * 2001, cwd=project)
     assert long_note.returncode == 2 and "at most 2000 characters" in long_note.stderr
     assert signoff_files(project) == []
+
+
+# --------------------------------------------------------------------------- attacks of issue 20
+
+
+def _assert_unbound(root: Path, monkeypatch: pytest.MonkeyPatch, message: str) -> None:
+    refused = sign(root, "olivia", monkeypatch)
+    assert refused.returncode == 1 and signoff_files(root) == []
+    assert "error: unbound_report: " in refused.stderr and message in refused.stderr
+    result, verdict = check(root)
+    assert result.returncode == 1 and "unbound_report" in codes(verdict)
+    (reason,) = [r for r in verdict["reasons"] if r["code"] == "unbound_report"]
+    assert message in reason["message"]
+
+
+def test_a_failing_report_edited_to_pass_cannot_be_signed_or_released(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_compliance(project, compliance("fairness"))
+    run_report_stage(project, passed=False)
+    write_compliance(project, compliance())  # the attacker: every gate "passed"
+    _assert_unbound(project, monkeypatch, "the latest report run failed its gates")
+
+
+def test_a_report_edited_after_the_stage_is_not_bound(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = project / "reports/compliance.json"
+    path.write_text(path.read_text().replace('"detail": "test fixture"', '"detail": "fine"'))
+    _assert_unbound(project, monkeypatch, "reports/compliance.json is not the file")
+    html = project / "reports/compliance.html"
+    write_compliance(project, compliance())
+    html.write_text("<html><body>all green</body></html>\n")
+    _assert_unbound(project, monkeypatch, "reports/compliance.html is not the file")
+
+
+def test_an_older_passing_report_does_not_bind_a_newer_manifest(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = (project / "reports/compliance.json").read_bytes()
+    (project / "models/model.json").write_text('{"hidden": [8]}\n')
+    assert invoke("manifest", "--out", "reports/manifest.json", cwd=project).returncode == 0
+    _assert_unbound(project, monkeypatch, "built for another reports/manifest.json")
+
+    write_compliance(project, compliance("privacy_budget"))
+    run_report_stage(project, passed=False)
+    (project / "reports/compliance.json").write_bytes(old)  # the old, passing pack put back
+    _assert_unbound(project, monkeypatch, "the latest report run failed its gates")
