@@ -70,7 +70,7 @@ from audits.dsse import (
 from audits.errors import AuditError
 from audits.keys import SigningKey
 from audits.log.records import SignedCheckpoint
-from audits.trust import Fingerprint, KeyName, KeyRole, TrustedKey, TrustStore
+from audits.trust import Fingerprint, KeyName, KeyRole, KeySet, TrustedKey
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://custodian.invalid/signoff/v1"
@@ -270,6 +270,7 @@ class ReasonCode(StrEnum):
     LOG_NOT_EXTENDING_CHECKPOINT = "log_not_extending_checkpoint"
     MISSING_ATTESTATION = "missing_attestation"
     UNBOUND_REPORT = "unbound_report"
+    UNTRUSTED_KEY_SET = "untrusted_key_set"
 
 
 class Reason(_Frozen):
@@ -330,7 +331,7 @@ def review_signoffs(
     files: Mapping[str, bytes],
     artifacts: Mapping[str, str | None],
     required_roles: Sequence[KeyRole],
-    store: TrustStore,
+    store: KeySet,
 ) -> SignoffReview:
     """Whether the sign-offs in ``files`` (name -> bytes) cover ``artifacts`` for every role.
 
@@ -387,7 +388,7 @@ def review_signoffs(
 
 
 def verify_envelope(
-    name: str, data: bytes, store: TrustStore, what: str = "sign-off"
+    name: str, data: bytes, store: KeySet, what: str = "sign-off"
 ) -> tuple[Envelope, TrustedKey] | Reason:
     """The envelope in ``data`` and the trusted key its one signature verifies with, or why not.
 
@@ -429,7 +430,7 @@ def verify_envelope(
     return envelope, key
 
 
-def authenticate_signoff(name: str, data: bytes, store: TrustStore) -> SignoffCandidate | Reason:
+def authenticate_signoff(name: str, data: bytes, store: KeySet) -> SignoffCandidate | Reason:
     """The verified statement and its key's record, or the reason the file is rejected."""
     verified = verify_envelope(name, data, store)
     if isinstance(verified, Reason):
@@ -450,10 +451,11 @@ def authenticate_signoff(name: str, data: bytes, store: TrustStore) -> SignoffCa
             message=f"{name}: claims {claimed.reviewer!r} as {claimed.role.value}, but it is "
             f"signed by key {key.name!r}, whose role in the trust store is {key.role.value}",
         )
-    if not key.role.is_person:
+    if not key.role.signs_off:
         return Reason(
             code=ReasonCode.WRONG_ROLE,
-            message=f"{name}: signed by the pipeline key {key.name!r}; only people sign off",
+            message=f"{name}: signed by the {key.role.value} key {key.name!r}; only reviewers "
+            f"sign off",
         )
     return SignoffCandidate(file=name, statement=statement, key=key)
 

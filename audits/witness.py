@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from audits.keys import PublicKey
 from audits.log import AuditLog, SignedCheckpoint
 from audits.signoff import SignoffCandidate, authenticate_signoff
-from audits.trust import TrustStore
+from audits.trust import KeySet
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Witness:
     checkpoint: SignedCheckpoint
 
 
-def witnesses(files: Mapping[str, bytes], store: TrustStore) -> list[Witness]:
+def witnesses(files: Mapping[str, bytes], store: KeySet) -> list[Witness]:
     """The heads carried by every sign-off in ``files`` whose signature verifies.
 
     Authenticated before they are believed: a file anyone could write names

@@ -78,6 +78,7 @@ COMMANDS = {
     "experiments": "custodian.commands.experiments:experiments",
     "audit": "custodian.commands.audit:audit",
     "keys": "custodian.commands.keys:keys",
+    "trust": "custodian.commands.trust:trust",
     "manifest": "custodian.commands.manifest:manifest_command",
     "verify": "custodian.commands.manifest:verify",
     "bench": "custodian.commands.bench:bench",

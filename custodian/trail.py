@@ -67,6 +67,7 @@ READ_ONLY: frozenset[tuple[str, ...]] = frozenset(
         ("data", "show"),
         ("data", "schema"),
         ("keys", "list"),
+        ("trust", "status"),
         ("verify", "artifacts"),
         ("release", "check"),
     }
@@ -362,7 +363,7 @@ def _start(project: Project, command: str, stage: str | None, adopt: bool = Fals
 
 
 def _witnessed(project: Project) -> list[SignedCheckpoint]:
-    return [w.checkpoint for w in witnesses(project.signoff_files(), project.trust_store())]
+    return [w.checkpoint for w in witnesses(project.signoff_files(), project.people_keys()[0])]
 
 
 def _record_error(

@@ -18,9 +18,8 @@ import click
 
 from audits.errors import AuditError
 from audits.signoff import Reason, ReasonCode, SignoffStatus, review_signoffs
-from audits.witness import witness_problems, witnesses
 from custodian.commands.attest import review_project_attestations
-from custodian.commands.audit import verify_project_log
+from custodian.commands.audit import verify_project_log, witness_failures
 from custodian.commands.manifest import artifact_differences, load_manifest
 from custodian.commands.signoff import current_artifacts, report_binding_problem
 from custodian.params import PolicyParams, load_section
@@ -46,15 +45,17 @@ def check_command(as_json: bool) -> None:
     roles = policy.required_signoff_roles
     artifacts = current_artifacts(project)
     files = project.signoff_files()
-    review = review_signoffs(files, artifacts, roles, project.trust_store())
+    people, untrusted = project.people_keys()
+    review = review_signoffs(files, artifacts, roles, people)
     attestations = review_project_attestations(project, policy.required_attestations)
     reasons = [
+        *(Reason(code=ReasonCode.UNTRUSTED_KEY_SET, message=line) for line in untrusted),
         *review.reasons,
         *attestations.reasons,
         *_manifest_reasons(project),
         *_binding_reasons(project, artifacts),
         *_log_reasons(project),
-        *_witness_reasons(project, files),
+        *_witness_reasons(project),
     ]
 
     if as_json:
@@ -117,19 +118,8 @@ def _log_reasons(project: Project) -> list[Reason]:
     return [Reason(code=ReasonCode.LOG_TAMPERED, message=f"audit log: {failure}")]
 
 
-def _witness_reasons(project: Project, files: dict[str, bytes]) -> list[Reason]:
-    """The log must extend every head a sign-off witnessed: deleting or rewriting it shows."""
-    witnessed = witnesses(files, project.trust_store())
-    keys = project.local_trust_store().trusted_keys()
-    if witnessed and not keys:
-        return [
-            Reason(
-                code=ReasonCode.LOG_NOT_EXTENDING_CHECKPOINT,
-                message=f"{len(witnessed)} sign-off(s) witnessed the audit log, but no pipeline "
-                f"key is trusted to check it against them (was .custodian/ deleted?)",
-            )
-        ]
+def _witness_reasons(project: Project) -> list[Reason]:
     return [
         Reason(code=ReasonCode.LOG_NOT_EXTENDING_CHECKPOINT, message=line)
-        for line in witness_problems(project.audit_log(), keys, witnessed)
+        for line in witness_failures(project)
     ]

@@ -142,12 +142,16 @@ def report_binding_problem(project: Project, artifacts: dict[str, str | None]) -
 
 
 def reviewer_key(project: Project, name: str) -> tuple[TrustedKey, SigningKey]:
+    """The reviewer's record in the verified trust root and their private key."""
+    people, untrusted = project.people_keys()
+    if untrusted:
+        raise SignoffRefused(f"{ReasonCode.UNTRUSTED_KEY_SET.value}: {untrusted[0]}")
     try:
-        entry = project.trust_store().get(name)
+        entry = people.get(name)
     except UnknownKeyName:
         raise click.BadParameter(
-            f"no key named {name!r} in the trust store {project.trust_store().directory} "
-            f"(custodian keys generate {name} --role ROLE)",
+            f"no key named {name!r} in the trust root (custodian keys generate {name} "
+            f"--role ROLE, then trust add {name})",
             param_hint="--as",
         ) from None
     if entry.revoked:

@@ -109,6 +109,10 @@ def reviewed_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             ("manifest", "--out", "reports/manifest.json"),
             ("keys", "generate", "olivia", "--role", "privacy-officer"),
             ("keys", "generate", "max", "--role", "model-owner"),
+            ("keys", "generate", "ada", "--role", "trust-admin"),
+            ("keys", "generate", "bob", "--role", "trust-admin"),
+            ("trust", "init", "--admin", "ada", "--admin", "bob", "--threshold", "2", "--as", "ada"),
+            ("trust", "sign", "--as", "bob"),
         ):
             result = invoke(*args, cwd=root)
             assert result.returncode == 0, result.stderr
@@ -240,12 +244,15 @@ def test_a_signoff_is_a_statement_over_the_artifacts_and_an_audit_event(
 def test_reviewers_keys_are_in_the_committed_store_and_the_pipeline_key_is_local(
     project: Path,
 ) -> None:
-    assert sorted(p.name for p in (project / "trust").glob("*.pem")) == ["max.pem", "olivia.pem"]
+    people = ["ada.pem", "bob.pem", "max.pem", "olivia.pem"]
+    assert sorted(p.name for p in (project / "trust").glob("*.pem")) == people
     assert [p.name for p in (project / ".custodian/trust").glob("*.pem")] == ["pipeline.pem"]
     listed = json.loads(invoke("keys", "list", "--json", cwd=project).stdout)
     assert {(k["name"], k["role"], k["store"]) for k in listed} == {
         ("olivia", "privacy-officer", "project"),
         ("max", "model-owner", "project"),
+        ("ada", "trust-admin", "project"),
+        ("bob", "trust-admin", "project"),
         ("pipeline", "pipeline", "local"),
     }
     taken = invoke("keys", "generate", "pipeline", "--role", "pipeline", cwd=project)
@@ -497,3 +504,76 @@ def test_an_older_passing_report_does_not_bind_a_newer_manifest(
     run_report_stage(project, passed=False)
     (project / "reports/compliance.json").write_bytes(old)  # the old, passing pack put back
     _assert_unbound(project, monkeypatch, "the latest report run failed its gates")
+
+
+def _ledger_spend(root: Path, steps: int) -> None:
+    """Spend budget as the train stage does: the ledger reserves, the log records it."""
+    from privacy.ledger import PrivacyLedger
+
+    ledger = PrivacyLedger(Project(root).privacy_ledger_path)
+    with trail.session(Project(root), "custodian train", "train"):
+        run = ledger.open_run("a" * 64, "run-1", 1.1, 0.01, "prv", 1e-5)
+        run.record_steps(steps)
+        trail.record_privacy_spend("a" * 64, "run-1", 1.1, 0.01, steps, "prv", 1e-5)
+
+
+def test_deleting_the_log_and_the_ledger_blocks_the_release(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _ledger_spend(project, 40)
+    both_signed(project, monkeypatch)
+    witnessed = json.loads(
+        base64.b64decode(json.loads(signoff_files(project)[-1].read_text())["payload"])
+    )
+    size = witnessed["predicate"]["log_checkpoint"]["tree_head"]["tree_size"]
+    assert size > 0
+    shutil.rmtree(project / ".custodian/audit")
+    Project(project).privacy_ledger_path.unlink()
+
+    result, verdict = check(project)
+    assert result.returncode == 1
+    # The report's binding went with the log; the witnessed heads say why.
+    assert set(codes(verdict)) == {"log_not_extending_checkpoint", "unbound_report"}
+    witness = " ".join(
+        r["message"] for r in verdict["reasons"] if r["code"] == "log_not_extending_checkpoint"
+    )
+    assert f"witnessed the log at {size} entries" in witness
+    assert "truncated or rolled back" in witness
+    verified = invoke("audit", "verify", cwd=project)
+    assert verified.returncode == 1 and "witnessed the log at" in verified.stderr
+    # The next command does not start a fresh log over what the sign-offs witnessed.
+    refused = invoke("keys", "generate", "eve", "--role", "reviewer", cwd=project)
+    assert refused.returncode == 1 and "the log was deleted" in refused.stderr
+    assert not Project(project).audit_log_path.exists()
+
+
+def test_deleting_the_ledger_alone_is_caught_by_the_checkpointed_log(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _ledger_spend(project, 40)
+    both_signed(project, monkeypatch)
+    assert check(project)[0].returncode == 0
+    Project(project).privacy_ledger_path.unlink()
+    result, verdict = check(project)
+    assert result.returncode == 1 and codes(verdict) == ["log_tampered"]
+    assert "a" * 16 in verdict["reasons"][0]["message"]  # names the dataset
+
+
+def test_a_forged_log_is_not_signed_by_the_next_command(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _ledger_spend(project, 40)
+    both_signed(project, monkeypatch)
+    audit = project / ".custodian/audit"
+    lines = (audit / "log.jsonl").read_bytes().splitlines()
+    spends = [n for n, line in enumerate(lines) if b'"privacy_spend"' in line]
+    forged = [line for n, line in enumerate(lines) if n not in spends]  # drop the spend
+    (audit / "log.jsonl").write_bytes(b"".join(line + b"\n" for line in forged))
+    for name in ("checkpoint.json", "checkpoint.history.jsonl"):
+        (audit / name).unlink()
+    before = (audit / "log.jsonl").read_bytes()
+    refused = invoke("keys", "generate", "eve", "--role", "reviewer", cwd=project)
+    assert refused.returncode == 1 and "checkpoint.json is missing" in refused.stderr
+    assert (audit / "log.jsonl").read_bytes() == before and not (audit / "checkpoint.json").exists()
+    result, verdict = check(project)
+    assert result.returncode == 1 and "log_not_extending_checkpoint" in codes(verdict)
