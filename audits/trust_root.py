@@ -413,7 +413,8 @@ def without_key(root: Root, name: str, reason: str, now: datetime, expires: date
 
 def _validated(root: Root, **changes: object) -> Root:
     try:
-        return Root.model_validate({**dict(root), **changes})
+        fields = {name: getattr(root, name) for name in Root.model_fields}
+        return Root.model_validate({**fields, **changes})
     except ValidationError as exc:
         raise TrustRootError(f"the new root would be invalid: {exc.errors()[0]['msg']}") from None
 

@@ -111,7 +111,18 @@ def reviewed_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             ("keys", "generate", "max", "--role", "model-owner"),
             ("keys", "generate", "ada", "--role", "trust-admin"),
             ("keys", "generate", "bob", "--role", "trust-admin"),
-            ("trust", "init", "--admin", "ada", "--admin", "bob", "--threshold", "2", "--as", "ada"),
+            (
+                "trust",
+                "init",
+                "--admin",
+                "ada",
+                "--admin",
+                "bob",
+                "--threshold",
+                "2",
+                "--as",
+                "ada",
+            ),
             ("trust", "sign", "--as", "bob"),
         ):
             result = invoke(*args, cwd=root)
