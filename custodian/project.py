@@ -151,8 +151,10 @@ class Project:
         """
         store = self.trust_store()
         if not self.trust_root().exists():
-            return store, (f"no {TRUST_DIR}/root.json: the key set is not signed by anyone "
-                           f"(custodian trust init)",)
+            return store, (
+                f"no {TRUST_DIR}/root.json: the key set is not signed by anyone "
+                f"(custodian trust init)",
+            )
         review = self.trust_root().review()
         revoked = {entry.fingerprint: entry for entry in store.entries() if entry.revoked}
         return RootKeySet(review.trusted, revoked), review.problems
