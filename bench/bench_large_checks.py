@@ -232,7 +232,7 @@ def measure(name: str, rows: int, step: Callable[[], object], log: list) -> obje
 def run_setting(train: Path, test: Path, memory: str, chunk: int, threads: int, spill: Path):
     """One setting, in this (fresh) process: every phase measured; returns the log and counts."""
     from governance.checks import CheckConfig
-    from governance.large import SUPPORTED, ScanLimits
+    from governance.large import SUPPORTED, ScanLimits, scan_sampled
     from governance.large.detectors import DETECTORS
     from governance.large.engine import Engine, duckdb_errors_named
     from governance.large.scan import prepare_large, run_one
@@ -259,6 +259,13 @@ def run_setting(train: Path, test: Path, memory: str, chunk: int, threads: int, 
                 )
                 many = kind in ("duplicate_rows", "conflicting_labels")
                 found[f"{kind}/{side}" if many else str(kind)] = f.count
+    # Target leakage, proxies and PII on a bounded sample of each split.
+    sample = min(limits.sample_rows, n_train) + min(limits.sample_rows, n_test)
+    sampled = measure(
+        "sampled checks", sample, lambda: scan_sampled(train, test, config, limits), log
+    )
+    for f in sampled:
+        found[f"sampled {f.type}: {', '.join(f.columns)}"] = f.count
     for split, path, rows in (("train", train, n_train), ("test", test, n_test)):
         outcome = measure(
             f"GX suite {split}",

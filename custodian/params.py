@@ -26,7 +26,7 @@ from audits.gates import GATES, GateId, Limits
 from audits.identity import AiActClassification, DataProtection, ModelIdentity
 from audits.nist import SubcategoryId, attestable_ids
 from audits.trust import KeyRole
-from governance.checks import FindingType
+from governance.checks import CheckThresholds, FindingType
 from governance.errors import InputError
 from governance.licenses import IntendedUse, normalize_expression
 from governance.provenance import DatasetName
@@ -193,7 +193,7 @@ class CheckParams(Section):
     # Finding type -> reason: a waived critical finding is reported, not fatal.
     waivers: dict[FindingType, Reason] = Field(default_factory=dict)
     # Overrides of the scan's thresholds (governance.checks.CheckConfig fields).
-    thresholds: dict[str, float | int] = Field(default_factory=dict)
+    thresholds: CheckThresholds = Field(default_factory=CheckThresholds)
 
 
 class PrivacyParams(Section):

@@ -18,6 +18,7 @@ import great_expectations.expectations as gxe
 import pandas as pd
 import yaml
 
+from governance.docs_offline import offline_sites
 from governance.provenance import ColumnRole, ColumnSpec, ColumnType, Provenance
 
 _NUMERIC_TYPES = ["int64", "Int64", "float64", "Float64"]
@@ -120,6 +121,7 @@ def run_suites(
         )
         outcomes.append(_outcome(dataset, definition.suite.name, result))
     context.build_data_docs()
+    offline_sites(context)
     return outcomes
 
 

@@ -10,6 +10,7 @@ beside the schema suites.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 import great_expectations as gx
@@ -19,10 +20,19 @@ from great_expectations.execution_engine import PandasExecutionEngine
 from great_expectations.expectations.expectation import BatchExpectation
 from great_expectations.expectations.metrics.metric_provider import metric_value
 from great_expectations.expectations.metrics.table_metric_provider import TableMetricProvider
+from great_expectations.render import (
+    LegacyDiagnosticRendererType,
+    LegacyRendererType,
+    RenderedStringTemplateContent,
+)
+from great_expectations.render.renderer.renderer import renderer
 
 from governance.checks import CheckConfig, Finding, FindingType, Severity, scan
+from governance.docs_offline import offline_sites
 
 SPLIT_COLUMN = "__custodian_split__"
+# Row numbers shown per side in a Data Docs sentence; the JSON report has them all.
+_EXAMPLE_ROWS = 5
 TRAIN, TEST = "train", "test"
 REFERENCE_PREFIX = "reference:"
 
@@ -44,7 +54,9 @@ def unstack_splits(
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame]]:
     def part(label: str) -> pd.DataFrame:
         rows = stacked[stacked[SPLIT_COLUMN] == label].drop(columns=SPLIT_COLUMN)
-        return rows.reset_index(drop=True)
+        # Stacking fills a column one part lacks with missing values; such a
+        # column is dropped again, so the part is compared on what it has.
+        return rows.dropna(axis=1, how="all").reset_index(drop=True)
 
     names = [
         label.removeprefix(REFERENCE_PREFIX)
@@ -75,6 +87,14 @@ class TableLeakageFindings(TableMetricProvider):
         config = CheckConfig.model_validate_json(metric_value_kwargs["check_config"])
         train, test, references = unstack_splits(frame)
         return [f.model_dump(mode="json") for f in scan(train, test, references, config=config)]
+
+
+# GX registers the renderers a class inherits, then warns as the class's own
+# replace them, which is how GX means renderers to be customised: the warning
+# is silenced while this module's expectation class is made, and only then.
+_REGISTRY_LOG = logging.getLogger("great_expectations.expectations.registry")
+_REGISTRY_LEVEL = _REGISTRY_LOG.level
+_REGISTRY_LOG.setLevel(logging.ERROR)
 
 
 class ExpectNoCriticalLeakageFinding(BatchExpectation):
@@ -114,6 +134,89 @@ class ExpectNoCriticalLeakageFinding(BatchExpectation):
                 },
             },
         }
+
+    @classmethod
+    @renderer(renderer_type=LegacyRendererType.PRESCRIPTIVE)
+    def _prescriptive_renderer(
+        cls,
+        configuration: Any = None,
+        result: Any = None,
+        runtime_configuration: dict | None = None,
+        **kwargs: Any,
+    ) -> list[RenderedStringTemplateContent]:
+        """The expectation as a sentence (its findings: ``_unexpected_statement_renderer``)."""
+        config = configuration if configuration is not None else result.expectation_config
+        kind = config.kwargs["finding_type"]
+        waived = config.kwargs.get("waived")
+        return [
+            _text(
+                f"Expect no critical {str(kind).replace('_', ' ')} finding between the splits"
+                + (f" (waived: {waived})." if waived else ".")
+            )
+        ]
+
+    @classmethod
+    @renderer(renderer_type=LegacyDiagnosticRendererType.UNEXPECTED_STATEMENT)
+    def _unexpected_statement_renderer(
+        cls,
+        configuration: Any = None,
+        result: Any = None,
+        runtime_configuration: dict | None = None,
+        **kwargs: Any,
+    ) -> list[RenderedStringTemplateContent]:
+        """One sentence per finding, with its counts and example rows."""
+        if result is None or not result.result:
+            return []
+        return [_text(finding_sentence(f)) for f in findings_of(result)]
+
+    @classmethod
+    @renderer(renderer_type=LegacyDiagnosticRendererType.OBSERVED_VALUE)
+    def _observed_value_renderer(
+        cls,
+        configuration: Any = None,
+        result: Any = None,
+        runtime_configuration: dict | None = None,
+        **kwargs: Any,
+    ) -> RenderedStringTemplateContent:
+        if result is None or not result.result:
+            return _text("--")
+        findings = findings_of(result)
+        critical = sum(f.severity is Severity.critical for f in findings)
+        if not findings:
+            return _text("no finding")
+        return _text(f"{len(findings)} finding(s), {critical} critical")
+
+
+_REGISTRY_LOG.setLevel(_REGISTRY_LEVEL)
+
+
+def finding_sentence(finding: Finding) -> str:
+    """A finding as one readable sentence: severity, what was found, and example rows."""
+    parts = [f"{finding.severity.value.capitalize()}: {finding.detail}"]
+    if finding.sensitive_columns:
+        parts.append(f"Stands in for: {', '.join(finding.sensitive_columns)}.")
+    shown = ", ".join(finding.columns[:8]) + (
+        f" and {len(finding.columns) - 8} more" if len(finding.columns) > 8 else ""
+    )
+    parts.append(f"Columns: {shown}.")
+    for side, rows in (
+        ("train", finding.train_rows),
+        ("test", finding.test_rows),
+        (f"reference {finding.reference}", finding.reference_rows),
+    ):
+        if rows:
+            more = "" if len(rows) <= _EXAMPLE_ROWS else " and more"
+            listed = ", ".join(str(r) for r in rows[:_EXAMPLE_ROWS])
+            parts.append(f"Example {side} rows: {listed}{more}.")
+    return " ".join(parts)
+
+
+def _text(sentence: str) -> RenderedStringTemplateContent:
+    # "$" starts a parameter in GX string templates; findings carry none.
+    return RenderedStringTemplateContent(
+        content_block_type="string_template",
+        string_template={"template": sentence.replace("$", "$$"), "params": {}},
+    )
 
 
 def leakage_expectations(
@@ -156,4 +259,5 @@ def run_leakage_suite(
         result = definition.run(batch_parameters={"dataframe": stacked})
         outcomes[name] = [(r, findings_of(r)) for r in result.results]
     context.build_data_docs()
+    offline_sites(context)
     return outcomes

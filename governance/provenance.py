@@ -81,6 +81,15 @@ class ColumnSpec(Frozen):
     categories: list[str | int | float | bool] | None = None
     pii: list[PiiCategory] = Field(default_factory=list)
     description: str | None = None
+    # Why an excluded column is not trained on (e.g. it composes the label, or
+    # stands in for a sensitive attribute); reviewers and the checks read it.
+    reason: Annotated[str, StringConstraints(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _reason_only_for_excluded(self) -> ColumnSpec:
+        if self.reason is not None and self.role is not ColumnRole.excluded:
+            raise ValueError(f"column {self.name!r}: only excluded columns record a reason")
+        return self
 
     @model_validator(mode="after")
     def _range_is_ordered(self) -> ColumnSpec:

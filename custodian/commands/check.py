@@ -20,7 +20,8 @@ from audits.files import atomic_directory, atomic_write_json
 from custodian import trail
 from custodian.commands.datasets import load_dataset, read_table, table_name
 from custodian.params import CheckParams, load_section
-from governance.checks import CheckConfig, Finding, Severity, scan
+from governance.checks import CheckConfig, CheckThresholds, Finding, Severity, scan
+from governance.checks.scan import alignment
 from governance.errors import CheckFailed, InputError
 from governance.expectations import context_copy
 from governance.gx_checks import run_leakage_suite, stack_splits
@@ -46,6 +47,7 @@ EVALUATION_SPLITS = ("test", "val")
 @click.option("--label", help="Label column.")
 @click.option("--id-column", help="Identifier column (group leakage).")
 @click.option("--time-column", help="Time column (temporal leakage).")
+@click.option("--sensitive", help="Sensitive attribute columns, comma-separated (proxy check).")
 @click.option(
     "--splits",
     type=click.Path(path_type=Path),
@@ -69,6 +71,7 @@ def check_command(
     label,
     id_column,
     time_column,
+    sensitive,
     splits,
     ingested,
     gx_dir,
@@ -78,7 +81,7 @@ def check_command(
 ) -> None:
     """Find leakage and contamination; exit 1 on an unwaived critical finding."""
     if splits is not None:
-        if train or test or reference or label or id_column or time_column:
+        if train or test or reference or label or id_column or time_column or sensitive:
             raise click.UsageError("--splits takes roles from provenance; drop the other inputs")
         if ingested is None or docs is None or out is None:
             raise click.UsageError("--splits needs --ingested, --docs and --out")
@@ -86,14 +89,21 @@ def check_command(
     else:
         if train is None or test is None:
             raise click.UsageError("give --train and --test (or --splits)")
-        config = _config(label=label, id_column=id_column, time_column=time_column)
+        config = _config(
+            label=label,
+            id_column=id_column,
+            time_column=time_column,
+            sensitive_columns=tuple(c for c in (sensitive or "").split(",") if c),
+        )
         references = {table_name(path): read_table(path) for path in reference}
+        frames = read_table(train), read_table(test)
         try:
-            findings = scan(read_table(train), read_table(test), references, config=config)
+            findings = scan(*frames, references, config=config)
         except InputError as err:
             # The scan names frames by role; the user named files.
             raise InputError(f"--train {train}, --test {test}: {err}") from None
         report = {"train": str(train), "test": str(test), "findings": _dump(findings), "waived": {}}
+        report["not_compared"] = alignment(*frames, references, config)
     if out is not None:
         atomic_write_json(out, report)
     _print(report, as_json)
@@ -134,7 +144,7 @@ def _config(**values) -> CheckConfig:
         raise InputError(format_validation_error(err, where="check")) from None
 
 
-def _config_from(record: Provenance, time_aware: bool, thresholds: dict) -> CheckConfig:
+def _config_from(record: Provenance, time_aware: bool, thresholds: CheckThresholds) -> CheckConfig:
     pii = [c.name for c in record.columns if c.pii and c.role is not ColumnRole.identifier]
     try:
         return CheckConfig(
@@ -145,7 +155,8 @@ def _config_from(record: Provenance, time_aware: bool, thresholds: dict) -> Chec
             time_column=record.column(ColumnRole.time) if time_aware else None,
             pii_columns=tuple(pii),
             exclude_columns=tuple(record.columns_with(ColumnRole.excluded)),
-            **thresholds,
+            sensitive_columns=tuple(record.columns_with(ColumnRole.sensitive)),
+            **thresholds.model_dump(exclude_unset=True),
         )
     except ValidationError as err:
         raise InputError(
@@ -181,6 +192,24 @@ def _pipeline_check(splits: Path, ingested: Path, gx_dir: Path, docs: Path) -> d
             for _, findings in outcomes[f"train_vs_{name}"]
             for f in findings
         ]
+    # Inputs the model trains on that stand in for a sensitive attribute, for the
+    # model card and the compliance page (audits read this field).
+    proxies = {
+        (tuple(f["columns"]), tuple(f["sensitive_columns"])): f["severity"]
+        for f in _all_findings(report)
+        if f["type"] == "proxy"
+    }
+    report["proxies"] = [
+        {"inputs": list(inputs), "sensitive": list(sensitive), "severity": severity}
+        for (inputs, sensitive), severity in proxies.items()
+    ]
+    report["not_compared"] = {
+        f"train_vs_{name}: {where}": columns
+        for name in EVALUATION_SPLITS
+        for where, columns in alignment(
+            train, load_dataset(splits, name)[1], references, config
+        ).items()
+    }
     report["expectations"] = {
         name: {r.expectation_config.kwargs["finding_type"]: bool(r.success) for r, _ in results}
         for name, results in outcomes.items()
@@ -201,6 +230,8 @@ def _print(report: dict, as_json: bool) -> None:
         click.echo(json.dumps(report, indent=2))
         return
     findings = _all_findings(report)
+    for where, columns in report.get("not_compared", {}).items():
+        click.echo(f"not compared ({where} lacks them or has only them): {', '.join(columns)}")
     if not findings:
         click.echo("no findings")
         return

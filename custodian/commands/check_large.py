@@ -18,8 +18,9 @@ from pydantic import ValidationError
 from audits.files import atomic_write_json
 from custodian.commands.datasets import load_record
 from governance.checks import CheckConfig, Severity
+from governance.checks.scan import worst_first
 from governance.errors import CheckFailed, InputError
-from governance.large import NOT_SUPPORTED, ScanLimits, scan_large
+from governance.large import SAMPLED, SKIPPED, ScanLimits, scan_large, scan_sampled
 from governance.registry import format_validation_error
 
 _DATA_HELP = "Parquet file, directory or glob of Parquet files, or one CSV file."
@@ -88,12 +89,15 @@ def check_large_command(
         for split, path in (("train", schema), ("test", test_schema))
         if path is not None
     }
-    findings = scan_large(train, test, config, limits)
+    findings = worst_first(
+        [*scan_large(train, test, config, limits), *scan_sampled(train, test, config, limits)]
+    )
     report: dict = {
         "train": str(train),
         "test": str(test),
         "findings": [f.model_dump(mode="json") for f in findings],
-        "not_checked": [str(kind) for kind in NOT_SUPPORTED],
+        "sampled": {"types": [str(k) for k in SAMPLED], "rows_per_split": limits.sample_rows},
+        "not_checked": [str(kind) for kind in SKIPPED],
         "limits": limits.model_dump(mode="json"),
     }
     if records:
@@ -134,6 +138,11 @@ def _print(report: dict, as_json: bool) -> None:
             click.echo(f"{f['severity']:<9} {f['type']:<24} {f['count']:>7}  {columns}")
     else:
         click.echo("no findings")
+    sampled = report["sampled"]
+    click.echo(
+        f"checked on a sample of at most {sampled['rows_per_split']:,} rows per split:"
+        f" {', '.join(sampled['types'])}"
+    )
     click.echo(f"not checked out of core: {', '.join(report['not_checked'])}")
     for split, outcome in report.get("expectations", {}).items():
         verdict = "passed" if outcome["success"] else "FAILED"

@@ -5,8 +5,8 @@ records, worst first; each detector is a small function registered per
 ``FindingType`` (see ``registry``).
 """
 
-from governance.checks.config import CheckConfig
+from governance.checks.config import CheckConfig, CheckThresholds
 from governance.checks.findings import Finding, FindingType, Severity
 from governance.checks.scan import scan
 
-__all__ = ["CheckConfig", "Finding", "FindingType", "Severity", "scan"]
+__all__ = ["CheckConfig", "CheckThresholds", "Finding", "FindingType", "Severity", "scan"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
 Score = Annotated[float, Field(ge=0.5, le=1.0)]
@@ -26,6 +26,10 @@ class CheckConfig(BaseModel):
     time_column: str | None = None
     pii_columns: tuple[str, ...] = ()
     exclude_columns: tuple[str, ...] = ()
+    # Declared sensitive attributes: evaluated, not trained on, so they are not
+    # model inputs for the multi-column leakage model, and ``proxy`` looks for
+    # inputs that stand in for them.
+    sensitive_columns: tuple[str, ...] = ()
 
     # Rows are compared after rounding numbers to this many decimal places, so
     # that 0.1 + 0.2 and 0.3 (or a value re-exported with fewer digits) match.
@@ -67,7 +71,25 @@ class CheckConfig(BaseModel):
     target_leakage_max_rows: Annotated[int, Field(ge=100)] = 200_000
     max_classes: Annotated[int, Field(ge=2)] = 20
 
+    # Model-based checks (multi-column target leakage, proxies): boosted trees
+    # on at most ``model_max_rows`` sampled rows, cross-fitted in two folds.
+    # Scores are ROC AUC (binary), balanced accuracy (multiclass) or R^2.
+    model_max_rows: Annotated[int, Field(ge=200)] = 10_000
+    # A plausible model of a real outcome rarely comes this close to perfect;
+    # a label written as a function of its inputs does.
+    target_leakage_model_critical: Score = 0.995
+    target_leakage_model_warning: Score = 0.98
+    # The most columns a minimal leaking (or proxy) set may name.
+    max_set_size: Annotated[int, Field(ge=1, le=12)] = 6
+    # A rule is stated when it gives the label on at least this share of rows.
+    rule_agreement: Fraction = 0.99
+    proxy_critical: Score = 0.99
+    proxy_warning: Score = 0.95
+
     pii_min_fraction: Fraction = 0.001
+    # Fixed-width whole numbers (5+ digits) with at least this share of
+    # distinct values are identifiers (a person's rows share one).
+    identifier_column_fraction: Fraction = 0.25
     pii_critical_fraction: Fraction = 0.5
 
     def features(self, columns: Iterable[str]) -> list[str]:
@@ -83,6 +105,7 @@ class CheckConfig(BaseModel):
             "time_column": [self.time_column],
             "pii_columns": list(self.pii_columns),
             "exclude_columns": list(self.exclude_columns),
+            "sensitive_columns": list(self.sensitive_columns),
         }
         return [
             f"{field} {column!r} is not a column of {where}"
@@ -102,8 +125,35 @@ class CheckConfig(BaseModel):
         for name in self.exclude_columns:
             if name in roles:
                 problems.append(f"exclude_columns lists {name!r}, which has a role")
-        if self.target_leakage_warning > self.target_leakage_critical:
-            problems.append("target_leakage_warning must not exceed target_leakage_critical")
+        for name in self.sensitive_columns:
+            if name in roles:
+                problems.append(f"sensitive_columns lists {name!r}, which has a role")
+        pairs = (
+            ("target_leakage_warning", "target_leakage_critical"),
+            ("target_leakage_model_warning", "target_leakage_model_critical"),
+            ("proxy_warning", "proxy_critical"),
+        )
+        for warning, critical in pairs:
+            if getattr(self, warning) > getattr(self, critical):
+                problems.append(f"{warning} must not exceed {critical}")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+# Fields that say what the data is, not how strictly to judge it.
+_ROLE_FIELDS = frozenset(
+    {"label", "id_column", "time_column", "pii_columns", "exclude_columns", "sensitive_columns"}
+)
+
+# params.yaml ``check.thresholds``: every CheckConfig field but the roles, each
+# with its type and bounds; unknown keys are rejected when params are read.
+CheckThresholds = create_model(
+    "CheckThresholds",
+    __config__=ConfigDict(frozen=True, extra="forbid"),
+    **{
+        name: (info.annotation, info)
+        for name, info in CheckConfig.model_fields.items()
+        if name not in _ROLE_FIELDS
+    },
+)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from governance.checks.duplicates import overlap_severity, repeat_chance
+from governance.checks.duplicates import overlap_severity, split_chance
 from governance.checks.findings import Finding, FindingType, Severity
 from governance.checks.frames import HashedFrame, ScanContext
-from governance.checks.near import near_rows
+from governance.checks.near import near_rows, train_features
 from governance.checks.registry import detector, make_finding, share
 from governance.checks.similarity import isin
 
@@ -45,13 +45,15 @@ def reference_contamination(ctx: ScanContext) -> list[Finding]:
 
 
 def _exact(ctx: ScanContext, reference: HashedFrame) -> Finding | None:
-    in_train = isin(reference.features, ctx.train.features)
+    columns = reference.feature_columns
+    train = train_features(ctx, reference)
+    in_train = isin(reference.features, train)
     count = int(in_train.sum())
     if not count:
         return None
     severity, chance_note = overlap_severity(
         count / len(reference),
-        repeat_chance(ctx.train.features),
+        split_chance(ctx, columns),
         ctx.config,
     )
     return make_finding(
@@ -59,8 +61,8 @@ def _exact(ctx: ScanContext, reference: HashedFrame) -> Finding | None:
         FindingType.reference_contamination,
         severity,
         count=count,
-        columns=ctx.roles.features,
-        train_rows=np.flatnonzero(isin(ctx.train.features, reference.features[in_train])),
+        columns=columns,
+        train_rows=np.flatnonzero(isin(train, reference.features[in_train])),
         reference_rows=np.flatnonzero(in_train),
         reference=reference.name,
         detail=(

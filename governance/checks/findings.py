@@ -22,7 +22,9 @@ class FindingType(StrEnum):
     - ``near_duplicate``: test rows within tolerance of a train row;
     - ``group_leakage``: identifier values present in both splits;
     - ``temporal_leakage``: train rows later than the earliest test row;
-    - ``target_leakage``: leaking columns (one finding per column, so 1);
+    - ``target_leakage``: leaking columns (1 for a single column, else the
+      size of the minimal set that together gives the label away);
+    - ``proxy``: input columns that stand in for the sensitive attribute(s);
     - ``reference_contamination``: reference rows found in train;
     - ``duplicate_rows``: rows repeating an earlier row of the same split;
     - ``conflicting_labels``: rows whose features recur with another label;
@@ -34,6 +36,7 @@ class FindingType(StrEnum):
     group_leakage = "group_leakage"
     temporal_leakage = "temporal_leakage"
     target_leakage = "target_leakage"
+    proxy = "proxy"
     reference_contamination = "reference_contamination"
     duplicate_rows = "duplicate_rows"
     conflicting_labels = "conflicting_labels"
@@ -69,6 +72,10 @@ class Finding(BaseModel):
     reference_rows: Rows = ()
     reference: str | None = None
     rows_truncated: bool = False
+    # target_leakage: a short rule that states how the columns give the label away.
+    rule: str | None = None
+    # proxy: the declared sensitive attribute(s) the finding's columns stand in for.
+    sensitive_columns: tuple[str, ...] = ()
     detail: Annotated[str, Field(min_length=1)]
 
     @model_validator(mode="after")

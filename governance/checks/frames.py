@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 
@@ -56,6 +56,7 @@ class HashedFrame:
 
     name: str
     frame: pd.DataFrame
+    feature_columns: tuple[str, ...]  # the features ``features`` hashes (a reference's shared ones)
     cells: Mapping[str, np.ndarray]  # column -> uint64 hash per row (features, label, id)
     numbers: Mapping[str, np.ndarray]  # numeric (rounded) or datetime (ns) column -> float64
     features: np.ndarray  # uint64 hash of the feature cells
@@ -66,6 +67,17 @@ class HashedFrame:
 
     def __len__(self) -> int:
         return len(self.frame)
+
+    def hashes_without(self, dropped: Sequence[str], roles: Roles) -> tuple[np.ndarray, np.ndarray]:
+        """(feature hashes, row hashes) as if the ``dropped`` features were not there."""
+        if not dropped:
+            return self.features, self.rows
+        features = _fold(
+            [self.cells[c] for c in self.feature_columns if c not in dropped], len(self)
+        )
+        has_label = roles.label is not None and roles.label in self.cells
+        rows = _fold([features, self.cells[roles.label]], len(self)) if has_label else features
+        return features, rows
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,6 +142,9 @@ class ScanContext:
     train: HashedFrame
     test: HashedFrame
     references: Mapping[str, HashedFrame]
+    # Results one detector computes and others reuse (e.g. the columns found to
+    # encode the label, which duplicate checks leave out), keyed by who made them.
+    derived: dict[str, object] = field(default_factory=dict)
 
     @cached_property
     def numeric_near(self) -> NumericNear | None:
@@ -202,7 +217,8 @@ def prepare(
 ) -> ScanContext:
     """Hash every frame. Inputs must already be validated (see ``scan``)."""
     ignored = {config.id_column, config.time_column, *config.exclude_columns}
-    compared = [c for c in train.columns if c not in ignored]
+    # Train and test are compared on the columns they share (see ``alignment``).
+    compared = [c for c in train.columns if c not in ignored and c in test.columns]
     features = tuple(c for c in compared if c != config.label)
     # A column's kind must hold in every frame, or its cells would hash differently.
     kinds = {
@@ -224,13 +240,42 @@ def prepare(
     return ScanContext(
         config=config,
         roles=roles,
-        train=_hash_frame("train", train, hashed_columns, all_kinds, roles, config, times[0]),
-        test=_hash_frame("test", test, hashed_columns, all_kinds, roles, config, times[1]),
+        train=_hash_frame(
+            "train", train, hashed_columns, features, all_kinds, roles, config, times[0]
+        ),
+        test=_hash_frame(
+            "test", test, hashed_columns, features, all_kinds, roles, config, times[1]
+        ),
         references={
-            name: _hash_frame(name, frame, list(features), all_kinds, roles, config, None)
+            name: _hash_frame(name, frame, shared, shared, all_kinds, roles, config, None)
             for name, frame in references.items()
+            for shared in [[c for c in features if c in frame.columns]]
         },
     )
+
+
+def alignment(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    references: Mapping[str, pd.DataFrame],
+    config: CheckConfig,
+) -> dict[str, list[str]]:
+    """Per frame compared with train, the columns left out because only one side has them.
+
+    A test split or a reference (a public benchmark rarely carries your
+    identifier, dates or derived columns) is compared on the feature columns
+    it shares with train; the report names the rest.
+    """
+    features = config.features(train.columns)
+    labelled = [*features, *([config.label] if config.label in train.columns else [])]
+    gaps = {
+        "test": [c for c in labelled if c not in test.columns]
+        + [c for c in test.columns if c not in train.columns]
+    }
+    shared = [c for c in features if c in test.columns]
+    for name, frame in references.items():
+        gaps[f"reference {name!r}"] = [c for c in shared if c not in frame.columns]
+    return {where: columns for where, columns in gaps.items() if columns}
 
 
 def _kind(columns: Sequence[pd.Series], text_min_words: int) -> ColumnKind:
@@ -250,6 +295,7 @@ def _hash_frame(
     name: str,
     frame: pd.DataFrame,
     columns: Sequence[str],
+    features: Sequence[str],
     kinds: Mapping[str, ColumnKind],
     roles: Roles,
     config: CheckConfig,
@@ -261,10 +307,10 @@ def _hash_frame(
         cells[column], values = _CELLS[kinds[column]](frame[column], config.float_decimals)
         if values is not None:
             numbers[column] = values
-    features = _fold([cells[c] for c in roles.features], len(frame))
+    hashes = _fold([cells[c] for c in features], len(frame))
     has_label = roles.label is not None and roles.label in cells
-    rows = _fold([features, cells[roles.label]], len(frame)) if has_label else features
-    return HashedFrame(name, frame, cells, numbers, features, rows, time)
+    rows = _fold([hashes, cells[roles.label]], len(frame)) if has_label else hashes
+    return HashedFrame(name, frame, tuple(features), cells, numbers, hashes, rows, time)
 
 
 def _numeric_cells(series: pd.Series, decimals: int) -> tuple[np.ndarray, np.ndarray]:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
 import numpy as np
 import pandas as pd
@@ -13,7 +12,9 @@ from scipy.stats import rankdata
 from governance.checks import details
 from governance.checks.findings import Finding, FindingType, Severity
 from governance.checks.frames import ColumnKind, ScanContext
+from governance.checks.predictive import MAX_CATEGORIES, METRIC, Predictability, Target, Task
 from governance.checks.registry import detector, make_finding
+from governance.checks.rules import find_rule
 from governance.checks.similarity import isin
 
 _NAT = np.iinfo(np.int64).min
@@ -93,16 +94,10 @@ def _present(times: np.ndarray) -> np.ndarray:
     return ~np.isnan(times) if times.dtype.kind == "f" else times != _NAT
 
 
-class _Task(StrEnum):
-    binary = "binary"
-    multiclass = "multiclass"
-    regression = "regression"
-
-
 _METRIC = {
-    _Task.binary: "ROC AUC",
-    _Task.multiclass: "balanced accuracy",
-    _Task.regression: "|Spearman rho|",
+    Task.binary: "ROC AUC",
+    Task.multiclass: "balanced accuracy",
+    Task.regression: "|Spearman rho|",
 }
 
 
@@ -110,52 +105,193 @@ _METRIC = {
 class _Target:
     """The label of the sampled rows, in the form its task's scores need."""
 
-    task: _Task
+    task: Task
     values: np.ndarray  # 0/1 (binary), class index (multiclass) or the number (regression)
     folds: np.ndarray  # 0/1 per row: per-value rules are learnt on one fold, scored on the other
     n_classes: int
+    positive: str  # binary: how the positive value is written; else ""
+
+
+Rows = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class LabelAnalysis:
+    """The target-leakage findings, and the columns they show to encode the label."""
+
+    findings: tuple[Finding, ...]
+    encoders: tuple[str, ...]  # columns of critical findings, in train's order
+
+
+def label_analysis(ctx: ScanContext) -> LabelAnalysis:
+    """Single-column scores, then a model over the rest; computed once per scan."""
+    if "label_analysis" not in ctx.derived:
+        ctx.derived["label_analysis"] = _analyse(ctx)
+    return ctx.derived["label_analysis"]  # type: ignore[return-value]
 
 
 @detector(FindingType.target_leakage)
 def target_leakage(ctx: ScanContext) -> list[Finding]:
+    return list(label_analysis(ctx).findings)
+
+
+def _analyse(ctx: ScanContext) -> LabelAnalysis:
     label = ctx.roles.label
     if label is None:
-        return []
+        return LabelAnalysis((), ())
     config = ctx.config
-    rows = _sample(len(ctx.train), len(ctx.test), config.target_leakage_max_rows, config.seed)
-    labelled = ~_missing(ctx, label, rows)
-    rows = (rows[0][labelled[: len(rows[0])]], rows[1][labelled[len(rows[0]) :]])
-    target = _target(ctx, label, rows, config.max_classes, config.seed)
+    rows = labelled_sample(ctx, label, config.target_leakage_max_rows)
+    target = target_of(ctx, label, rows, config.max_classes, config.seed)
     if target is None:
-        return []
-    findings = []
-    for column in ctx.roles.features:
-        if ctx.roles.kinds[column] is ColumnKind.text:
-            continue  # free text is near-unique per row: no single-value rule to learn
-        score, by_missing = _column_score(ctx, column, rows, target)
-        if score < config.target_leakage_warning:
+        return LabelAnalysis((), ())
+    findings = [
+        finding
+        for column in ctx.roles.features
+        if ctx.roles.kinds[column] is not ColumnKind.text
+        for finding in [_single_column(ctx, column, rows, target)]
+        if finding is not None
+    ]
+    single = {f.columns[0]: f.severity for f in findings}
+    model = _multi_column(ctx, label, target, rows, single)
+    if model is not None:
+        findings.append(model)
+    encoders = {c for f in findings if f.severity is Severity.critical for c in f.columns}
+    return LabelAnalysis(tuple(findings), tuple(c for c in ctx.roles.features if c in encoders))
+
+
+def _single_column(ctx: ScanContext, column: str, rows: Rows, target: _Target) -> Finding | None:
+    config, label = ctx.config, ctx.roles.label
+    score, by_missing = column_score(ctx, column, rows, target)
+    if score < config.target_leakage_warning:
+        return None
+    critical = score >= config.target_leakage_critical
+    how = " through which of its values are missing" if by_missing else ""
+    why = (
+        "it almost certainly encodes the label, and a model would learn that instead"
+        if critical
+        else "check that it is known before the label is, or a model will lean on it"
+    )
+    return make_finding(
+        ctx,
+        FindingType.target_leakage,
+        Severity.critical if critical else Severity.warning,
+        count=1,
+        columns=[column],
+        detail=(
+            f"{column} alone predicts {label}{how} with {_METRIC[target.task]}"
+            f" {score:.3f} over {len(target.values):,} rows: {why}."
+        ),
+    )
+
+
+def model_inputs(ctx: ScanContext, leaving_out: Collection[str] = ()) -> list[str]:
+    """Features a model would train on: not text, not sensitive, not ``leaving_out``."""
+    sensitive = set(ctx.config.sensitive_columns)
+    return [
+        c
+        for c in ctx.roles.features
+        if ctx.roles.kinds[c] is not ColumnKind.text and c not in sensitive and c not in leaving_out
+    ]
+
+
+def design(
+    ctx: ScanContext, columns: Sequence[str], rows: Rows
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Columns as numbers for the trees (categories as codes), and which hold categories.
+
+    Identifier-like categories are left out: a code per row teaches nothing.
+    """
+    values: dict[str, np.ndarray] = {}
+    categorical = []
+    for column in columns:
+        if ctx.roles.kinds[column] in (ColumnKind.numeric, ColumnKind.datetime):
+            values[column] = _gathered(ctx, column, rows, "numbers")
             continue
-        critical = score >= config.target_leakage_critical
-        how = " through which of its values are missing" if by_missing else ""
-        why = (
-            "it almost certainly encodes the label, and a model would learn that instead"
-            if critical
-            else "check that it is known before the label is, or a model will lean on it"
+        codes = _codes(ctx, column, rows)
+        distinct = int(codes.max(initial=-1)) + 1
+        if distinct > ctx.config.identifier_like_fraction * len(codes):
+            continue
+        values[column] = codes.astype(np.float64)
+        if distinct <= MAX_CATEGORIES:
+            categorical.append(column)
+    return values, categorical
+
+
+def _multi_column(
+    ctx: ScanContext, label: str, target: _Target, rows: Rows, single: dict[str, Severity]
+) -> Finding | None:
+    """The label predicted from the inputs together, with the fewest columns that do it.
+
+    Columns already critical on their own are left out, so a second,
+    spread-out leak is not hidden behind the first.
+    """
+    config = ctx.config
+    critical = [c for c, s in single.items() if s is Severity.critical]
+    keep = _subsample(len(target.values), config.model_max_rows, config.seed)
+    rows = (rows[0][keep[: len(rows[0])]], rows[1][keep[len(rows[0]) :]])
+    values, categorical = design(ctx, model_inputs(ctx, critical), rows)
+    if len(values) < 2:
+        return None
+    y = target.values[keep]
+    model = Predictability(values, categorical, Target(label, target.task, y), config.seed)
+    full = model.fit(list(values))
+    if full.score < config.target_leakage_model_warning:
+        return None
+    explained = model.explain(list(values), config.max_set_size)
+    columns = explained.minimal.columns
+    if len(columns) == 1 and columns[0] in single:
+        return None  # that column's own finding already says it
+    rule = None
+    if target.task is Task.binary and not set(columns) & set(categorical):
+        rule = find_rule(label, target.positive, y, columns, values, config.rule_agreement)
+    critical = full.score >= config.target_leakage_model_critical
+    severity = Severity.critical if critical else Severity.warning
+    metric = METRIC[target.task]
+    if explained.complete:
+        which = (
+            f"{_listed(columns)} together predict {label} with {metric}"
+            f" {explained.minimal.score:.4f} (all {len(values)} inputs: {full.score:.4f})"
         )
-        findings.append(
-            make_finding(
-                ctx,
-                FindingType.target_leakage,
-                Severity.critical if critical else Severity.warning,
-                count=1,
-                columns=[column],
-                detail=(
-                    f"{column} alone predicts {label}{how} with {_METRIC[target.task]}"
-                    f" {score:.3f} over {len(target.values):,} rows: {why}."
-                ),
-            )
+    else:
+        which = (
+            f"the {len(values)} inputs together predict {label} with {metric} {full.score:.4f};"
+            f" no {config.max_set_size} of them do as well, {_listed(columns)} come closest"
         )
-    return findings
+    stated = f"; the rule {rule.text} holds on {rule.agree:,} of {rule.rows:,} rows" if rule else ""
+    return make_finding(
+        ctx,
+        FindingType.target_leakage,
+        severity,
+        count=len(columns),
+        columns=columns,
+        rule=rule.text if rule else None,
+        detail=(
+            f"{which}, scored out of fold by boosted trees over {len(y):,} sampled rows{stated}:"
+            " the label is (almost) a function of these inputs, so a model learns that"
+            " function instead of the outcome."
+        ),
+    )
+
+
+def labelled_sample(ctx: ScanContext, column: str, limit: int) -> Rows:
+    """Train and test rows (sampled down to ``limit``) where ``column`` is present."""
+    config = ctx.config
+    rows = _sample(len(ctx.train), len(ctx.test), limit, config.seed)
+    present = ~_missing(ctx, column, rows)
+    return rows[0][present[: len(rows[0])]], rows[1][present[len(rows[0]) :]]
+
+
+def _subsample(n: int, limit: int, seed: int) -> np.ndarray:
+    """A mask keeping at most ``limit`` of ``n`` rows, at random."""
+    keep = np.ones(n, dtype=bool)
+    if n > limit:
+        keep[:] = False
+        keep[np.random.default_rng(seed + 2).choice(n, size=limit, replace=False)] = True
+    return keep
+
+
+def _listed(columns: Sequence[str]) -> str:
+    return columns[0] if len(columns) == 1 else f"{', '.join(columns[:-1])} and {columns[-1]}"
 
 
 def _sample(n_train: int, n_test: int, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -192,9 +328,10 @@ def _codes(ctx: ScanContext, column: str, rows: tuple[np.ndarray, np.ndarray]) -
     return pd.factorize(_gathered(ctx, column, rows, "cells"))[0]
 
 
-def _target(
-    ctx: ScanContext, label: str, rows: tuple[np.ndarray, np.ndarray], max_classes: int, seed: int
+def target_of(
+    ctx: ScanContext, label: str, rows: Rows, max_classes: int, seed: int
 ) -> _Target | None:
+    """The column at ``rows`` as a prediction target; None when it is no usable target."""
     codes = _codes(ctx, label, rows)
     n_classes = int(codes.max()) + 1 if len(codes) else 0
     if n_classes < 2:
@@ -202,18 +339,22 @@ def _target(
     folds = np.random.default_rng(seed + 1).integers(0, 2, size=len(codes))
     numeric = ctx.roles.kinds[label] in (ColumnKind.numeric, ColumnKind.datetime)
     if numeric and n_classes > max_classes:
-        return _Target(_Task.regression, _gathered(ctx, label, rows, "numbers"), folds, 0)
+        return _Target(Task.regression, _gathered(ctx, label, rows, "numbers"), folds, 0, "")
     if n_classes == 2:
         if numeric:  # the larger value is the positive class, as in 0/1 labels
             values = _gathered(ctx, label, rows, "numbers")
-            return _Target(_Task.binary, (values == values.max()).astype(float), folds, 2)
-        return _Target(_Task.binary, codes.astype(float), folds, 2)
+            top = values.max()
+            return _Target(Task.binary, (values == top).astype(float), folds, 2, f"{top:g}")
+        first = int(np.argmax(codes == 1))
+        side, at = (0, first) if first < len(rows[0]) else (1, first - len(rows[0]))
+        positive = repr((ctx.train, ctx.test)[side].frame[label].iloc[rows[side][at]])
+        return _Target(Task.binary, codes.astype(float), folds, 2, positive)
     if n_classes > max_classes:
         return None  # a categorical label with that many classes is an identifier, not a target
-    return _Target(_Task.multiclass, codes, folds, n_classes)
+    return _Target(Task.multiclass, codes, folds, n_classes, "")
 
 
-def _column_score(
+def column_score(
     ctx: ScanContext, column: str, rows: tuple[np.ndarray, np.ndarray], target: _Target
 ) -> tuple[float, bool]:
     """(best single-feature score, whether missingness alone reaches it)."""
@@ -320,12 +461,12 @@ def _balanced_accuracy_codes(codes: np.ndarray, target: _Target) -> float:
     return float(np.mean(recalls))
 
 
-_RANKING_SCORE: dict[_Task, Callable[[np.ndarray, _Target], float]] = {
-    _Task.binary: _auc_ranking,
-    _Task.regression: _spearman_ranking,
+_RANKING_SCORE: dict[Task, Callable[[np.ndarray, _Target], float]] = {
+    Task.binary: _auc_ranking,
+    Task.regression: _spearman_ranking,
 }
-_CODE_SCORE: dict[_Task, Callable[[np.ndarray, _Target], float]] = {
-    _Task.binary: _auc_codes,
-    _Task.multiclass: _balanced_accuracy_codes,
-    _Task.regression: _spearman_codes,
+_CODE_SCORE: dict[Task, Callable[[np.ndarray, _Target], float]] = {
+    Task.binary: _auc_codes,
+    Task.multiclass: _balanced_accuracy_codes,
+    Task.regression: _spearman_codes,
 }

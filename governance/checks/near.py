@@ -28,10 +28,11 @@ def near_rows(ctx: ScanContext, frame: HashedFrame) -> list[NearMatch]:
     Rows whose features equal a train row's are left out: they are exact
     duplicates (or conflicting labels), reported as such.
     """
-    identical = isin(frame.features, ctx.train.features)
+    identical = isin(frame.features, train_features(ctx, frame))
     found = []
     numeric = ctx.numeric_near
-    if numeric is not None:
+    has = set(frame.feature_columns)
+    if numeric is not None and has.issuperset(numeric.space.columns + numeric.space.exact_columns):
         rows, train_rows = numeric.match(frame)
         keep = ~identical[rows]
         if keep.any():
@@ -42,7 +43,7 @@ def near_rows(ctx: ScanContext, frame: HashedFrame) -> list[NearMatch]:
             )
             found.append(NearMatch(numeric.space.columns, rows[keep], train_rows[keep], how))
     text = ctx.text_near
-    if text is not None:
+    if text is not None and has.issuperset(text.columns):
         rows, train_rows, similarity = text.match(frame)
         keep = ~identical[rows]
         if keep.any():
@@ -76,6 +77,12 @@ def near_duplicates(ctx: ScanContext) -> list[Finding]:
             )
         )
     return findings
+
+
+def train_features(ctx: ScanContext, frame: HashedFrame) -> np.ndarray:
+    """Train's feature hashes over the features ``frame`` has (a reference may lack some)."""
+    missing = [c for c in ctx.train.feature_columns if c not in frame.feature_columns]
+    return ctx.train.hashes_without(missing, ctx.roles)[0]
 
 
 def _names(columns: tuple[str, ...]) -> str:

@@ -46,6 +46,8 @@ def make_finding(
     test_rows: np.ndarray | None = None,
     reference_rows: np.ndarray | None = None,
     reference: str | None = None,
+    rule: str | None = None,
+    sensitive_columns: Sequence[str] = (),
 ) -> Finding:
     """A finding with its row lists sorted, de-duplicated and capped at ``max_rows_listed``."""
     cap = ctx.config.max_rows_listed
@@ -63,6 +65,8 @@ def make_finding(
         reference_rows=tuple(lists[2][:cap].tolist()),
         reference=reference,
         rows_truncated=any(len(rows) > cap for rows in lists),
+        rule=rule,
+        sensitive_columns=tuple(sensitive_columns),
         detail=detail,
     )
 

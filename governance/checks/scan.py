@@ -7,14 +7,14 @@ from collections.abc import Iterable, Mapping
 import pandas as pd
 
 # Importing the detector modules registers them (see ``registry.detector``).
-from governance.checks import contamination, duplicates, leakage, near, pii  # noqa: F401
+from governance.checks import contamination, duplicates, leakage, near, pii, proxy  # noqa: F401
 from governance.checks.config import CheckConfig
 from governance.checks.findings import Finding, FindingType, Severity
-from governance.checks.frames import ScanContext, prepare
+from governance.checks.frames import ScanContext, alignment, prepare
 from governance.checks.registry import DETECTORS
 from governance.errors import InputError
 
-__all__ = ["CheckConfig", "prepare_scan", "run_detectors", "scan", "worst_first"]
+__all__ = ["CheckConfig", "alignment", "prepare_scan", "run_detectors", "scan", "worst_first"]
 
 _SEVERITY_ORDER = {severity: i for i, severity in enumerate(Severity)}
 _TYPE_ORDER = {kind: i for i, kind in enumerate(FindingType)}
@@ -126,21 +126,27 @@ def _problems(
         unnamed = [c for c in frame.columns if not isinstance(c, str)]
         if unnamed:
             problems.append(f"{where} has a column not named by a string: {unnamed[0]!r}")
-    only_train = [c for c in train.columns if c not in test.columns]
-    only_test = [c for c in test.columns if c not in train.columns]
-    if only_train or only_test:
-        problems.append(
-            f"train and test columns differ: only in train {only_train}, only in test {only_test}"
-        )
     problems += _type_mismatches(frames)
-    problems += config.missing_columns({"train": train.columns, "test": test.columns})
-    features = config.features(train.columns)
-    if not features:
+    problems += config.missing_columns({"train": train.columns})
+    # Test must carry the roles the split-comparing checks need; features it
+    # lacks are not compared (see ``alignment``).
+    problems += [
+        f"{field} {column!r} is not a column of test"
+        for field, column in (
+            ("label", config.label),
+            ("id_column", config.id_column),
+            ("time_column", config.time_column),
+        )
+        if column is not None and column not in test.columns
+    ]
+    features = [c for c in config.features(train.columns) if c in test.columns]
+    if not config.features(train.columns):
         problems.append("no feature columns left to compare (all have a role or are excluded)")
+    elif not features:
+        problems.append("train and test share no feature column to compare")
     for name, frame in references.items():
         if not isinstance(name, str) or not name:
             problems.append(f"reference name {name!r} must be a non-empty string")
-        missing = [c for c in features if c not in frame.columns]
-        if missing:
-            problems.append(f"reference {name!r} lacks feature column {missing[0]!r}")
+        if features and not [c for c in features if c in frame.columns]:
+            problems.append(f"reference {name!r} shares no feature column with train and test")
     return problems

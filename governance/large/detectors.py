@@ -11,10 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from governance.checks import details
-from governance.checks.duplicates import overlap_severity
+from governance.checks.duplicates import overlap_severity, value_space_chance
 from governance.checks.findings import Finding, FindingType, Severity
 from governance.checks.registry import registrar
-from governance.large.engine import Kind, LargeContext
+from governance.large.engine import Kind, LargeContext, normalised_cells
+from governance.large.sql import ident
+
+# Value frequencies for the chance rule are estimated from this many train rows.
+_CHANCE_SAMPLE = 200_000
 
 LargeDetector = Callable[[LargeContext], list[Finding]]
 
@@ -77,13 +81,8 @@ def exact_duplicates(ctx: LargeContext) -> list[Finding]:
     count = _count(ctx, f"SELECT count(*) FROM ({matched})")
     if not count:
         return []
-    n_train, n_test = ctx.rows["train"], ctx.rows["test"]
-    # Good-Turing, as duplicates.repeat_chance: the share of train rows whose row repeats.
-    repeating = _count(
-        ctx,
-        f"SELECT sum(n) FROM (SELECT count(*) AS n FROM {train} GROUP BY r HAVING count(*) > 1)",
-    )
-    severity, chance_note = overlap_severity(count / n_test, repeating / n_train, ctx.config)
+    n_test = ctx.rows["test"]
+    severity, chance_note = overlap_severity(count / n_test, _chance(ctx), ctx.config)
     return [
         _finding(
             FindingType.exact_duplicate,
@@ -95,6 +94,29 @@ def exact_duplicates(ctx: LargeContext) -> list[Finding]:
             detail=details.exact_duplicate(count, n_test, chance_note),
         )
     ]
+
+
+def _chance(ctx: LargeContext) -> float:
+    """``duplicates.value_space_chance`` from the compared columns of sampled train rows.
+
+    Bernoulli sampling streams (a reservoir would hold the sample in memory),
+    and each column is grouped by the hash of its normalised cell on its own.
+    """
+    n_train = ctx.rows["train"]
+    source = ident("train_source")
+    if n_train > _CHANCE_SAMPLE:
+        percent = 100.0 * _CHANCE_SAMPLE / n_train
+        source += f" USING SAMPLE {percent:.6f}% (bernoulli, {ctx.config.seed})"
+    collisions = []
+    for column in ctx.plan.compared:
+        cells = normalised_cells(ctx.plan, "train", source, [column])
+        pairs, m = ctx.engine.rows(
+            f"SELECT sum(n * (n - 1.0)), sum(n) FROM (SELECT count(*) AS n FROM ({cells})"
+            f" GROUP BY hash({ident(column)}))"
+        )[0]
+        m = float(m or 0)
+        collisions.append(float(pairs or 0.0) / (m * (m - 1.0)) if m >= 2 else 1.0)
+    return value_space_chance(collisions, n_train)
 
 
 @detector(FindingType.duplicate_rows)

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -328,6 +328,14 @@ def _cell(column: str, kind: Kind, duckdb_type: str) -> str:
         number = f"CAST({name} AS DOUBLE)"
         return f"CASE WHEN isnan({number}) THEN NULL ELSE custodian_number_text({number}) END"
     return f"custodian_text({name})"
+
+
+def normalised_cells(plan: Plan, split: str, source: str, columns: Sequence[str]) -> str:
+    """A query of the normalised cells of ``columns`` in ``source`` (as ``hash_split`` has them)."""
+    types = plan.types[split]
+    folded = ", ".join(_folded(c, plan.kinds[c], types[c]) for c in columns)
+    cells = ", ".join(f"{_cell(c, plan.kinds[c], types[c])} AS {ident(c)}" for c in columns)
+    return f"SELECT {cells} FROM (SELECT {folded} FROM {source})"
 
 
 def _time(column: str, kind: Kind, duckdb_type: str) -> str:

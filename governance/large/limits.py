@@ -45,7 +45,7 @@ class ScanLimits(BaseModel):
     ``memory_limit`` bounds DuckDB's buffer pool (hash tables, sorts, cached
     blocks), which spills to ``temp_directory`` beyond it; Python's own memory
     (pyarrow batches for the GX suite, the findings) is bounded separately, by
-    ``gx_chunk_rows`` and ``CheckConfig.max_rows_listed``.
+    ``gx_chunk_rows``, ``sample_rows`` and ``CheckConfig.max_rows_listed``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -58,6 +58,8 @@ class ScanLimits(BaseModel):
     # directory is made inside it per scan and removed afterwards.
     temp_directory: Path | None = None
     gx_chunk_rows: Annotated[int, Field(ge=1)] = 250_000
+    # Rows per split loaded into memory for the sampled checks (governance.large.sample).
+    sample_rows: Annotated[int, Field(ge=100)] = 20_000
 
     @field_validator("memory_limit")
     @classmethod

@@ -44,7 +44,9 @@ def test_row_level_split_is_flagged_for_group_and_target_leakage(tmp_path, randh
         cwd=tmp_path,
     )
     assert result.returncode == 1
-    findings = json.loads(result.stdout)["findings"]
+    report = json.loads(result.stdout)
+    findings = report["findings"]
+    assert report["not_compared"] == {}  # the two files have the same columns
     group = [f for f in findings if f["type"] == "group_leakage"]
     assert group and group[0]["severity"] == "critical" and group[0]["columns"] == ["zper"]
     shared = set(randhie[~test_mask]["zper"]) & set(randhie[test_mask]["zper"])
@@ -55,7 +57,10 @@ def test_row_level_split_is_flagged_for_group_and_target_leakage(tmp_path, randh
         if f["type"] == "target_leakage" and f["severity"] == "critical"
         for c in f["columns"]
     }
-    assert leaking == {"meddol", "lnmeddol"}
+    # meddol and its log alone; then, without them, the four parts of meddol together.
+    assert leaking == {"meddol", "lnmeddol", "outpdol", "drugdol", "suppdol", "inpdol"}
+    rules = [f["rule"] for f in findings if f["type"] == "target_leakage" and f["rule"]]
+    assert rules == ["binexp = (outpdol + drugdol + suppdol + inpdol > 0)"]
     assert "critical finding(s): " in result.stderr and "group_leakage" in result.stderr
 
 
@@ -64,7 +69,7 @@ def test_group_split_without_label_encoders_passes(tmp_path, randhie) -> None:
     # apart from their person id, which a person-level split would put on both sides.
     household = randhie["zper"] // 10
     held_out = np.random.default_rng(1).choice(household.unique(), size=1200, replace=False)
-    clean = randhie.drop(columns=["meddol", "lnmeddol"])
+    clean = randhie.drop(columns=["meddol", "lnmeddol", "outpdol", "drugdol", "suppdol", "inpdol"])
     train, test = write_split(tmp_path, clean, household.isin(held_out).to_numpy())
     result = custodian(
         "check",

@@ -58,7 +58,8 @@ def test_clean_splits_exit_0(tmp_path, splits, capsys, monkeypatch) -> None:
     )  # fmt: skip
     assert code == 0, err
     assert out.splitlines()[0] == "no findings"
-    assert "not checked out of core: near_duplicate, target_leakage" in out
+    assert "on a sample of at most 20,000 rows per split: target_leakage, proxy, pii" in out
+    assert "not checked out of core: near_duplicate, reference_contamination" in out
 
 
 def test_critical_finding_exits_1_and_out_is_written_atomically(

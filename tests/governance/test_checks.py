@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import importlib.resources
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from governance.checks import CheckConfig, Finding, FindingType, Severity, scan
 from governance.checks.registry import DETECTORS
+from governance.checks.scan import alignment
 from governance.errors import InputError
+from governance.provenance import ColumnRole, Provenance, SourceDeclaration
 
 N_TRAIN, N_TEST = 4000, 1000
 WORDS = np.array([f"w{i:04d}" for i in range(5000)])
@@ -85,6 +89,7 @@ def test_every_finding_type_has_a_detector() -> None:
         "group_leakage",
         "temporal_leakage",
         "target_leakage",
+        "proxy",
         "reference_contamination",
         "duplicate_rows",
         "conflicting_labels",
@@ -426,7 +431,18 @@ def test_findings_sorted_worst_first_and_serialisable(
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda tr, te, c: (tr, te.drop(columns="x1"), c), "train and test columns differ"),
+        (
+            lambda tr, te, c: (tr, te.rename(columns=lambda n: n.upper()).assign(label=1), c),
+            "id_column 'person' is not a column of test",
+        ),
+        (
+            lambda tr, te, c: (
+                tr,
+                te.rename(columns=lambda n: n if n in ("person", "visit", "label") else n + "_"),
+                c,
+            ),
+            "train and test share no feature column",
+        ),
         (lambda tr, te, c: (tr, te, c.model_copy(update={"label": "y"})), "label 'y' is not"),
         (
             lambda tr, te, c: (tr.drop(columns="person"), te.drop(columns="person"), c),
@@ -448,9 +464,29 @@ def test_bad_input_raises_one_line_input_error(
     assert "\n" not in str(raised.value)
 
 
-def test_reference_must_hold_the_features(train: pd.DataFrame, test: pd.DataFrame) -> None:
-    with pytest.raises(InputError, match="reference 'r' lacks feature column 'x1'"):
-        scan(train, test, {"r": train.drop(columns="x1")}, config=CONFIG)
+def test_reference_and_test_compared_on_the_columns_they_share(
+    train: pd.DataFrame, test: pd.DataFrame
+) -> None:
+    # A public benchmark rarely carries your identifier, dates or derived columns.
+    reference = train.loc[[5, 7, 9], ["x1", "x2", "colour"]].reset_index(drop=True)
+    test = test.drop(columns=["note"])
+
+    findings = scan(train, test, {"bench": reference}, config=CONFIG)
+
+    contamination = only(findings, FindingType.reference_contamination)
+    assert contamination.severity is Severity.critical  # continuous values: no chance match
+    assert contamination.columns == ("x1", "x2", "colour")
+    assert (contamination.reference_rows, contamination.train_rows) == ((0, 1, 2), (5, 7, 9))
+    assert [f.type for f in findings] == [FindingType.reference_contamination]
+    assert alignment(train, test, {"bench": reference}, CONFIG) == {
+        "test": ["note"],
+        "reference 'bench'": ["x3", "amount", "count", "city"],
+    }
+
+
+def test_reference_sharing_no_feature_is_refused(train: pd.DataFrame, test: pd.DataFrame) -> None:
+    with pytest.raises(InputError, match="reference 'r' shares no feature column"):
+        scan(train, test, {"r": pd.DataFrame({"other": [1, 2]})}, config=CONFIG)
 
 
 def test_config_rejects_contradictions() -> None:
@@ -489,24 +525,82 @@ def test_randhie_row_split_leaks_people_and_label(randhie: pd.DataFrame) -> None
     assert group.severity is Severity.critical and group.columns == ("zper",)
     assert group.count > 2500  # most of the 5,912 people have rows on both sides
     leaking = {
-        f.columns[0]
+        f.columns
         for f in of_type(findings, FindingType.target_leakage)
         if f.severity is Severity.critical
     }
-    assert leaking == {"meddol", "lnmeddol"}
+    # meddol alone, its log alone, then (without those two) the four parts of meddol.
+    assert leaking == {("meddol",), ("lnmeddol",), ("outpdol", "drugdol", "suppdol", "inpdol")}
 
 
-def test_randhie_group_split_is_clean_once_label_encoders_are_excluded(
-    randhie: pd.DataFrame,
-) -> None:
+@pytest.fixture(scope="module")
+def randhie_groups(randhie: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     rng = np.random.default_rng(0)
     people = randhie["zper"].unique()
     train, test = split_rows(randhie, randhie["zper"].isin(rng.choice(people, len(people) // 5)))
     assert not set(train["zper"]) & set(test["zper"])
+    return train, test
 
-    findings = scan(train, test, config=RAND)
-    assert not of_type(findings, FindingType.group_leakage)
 
-    excluded = RAND.model_copy(update={"exclude_columns": ("meddol", "lnmeddol")})
-    findings = scan(train, test, config=excluded)
+def declared_config(record: Provenance) -> CheckConfig:
+    """The roles the pipeline's check stage reads from a provenance record."""
+    return CheckConfig(
+        label=record.column(ColumnRole.label),
+        id_column=record.column(ColumnRole.identifier),
+        exclude_columns=tuple(record.columns_with(ColumnRole.excluded)),
+        sensitive_columns=tuple(record.columns_with(ColumnRole.sensitive)),
+    )
+
+
+@pytest.fixture(scope="module")
+def randhie_record() -> Provenance:
+    path = Path(__file__).parents[2] / "datasets/randhie.yaml"
+    declared = SourceDeclaration.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    return declared.provenance("test")
+
+
+@pytest.mark.slow
+def test_randhie_old_declaration_leaks_the_label_through_four_columns_and_proxies(
+    randhie_groups: tuple[pd.DataFrame, pd.DataFrame], randhie_record: Provenance
+) -> None:
+    # The declaration before the fix: only meddol and lnmeddol excluded.
+    config = declared_config(randhie_record).model_copy(
+        update={"exclude_columns": ("meddol", "lnmeddol")}
+    )
+
+    findings = scan(*randhie_groups, config=config)
+
+    leaks = of_type(findings, FindingType.target_leakage)
+    critical = [f for f in leaks if f.severity is Severity.critical]
+    assert [f.columns for f in critical] == [("outpdol", "drugdol", "suppdol", "inpdol")]
+    assert critical[0].rule == "binexp = (outpdol + drugdol + suppdol + inpdol > 0)"
+    assert critical[0].count == 4
+    # outpdol alone stays a warning: the single-column check cannot see this leak.
+    assert [(f.columns, f.severity) for f in leaks if f not in critical] == [
+        (("outpdol",), Severity.warning)
+    ]
+    proxies = {
+        (f.columns, frozenset(f.sensitive_columns)) for f in of_type(findings, FindingType.proxy)
+    }
+    assert proxies == {
+        (("linc",), frozenset({"income"})),
+        (("child",), frozenset({"xage"})),
+        (("fchild",), frozenset({"female", "xage"})),
+    }
+
+
+@pytest.mark.slow
+def test_randhie_committed_declaration_is_clean(
+    randhie_groups: tuple[pd.DataFrame, pd.DataFrame], randhie_record: Provenance
+) -> None:
+    config = declared_config(randhie_record)
+    assert {"outpdol", "drugdol", "suppdol", "inpdol", "linc", "child", "fchild"} <= set(
+        config.exclude_columns
+    )
+    assert all(c.reason for c in randhie_record.columns if c.role is ColumnRole.excluded)
+
+    findings = scan(*randhie_groups, config=config)
+
     assert not [f for f in findings if f.severity is Severity.critical], findings
+    assert not of_type(findings, FindingType.target_leakage)
+    assert not of_type(findings, FindingType.proxy)

@@ -8,6 +8,7 @@ schema suite aggregated over chunks equals GX on the whole frame.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +21,15 @@ from pydantic import ValidationError
 
 from governance.checks import CheckConfig, Finding, FindingType, Severity, scan
 from governance.errors import InputError
-from governance.large import NOT_SUPPORTED, SUPPORTED, ScanLimits, scan_large
+from governance.large import (
+    NOT_SUPPORTED,
+    SAMPLED,
+    SKIPPED,
+    SUPPORTED,
+    ScanLimits,
+    scan_large,
+    scan_sampled,
+)
 from governance.large.engine import PY_WHITESPACE
 from governance.large.limits import parse_size
 from governance.provenance import ColumnRole, ColumnSpec, Provenance
@@ -482,3 +491,35 @@ def test_limits_are_validated_on_construction() -> None:
 
 def test_whitespace_is_pythons() -> None:
     assert set(PY_WHITESPACE) == {chr(i) for i in range(0x110000) if chr(i).isspace()}
+
+
+# --- the checks that run on a bounded sample -----------------------------------------------
+
+
+def test_sampled_checks_find_leakage_and_pii_and_name_file_rows(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_leakage_model import halves, spending
+
+    frame = spending(6000, 40)
+    frame["contact"] = "none"
+    with_email = np.arange(0, 6000, 7)
+    frame.loc[with_email, "contact"] = [f"user{i}@example.org" for i in with_email]
+    train, test = halves(frame)
+    paths = (
+        write_parquet(train, tmp_path / "train.parquet"),
+        write_parquet(test, tmp_path / "test.parquet"),
+    )
+    limits = ScanLimits(memory_limit="128MB", threads=1, sample_rows=1500)
+
+    found = scan_sampled(*paths, CheckConfig(label="label"), limits)
+
+    leak = only(found, FindingType.target_leakage)
+    assert leak.columns == ("clinic", "pharmacy", "hospital") and leak.severity is Severity.critical
+    assert "random sample of 1,500 train and 1,200 test rows" in leak.detail
+    pii = only(found, FindingType.pii)
+    assert pii.columns == ("contact",) and pii.train_rows and pii.test_rows
+    # Positions are rows of the files, not of the sample: each holds an address.
+    assert train.loc[list(pii.train_rows), "contact"].str.contains("@").all()
+    assert test.loc[list(pii.test_rows), "contact"].str.contains("@").all()
+    assert max(pii.train_rows) > 1500  # beyond the sample's own numbering
+    assert set(SAMPLED) | set(SUPPORTED) | set(SKIPPED) == set(FindingType)
