@@ -229,6 +229,9 @@ class AuditMode(StrEnum):
     # A second DP run with the production settings on the training split plus canaries;
     # charged to the dataset's budget like any run, never released.
     SEPARATE_RUN = "separate_run"
+    # The same kind of run, with gradient canaries added to its clipped sums instead of
+    # canary records, scored from every step's noisy sum (white-box); also charged.
+    WHITE_BOX = "white_box"
     # No audit (e.g. for privacy-utility sweeps); the report says so and carries no bound.
     # Not "off": YAML 1.1 reads that as false, e.g. in `dvc exp run -S ...=off`.
     DISABLED = "disabled"

@@ -1,43 +1,71 @@
-"""Per-sample gradient clipping in one backward pass, without per-sample gradients.
+"""Per-sample gradient clipping in one backward pass, with a sensitivity bound that holds
+for every input, as computed.
 
-DP-SGD needs, for every sample i, the norm of its gradient g_i over all parameters, and
-then the clipped sum ``sum_i min(1, C / (|g_i| + 1e-6)) g_i`` (Opacus' flat clipping,
-same constant). For a linear layer ``z = a W^T + b`` the per-sample gradient of W is
-``dz_i^T a_i``; it never needs to exist:
+DP-SGD needs, for every record i, the clipped contribution ``c_i g_i`` with
+``|c_i g_i| <= C``, ``c_i = min(1, C / (|g_i| + 1e-6))`` (Opacus' flat clipping, same
+constant). What matters for privacy is the norm of what is *actually added* to the sum,
+in floating point, not the norm of the exact gradient: every rule below computes, per
+record, an upper bound ``N_i`` on the norm of its contribution as the engine will add it
+(before the clip factor), and ``c_i = margin * min(1, C / (N_i + 1e-6))``.
 
-- its norm follows from the layer's input ``a`` and output gradient ``dz`` (for 2-D
-  inputs ``|dz_i| |a_i|``; for sequences the "ghost norm" ``sum_ts (a_t.a_s)(dz_t.dz_s)``
-  or the direct ``|dz_i^T a_i|``, whichever is cheaper for the shapes at hand);
-- the clipped sum is one matrix product, ``(c * dz)^T a`` (book-keeping, Bu et al. 2022).
+How each layer bounds what it adds (norms always in float64):
 
-So one ``autograd.grad`` over the layers' *outputs* suffices: autograd then skips every
-parameter gradient (they are not asked for) and the first layer's input gradient, and the
-weighted products replace the parameter gradients non-private training would compute.
-``nn.Embedding`` and ``nn.LayerNorm`` get the same treatment; any other layer with
-parameters falls back to Opacus' registered grad sampler for it (per-sample gradients
-materialised for that layer only).
+- ``nn.Linear`` on 2-D input: the per-record gradient is one outer product ``g_i a_i^T``,
+  norm ``|g_i| |a_i|``, no cancellation possible; the clipped sum is one matrix product
+  ``(c * g)^T a`` (book-keeping, Bu et al. 2022). Rounding of each record's single product
+  term is relative, covered by the margin.
+- ``nn.Linear`` on sequences (3-D input), two paths, the cheaper for the shapes:
 
-Mixed precision: under autocast the forward pass and the backward pass through the
-activations run in bf16 or fp16 (where low precision pays off). Norms and clip factors
-are computed in fp32 from the captured values. The weighted products give fp32 outputs
-into fp32 sums; :mod:`privacy.products` picks how they are formed (on CPU after a
-bf16/fp16 forward pass, oneDNN's bf16 mode; on CUDA after a bf16 one, bf16 inputs with
-fp32 output), and where their inputs are rounded to bf16 the clip factors are scaled by
-:data:`REDUCED_PRECISION_MARGIN` to keep every contribution within C. The *sum* is never
-rounded to bf16: that would move it by up to 2^-8 of its magnitude before the noise,
-which no per-sample margin bounds.
+  *direct*: the per-record gradient ``G_i = sum_t g_t a_t^T`` is materialised (one batched
+  product), its norm taken from the materialised tensor, and ``sum_i c_i G_i`` added from
+  that same tensor: the bound is exact whatever ``G_i``'s rounding.
+
+  *ghost*: ``|G_i|^2 = sum_{s,t} (g_s.g_t)(a_s.a_t)`` in float64, plus the float64
+  error bound, plus an additive bound on the rounding of the product that adds the record
+  (``sum_t`` of terms that may cancel: relative bounds do not hold), ``kappa * sum_t
+  |g_t| |a_t|`` with kappa from the product precision and the number of terms. A record
+  whose time steps cancel gets a norm dominated by that bound: it is clipped harder, never
+  under-clipped. (Opacus' ghost clipping uses the same formula in the autocast dtype
+  without either bound; with inputs ~1e3 and larger the computed norm collapses towards 0
+  while the contribution does not: ``train.clipping: opacus-ghost`` is therefore refused
+  for every model but 2-D ``nn.Linear`` stacks.)
+
+  The bias gradient ``sum_t g_t`` is materialised per record in both paths.
+- ``nn.Embedding``: per (record, token) rows, the sum of the output gradients at that
+  record's positions holding the token, materialised; norms from those rows and the rows
+  added as they are (a repeated token's gradients are summed once, before the norm).
+- ``nn.LayerNorm`` and every layer that falls back to Opacus' grad sampler: per-sample
+  gradients of that layer materialised, normed and added as they are.
+
+Products: :mod:`privacy.products` picks the kernel for the 2-D linear products from the
+device and autocast dtype (after bf16/fp16 on CPU oneDNN's bf16 mode, inputs rounded to
+bf16 where the CPU has AMX; after bf16 on CUDA bf16 inputs with fp32 output), which moves
+a record's single outer product by a relative 2^-6 at most: the margin covers it. Every
+product that sums over a record's positions, or adds materialised per-record gradients,
+runs in full fp32. :class:`ProductPrecision` ``EMULATED_BF16`` rounds *every* product
+input to bf16 explicitly (tests on CPUs without AMX): the bounds hold even then, the
+ghost path's additive bound covering the sums. The *sum* is never rounded to bf16.
+
+A record whose bound is not finite (an overflowed or NaN gradient, any precision)
+contributes exactly zero: its rows are zeroed before any product, nothing is skipped or
+aborted, and :attr:`ClippingEngine.nonfinite_records` counts it (a diagnostic for the
+operator, not a release).
 
 Assumptions, checked where possible: samples are independent in the forward pass (no
 batch norm), every trainable parameter belongs to a module whose hooks see it, and no
 module with parameters runs twice in one forward pass (refused: the norm of a sum of two
-uses is not the sum of their norms).
+uses is not the sum of their norms). The bounds are for each record's contribution as
+the engine forms it; the fp32 accumulation of many records' contributions into one sum
+rounds like any floating-point sum (the noise added to it is far larger).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
 from types import MappingProxyType
 
 import torch
@@ -47,22 +75,55 @@ from torch.nn import functional
 
 from privacy.errors import PrivacyError, PrivacyInputError
 from privacy.noise import GaussianNoise
-from privacy.products import (
-    FP32,
-    REDUCED_PRECISION_MARGIN,
-    ProductKernel,
-    full_fp32_products,
-    product_kernel,
-)
+from privacy.products import FP32, ProductKernel, full_fp32_products, product_kernel
 
-__all__ = ["REDUCED_PRECISION_MARGIN", "ClippingEngine", "UnsupportedModule"]
+__all__ = [
+    "FP32_MARGIN",
+    "REDUCED_PRECISION_MARGIN",
+    "ClippingEngine",
+    "ProductPrecision",
+    "SequenceNorms",
+    "UnsupportedModule",
+]
 
 # Opacus' guard against division by zero in the clip factor (DPOptimizer.clip_and_accumulate).
 _NORM_EPSILON = 1e-6
+_FP32_UNIT = 2.0**-24  # unit roundoff of fp32 (round to nearest)
+_FP64_UNIT = 2.0**-53
+# A product whose inputs are rounded to bf16 (even by truncation) is off by at most
+# (1 + 2^-7)^2 - 1 < 2^-6 relative to the exact product of its fp32 inputs.
+_BF16_PRODUCT_ERROR = 2.0**-6
+
+_SMALLEST_CLIP = 2.0**-100
+_LARGEST_LOSS_SCALE = 2.0**24
+# The clip factor is rounded to fp32, multiplies the record's rows, and the product
+# rounds: a few fp32 units, covered 16 times over.
+FP32_MARGIN = 1 / (1 + 2**-20)
+# Scaling clip factors by this keeps each single-term contribution within C when the
+# products' inputs are rounded to bf16.
+REDUCED_PRECISION_MARGIN = FP32_MARGIN / (1 + _BF16_PRODUCT_ERROR)
 
 
 class UnsupportedModule(PrivacyInputError):
     """The model has a parameter no clipping path can handle."""
+
+
+class ProductPrecision(StrEnum):
+    """How the weighted products round, when a caller fixes it (tests): ``FP32``, or
+    ``EMULATED_BF16``, every product input rounded to bf16 explicitly (what AMX CPUs do in
+    oneDNN's bf16 mode, and the CUDA bf16 kernel, on any CPU). Without it the engine takes
+    :func:`privacy.products.product_kernel`'s kernel for the device and autocast dtype."""
+
+    FP32 = "fp32"
+    EMULATED_BF16 = "emulated-bf16"
+
+
+class SequenceNorms(StrEnum):
+    """Which path computes a sequence ``nn.Linear``'s per-record norms."""
+
+    CHEAPER = "cheaper"  # direct or ghost, by the per-record cost for the shapes at hand
+    DIRECT = "direct"
+    GHOST = "ghost"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +149,10 @@ class _Layer:
     """One captured layer after the backward pass.
 
     ``output_grad`` is as autograd gave it: in the autocast dtype, multiplied by the loss
-    scale; ``unscale`` is 1 / loss scale. Rules that need fp32 unscaled values ask for
-    :meth:`grad32` / :meth:`activation32` (converted once, then shared); the linear rule
-    reads the raw tensors and folds ``unscale`` into its norms and clip factors, and forms
-    its weighted products with ``products``.
+    scale; ``unscale`` is 1 / loss scale (a power of two: dividing by it is exact). Rules
+    that need fp32 unscaled values ask for :meth:`grad32` / :meth:`activation32`.
+    ``products`` rounds the inputs of the weighted products as the products will.
+    ``cache`` keeps what a rule materialised for the norms, to add exactly that.
     """
 
     module: nn.Module
@@ -100,94 +161,182 @@ class _Layer:
     activation: torch.Tensor
     output_grad: torch.Tensor
     unscale: float
-    products: ProductKernel = FP32
-    _grad32: torch.Tensor | None = None
+    products: _Products
+    sequence_norms: SequenceNorms
+    cache: dict[str, object] = field(default_factory=dict)
 
     def grad32(self) -> torch.Tensor:
-        if self._grad32 is None:
+        cached = self.cache.get("grad32")
+        if cached is None:
             grad = self.output_grad.float()
-            self._grad32 = grad * self.unscale if self.unscale != 1.0 else grad
-        return self._grad32
+            cached = grad * self.unscale if self.unscale != 1.0 else grad
+            self.cache["grad32"] = cached
+        return cached  # type: ignore[return-value]
 
     def activation32(self) -> torch.Tensor:
         activation = self.activation
         return activation.float() if activation.is_floating_point() else activation
 
+    def drop(self, records: torch.Tensor) -> None:
+        """Zero the captured values of ``records`` (a boolean mask) and forget the cache."""
 
-# Each fast layer: a captured layer -> per-sample squared norms (fp32, unscaled), and
+        def rows(tensor: torch.Tensor) -> torch.Tensor:
+            return records.view(-1, *([1] * (tensor.dim() - 1)))
+
+        self.output_grad = self.output_grad.masked_fill(rows(self.output_grad), 0)
+        if self.activation.is_floating_point():
+            self.activation = self.activation.masked_fill(rows(self.activation), 0)
+        self.cache.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class _Norms:
+    """Per record (float64): the squared norm of the layer's contribution as materialised
+    or computed, and an additive bound on how far the product that adds it may move it."""
+
+    squared: torch.Tensor
+    slack: torch.Tensor | None = None
+
+
+# Each fast layer: a captured layer -> per-record norms (float64, unscaled), and
 # (captured layer, clip factors, {parameter: its fp32 sum}) -> add the clipped sums in.
-SquaredNorms = Callable[[_Layer], torch.Tensor]
+Norms = Callable[[_Layer], _Norms]
 AddClippedSums = Callable[[_Layer, torch.Tensor, Mapping[nn.Parameter, torch.Tensor]], None]
 
 
 @dataclass(frozen=True, slots=True)
 class _Rule:
-    squared_norms: SquaredNorms
+    norms: Norms
     add_clipped_sums: AddClippedSums
 
 
-def _squared_row_norms(rows: torch.Tensor) -> torch.Tensor:
-    """fp32 squared Euclidean norms of the rows of a 2-D tensor in any float dtype."""
+def _squared_norms64(tensor: torch.Tensor) -> torch.Tensor:
+    """float64 squared Euclidean norms over all but the first dimension."""
+    flat = tensor.reshape(len(tensor), -1)
+    return torch.linalg.vector_norm(flat, dim=1, dtype=torch.float64).square_()
+
+
+def _squared_row_norm_bounds(rows: torch.Tensor) -> torch.Tensor:
+    """float64 upper bounds on the squared norms of a 2-D tensor's rows, from fp32 sums.
+
+    An fp32 sum of n squares is within gamma_(n+3) of exact (relative: the terms are
+    non-negative; three more roundings cover a bf16 input's sqrt-and-square), plus at most
+    2^-149 per term lost to underflow. A row whose fp32 sum overflows (entries above
+    ~1e19) gets an infinite bound: the record then contributes zero, like a non-finite
+    one. (A float64 cast of the whole tensor costs a fifth of a small MLP's step.)
+    """
+    width = rows.shape[1]
     if rows.dtype == torch.float32:
-        return torch.linalg.vecdot(rows, rows)
-    return torch.linalg.vector_norm(rows, dim=1, dtype=torch.float32).square_()
+        fast = torch.linalg.vecdot(rows, rows)
+    else:
+        fast = torch.linalg.vector_norm(rows, dim=1, dtype=torch.float32).square_()
+    return fast.double().mul_(1 + _gamma(width + 3, _FP32_UNIT)).add_(width * 2.0**-149)
 
 
-def _linear_squared_norms(layer: _Layer) -> torch.Tensor:
-    weighted, biased = layer.weight is not None, layer.bias is not None
+def _linear_norms(layer: _Layer) -> _Norms:
     if layer.output_grad.dim() == 2:
-        # The per-sample weight gradient is the outer product g_i a_i^T: |g_i| |a_i|.
-        g_sq = _squared_row_norms(layer.output_grad)
+        # The per-record weight gradient is the outer product g_i a_i^T: |g_i| |a_i|.
+        g_sq = _squared_row_norm_bounds(layer.output_grad)
         if layer.unscale != 1.0:
             g_sq.mul_(layer.unscale**2)
-        if not weighted:
-            return g_sq
-        a_sq = _squared_row_norms(layer.activation)
-        return torch.addcmul(g_sq, g_sq, a_sq) if biased else g_sq.mul_(a_sq)
-    a = layer.activation32().flatten(1, -2)  # (B, T, in)
-    g = layer.grad32().flatten(1, -2)  # (B, T, out)
+        if layer.weight is None:
+            return _Norms(g_sq)
+        a_sq = _squared_row_norm_bounds(layer.activation)
+        return _Norms(g_sq * a_sq + g_sq if layer.bias is not None else g_sq * a_sq)
+    total = torch.zeros(
+        len(layer.output_grad), dtype=torch.float64, device=layer.output_grad.device
+    )
+    slack = None
+    if layer.weight is not None:
+        if _sequence_path(layer) is SequenceNorms.DIRECT:
+            total += _squared_norms64(_sequence_weight_grads(layer))
+        else:
+            squared, slack = _ghost_norms(layer)
+            total += squared
+    if layer.bias is not None:
+        total += _squared_norms64(_sequence_bias_grads(layer))
+    return _Norms(total, slack)
+
+
+def _sequence_path(layer: _Layer) -> SequenceNorms:
+    if layer.sequence_norms is not SequenceNorms.CHEAPER:
+        return layer.sequence_norms
+    steps = layer.output_grad[0].numel() // layer.output_grad.shape[-1]
+    d_in, d_out = layer.activation.shape[-1], layer.output_grad.shape[-1]
+    # ghost: O(T^2 (in + out)) per record; direct: O(T in out) and in * out memory.
+    return SequenceNorms.GHOST if steps * (d_in + d_out) < d_in * d_out else SequenceNorms.DIRECT
+
+
+def _sequence_factors(layer: _Layer) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, in) activations and (B, T, out) output gradients, fp32, as the products get them."""
+    cached = layer.cache.get("factors")
+    if cached is None:
+        batch = len(layer.output_grad)
+        a = layer.products.operand(
+            layer.activation32().reshape(batch, -1, layer.activation.shape[-1])
+        )
+        g = layer.products.operand(layer.grad32().reshape(batch, -1, layer.output_grad.shape[-1]))
+        cached = layer.cache["factors"] = (a, g)
+    return cached  # type: ignore[return-value]
+
+
+def _sequence_weight_grads(layer: _Layer) -> torch.Tensor:
+    """Per-record weight gradients ``sum_t g_t a_t^T`` (B, out, in), materialised."""
+    cached = layer.cache.get("weight_grads")
+    if cached is None:
+        a, g = _sequence_factors(layer)
+        with full_fp32_products():
+            cached = layer.cache["weight_grads"] = torch.bmm(g.transpose(1, 2), a)
+    return cached  # type: ignore[return-value]
+
+
+def _sequence_bias_grads(layer: _Layer) -> torch.Tensor:
+    cached = layer.cache.get("bias_grads")
+    if cached is None:
+        g = layer.grad32()
+        cached = layer.cache["bias_grads"] = g.reshape(len(g), -1, g.shape[-1]).sum(1)
+    return cached  # type: ignore[return-value]
+
+
+def _ghost_norms(layer: _Layer) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared norms by the ghost formula in float64, with the float64 error folded in,
+    and the additive bound on the rounding of the product that will add each record."""
+    a32, g32 = _sequence_factors(layer)
+    a, g = a32.double(), g32.double()
     steps, d_in, d_out = a.shape[1], a.shape[2], g.shape[2]
-    total = torch.zeros(len(g), dtype=torch.float32, device=g.device)
-    if weighted:
-        if steps * (d_in + d_out) < d_in * d_out:  # ghost norm: O(T^2 (in + out)) per sample
-            total += (torch.bmm(g, g.transpose(1, 2)) * torch.bmm(a, a.transpose(1, 2))).sum((1, 2))
-        else:  # direct: O(T in out) per sample
-            total += torch.bmm(g.transpose(1, 2), a).square().sum((1, 2))
-    if biased:
-        total += g.sum(1).square().sum(1)
-    return total.clamp_(min=0)
+    squared = (torch.bmm(g, g.transpose(1, 2)) * torch.bmm(a, a.transpose(1, 2))).sum((1, 2))
+    # sum_t |g_t| |a_t|: bounds every |term| sum the formula and the product can cancel.
+    spread = (torch.linalg.vector_norm(g, dim=2) * torch.linalg.vector_norm(a, dim=2)).sum(1)
+    # Each dot product, their products and the T^2-term sum round in float64.
+    float64_error = _gamma(d_in + d_out + steps * steps + 2, _FP64_UNIT) * spread.square()
+    squared = squared.clamp_(min=0).add_(float64_error)
+    # The product that adds record i sums T terms c g_t a_t^T, each within term_error of
+    # exact, then rounds T times in fp32 accumulation, after c * g rounded once more.
+    term = layer.products.sequence_term_error + _FP32_UNIT
+    kappa = term + _gamma(steps + 1, _FP32_UNIT) * (1 + term)
+    if layer.unscale != 1.0:
+        squared.mul_(layer.unscale**2)
+        spread.mul_(layer.unscale)
+    return squared, spread.mul_(kappa)
+
+
+def _gamma(n: int, unit: float) -> float:
+    """Higham's gamma_n: the relative error bound of an n-term floating-point sum."""
+    return n * unit / (1 - n * unit)
 
 
 def _linear_add_clipped_sums(
     layer: _Layer, clip: torch.Tensor, sums: Mapping[nn.Parameter, torch.Tensor]
 ) -> None:
-    """``sum_i c_i g_i a_i^T`` as one matrix product, the clip factors on the narrower side.
-
-    The product's output and the sum are fp32 whatever the kernel's inputs: a bf16 output
-    would round the *sum* to bf16. Over a sequence, sample i's gradient is a sum of one
-    outer product per position; those may cancel while their rounding errors do not, so
-    no per-sample margin bounds a reduced product there: sequences take full fp32.
-    """
-    g, a = layer.output_grad, layer.activation
-    rows = clip if layer.unscale == 1.0 else clip * layer.unscale
-    if g.dim() == 2:
-        _add_weighted_products(layer, layer.products, g, a, rows, sums)
+    if layer.output_grad.dim() > 2:
+        _sequence_add_clipped_sums(layer, clip, sums)
         return
-    rows = rows.repeat_interleave(g[0].numel() // g.shape[-1])  # every position carries c_i
-    with full_fp32_products():
-        g, a = g.reshape(-1, g.shape[-1]), a.reshape(-1, a.shape[-1])
-        _add_weighted_products(layer, FP32, g, a, rows, sums)
-
-
-def _add_weighted_products(
-    layer: _Layer,
-    products: ProductKernel,
-    g: torch.Tensor,
-    a: torch.Tensor,
-    rows: torch.Tensor,
-    sums: Mapping[nn.Parameter, torch.Tensor],
-) -> None:
+    # ``sum_i c_i g_i a_i^T`` as one matrix product, the clip factors on the narrower side.
+    # Both operands go to the product in fp32: a bf16 product would round the *sum*.
+    g, a = layer.output_grad, layer.activation
+    rows = clip if layer.unscale == 1.0 else clip * layer.unscale  # exact: see accumulate
     weight, bias = layer.weight, layer.bias
+    products = layer.products
     if g.shape[1] <= a.shape[1]:
         g = g * rows[:, None]  # fp32 whatever g's dtype
         if weight is not None:
@@ -199,26 +348,69 @@ def _add_weighted_products(
         if weight is not None:
             products.addmm_(sums[weight], g.t(), a * rows[:, None])
         if bias is not None:
-            sums[bias].addmv_(g.t(), rows)
+            sums[bias].addmv_(products.operand(g).t(), products.operand(rows))
 
 
-def _embedding_output_grads(layer: _Layer) -> torch.Tensor:
-    module: nn.Embedding = layer.module  # type: ignore[assignment]
-    g = layer.grad32().reshape(len(layer.output_grad), -1, module.embedding_dim)
-    if module.padding_idx is not None:
-        ids = layer.activation.reshape(len(g), -1)
-        g = g * (ids != module.padding_idx).unsqueeze(-1)
-    return g
+def _sequence_add_clipped_sums(
+    layer: _Layer, clip: torch.Tensor, sums: Mapping[nn.Parameter, torch.Tensor]
+) -> None:
+    # A record's positions may cancel while bf16 rounding errors would not: full fp32.
+    with full_fp32_products():
+        _sequence_add_in_fp32(layer, clip, sums)
 
 
-def _embedding_squared_norms(layer: _Layer) -> torch.Tensor:
+def _sequence_add_in_fp32(
+    layer: _Layer, clip: torch.Tensor, sums: Mapping[nn.Parameter, torch.Tensor]
+) -> None:
+    products = layer.products
+    if layer.weight is not None:
+        if _sequence_path(layer) is SequenceNorms.DIRECT:
+            grads = _sequence_weight_grads(layer)
+            sums[layer.weight].view(-1).addmv_(
+                products.operand(grads.reshape(len(grads), -1)).t(), products.operand(clip)
+            )
+        else:
+            a, g = _sequence_factors(layer)
+            # The engine rounds each record's rows as the bound assumed: c * g, then the
+            # product's own rounding of its inputs.
+            weighted = products.operand(g * clip.view(-1, 1, 1))
+            sums[layer.weight].addmm_(
+                weighted.reshape(-1, weighted.shape[-1]).t(), a.reshape(-1, a.shape[-1])
+            )
+    if layer.bias is not None:
+        grads = _sequence_bias_grads(layer)
+        sums[layer.bias].addmv_(products.operand(grads).t(), products.operand(clip))
+
+
+def _embedding_rows(layer: _Layer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per (record, token) gradient rows: (record index, token id, row), materialised."""
+    cached = layer.cache.get("rows")
+    if cached is None:
+        module: nn.Embedding = layer.module  # type: ignore[assignment]
+        batch, width = len(layer.output_grad), module.embedding_dim
+        g = layer.grad32().reshape(batch, -1, width)
+        ids = layer.activation.reshape(batch, -1)
+        if module.padding_idx is not None:
+            g = g * (ids != module.padding_idx).unsqueeze(-1)
+        records = torch.arange(batch, device=ids.device).unsqueeze(1)
+        keys = (records * module.num_embeddings + ids).reshape(-1)
+        unique, inverse = torch.unique(keys, return_inverse=True)
+        rows = g.new_zeros(len(unique), width).index_add_(0, inverse, g.reshape(-1, width))
+        cached = layer.cache["rows"] = (
+            unique // module.num_embeddings,
+            unique % module.num_embeddings,
+            rows,
+        )
+    return cached  # type: ignore[return-value]
+
+
+def _embedding_norms(layer: _Layer) -> _Norms:
+    batch = len(layer.output_grad)
+    squared = torch.zeros(batch, dtype=torch.float64, device=layer.output_grad.device)
     if layer.weight is None:
-        return torch.zeros(len(layer.output_grad), device=layer.output_grad.device)
-    g = _embedding_output_grads(layer)
-    ids = layer.activation.reshape(len(g), -1)
-    # Rows hit by the same token add up before the norm is taken.
-    same = (ids.unsqueeze(2) == ids.unsqueeze(1)).float()
-    return (torch.bmm(g, g.transpose(1, 2)) * same).sum((1, 2)).clamp_(min=0)
+        return _Norms(squared)
+    records, _, rows = _embedding_rows(layer)
+    return _Norms(squared.index_add_(0, records, _squared_norms64(rows)))
 
 
 def _embedding_add_clipped_sums(
@@ -226,8 +418,8 @@ def _embedding_add_clipped_sums(
 ) -> None:
     if layer.weight is None:
         return
-    g = _embedding_output_grads(layer) * clip.view(-1, 1, 1)
-    sums[layer.weight].index_add_(0, layer.activation.reshape(-1), g.reshape(-1, g.shape[-1]))
+    records, tokens, rows = _embedding_rows(layer)
+    sums[layer.weight].index_add_(0, tokens, rows * clip[records].unsqueeze(1))
 
 
 def _layer_norm_per_sample(layer: _Layer) -> list[tuple[nn.Parameter, torch.Tensor]]:
@@ -245,34 +437,35 @@ def _layer_norm_per_sample(layer: _Layer) -> list[tuple[nn.Parameter, torch.Tens
     return grads
 
 
-def _per_sample_squared_norms(
-    grads: Iterable[tuple[nn.Parameter, torch.Tensor]], batch: int, device: torch.device
-) -> torch.Tensor:
-    total = torch.zeros(batch, dtype=torch.float32, device=device)
-    for _, grad in grads:
-        total += grad.float().reshape(batch, -1).square().sum(1)
-    return total
-
-
-def _add_clipped(
-    grads: Iterable[tuple[nn.Parameter, torch.Tensor]],
-    clip: torch.Tensor,
-    sums: Mapping[nn.Parameter, torch.Tensor],
-) -> None:
-    for param, grad in grads:
-        sums[param].add_(torch.einsum("i,i...->...", clip, grad.float()))
-
-
 def _per_sample_rule(
     per_sample: Callable[[_Layer], list[tuple[nn.Parameter, torch.Tensor]]],
 ) -> _Rule:
     """A rule from per-sample gradients of one layer (materialised for that layer only)."""
-    return _Rule(
-        squared_norms=lambda layer: _per_sample_squared_norms(
-            per_sample(layer), len(layer.output_grad), layer.output_grad.device
-        ),
-        add_clipped_sums=lambda layer, clip, sums: _add_clipped(per_sample(layer), clip, sums),
-    )
+
+    def grads(layer: _Layer) -> list[tuple[nn.Parameter, torch.Tensor]]:
+        cached = layer.cache.get("per_sample")
+        if cached is None:
+            with full_fp32_products():  # a record's gradient may sum over positions
+                cached = [(p, g.float()) for p, g in per_sample(layer)]
+            layer.cache["per_sample"] = cached
+        return cached  # type: ignore[return-value]
+
+    def norms(layer: _Layer) -> _Norms:
+        total = torch.zeros(
+            len(layer.output_grad), dtype=torch.float64, device=layer.output_grad.device
+        )
+        for _, grad in grads(layer):
+            total += _squared_norms64(grad)
+        return _Norms(total)
+
+    def add(layer: _Layer, clip: torch.Tensor, sums: Mapping[nn.Parameter, torch.Tensor]) -> None:
+        operand = layer.products.operand
+        with full_fp32_products():
+            for param, grad in grads(layer):
+                flat = operand(grad.reshape(len(grad), -1))
+                sums[param].view(-1).addmv_(flat.t(), operand(clip))
+
+    return _Rule(norms, add)
 
 
 def _opacus_rule(module_type: type[nn.Module]) -> _Rule:
@@ -280,10 +473,7 @@ def _opacus_rule(module_type: type[nn.Module]) -> _Rule:
     sampler = GradSampleModule.GRAD_SAMPLERS[module_type]
 
     def per_sample(layer: _Layer) -> list[tuple[nn.Parameter, torch.Tensor]]:
-        # A sample's gradient may sum over positions: full fp32 even within a reduced
-        # kernel's mode (see _linear_add_clipped_sums).
-        with full_fp32_products():
-            grads = sampler(layer.module, [layer.activation32()], layer.grad32())
+        grads = sampler(layer.module, [layer.activation32()], layer.grad32())
         return [(p, gs) for p, gs in grads.items() if p.requires_grad]
 
     return _per_sample_rule(per_sample)
@@ -291,8 +481,8 @@ def _opacus_rule(module_type: type[nn.Module]) -> _Rule:
 
 FAST_RULES: Mapping[type[nn.Module], _Rule] = MappingProxyType(
     {
-        nn.Linear: _Rule(_linear_squared_norms, _linear_add_clipped_sums),
-        nn.Embedding: _Rule(_embedding_squared_norms, _embedding_add_clipped_sums),
+        nn.Linear: _Rule(_linear_norms, _linear_add_clipped_sums),
+        nn.Embedding: _Rule(_embedding_norms, _embedding_add_clipped_sums),
         nn.LayerNorm: _per_sample_rule(_layer_norm_per_sample),
     }
 )
@@ -318,12 +508,45 @@ def _rule_for(module: nn.Module) -> _Rule:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Products:
+    """The products of one ``accumulate``: the 2-D linear products go through ``kernel``
+    (which may round their inputs to bf16: ``margin`` covers a single outer product);
+    every product that sums over a record's positions, or adds materialised per-record
+    gradients, runs in full fp32 (:func:`privacy.products.full_fp32_products`), unless
+    ``emulate`` rounds all inputs to bf16 (tests: the bounds must hold even then)."""
+
+    kernel: ProductKernel
+    emulate: bool = False
+
+    @property
+    def margin(self) -> float:
+        reduced = self.emulate or self.kernel.margin != 1.0
+        return REDUCED_PRECISION_MARGIN if reduced else FP32_MARGIN
+
+    @property
+    def sequence_term_error(self) -> float:
+        """Relative error bound of one product term in the full-fp32 products."""
+        return _BF16_PRODUCT_ERROR if self.emulate else 2 * _FP32_UNIT
+
+    def operand(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` as the product will see it: rounded to bf16 under emulation."""
+        return tensor.bfloat16().float() if self.emulate else tensor
+
+    def addmm_(self, out: torch.Tensor, mat1: torch.Tensor, mat2: torch.Tensor) -> None:
+        """``out += mat1 @ mat2`` by the kernel (2-D linear layers only)."""
+        if self.emulate:
+            out.addmm_(self.operand(mat1.float()), self.operand(mat2.float()))
+        else:
+            self.kernel.addmm_(out, mat1, mat2)
+
+
 class ClippingEngine:
     """Flat per-sample clipping for ``model``, accumulated over physical batches.
 
     Use::
 
-        engine = ClippingEngine(model, max_grad_norm=C, noise=GaussianNoise(sigma * C, g))
+        engine = ClippingEngine(model, max_grad_norm=C, noise=GaussianNoise(sigma * C))
         with engine.capture():
             losses = per_sample_loss(model(x), y)        # shape (B,)
         engine.accumulate(losses)                        # any number of physical batches
@@ -335,18 +558,29 @@ class ClippingEngine:
     buffer (parameters in :attr:`params` order) that starts each step as a fresh draw of
     ``noise`` (zeros without it); :meth:`take_flat` hands it out, and the next
     :meth:`accumulate` starts the next step in it: one allocation for the whole run.
-    A loss scale (fp16) is divided out in fp32 before any norm is taken;
-    :meth:`accumulate` returns False (and accumulates nothing) when a scaled gradient
-    overflowed.
+    A loss scale (fp16, a power of two) is divided out before any norm is taken.
+
+    ``products`` fixes how the weighted products round (None: oneDNN bf16 on CPU after a
+    low-precision forward pass, fp32 otherwise); ``sequence_norms`` picks the sequence
+    ``nn.Linear`` path.
     """
 
     def __init__(
-        self, model: nn.Module, *, max_grad_norm: float, noise: GaussianNoise | None = None
+        self,
+        model: nn.Module,
+        *,
+        max_grad_norm: float,
+        noise: GaussianNoise | None = None,
+        products: ProductPrecision | None = None,
+        sequence_norms: SequenceNorms = SequenceNorms.CHEAPER,
     ) -> None:
         if not isinstance(max_grad_norm, int | float) or not max_grad_norm > 0:
             raise PrivacyInputError(f"max_grad_norm must be > 0, got {max_grad_norm!r}")
         self.max_grad_norm = float(max_grad_norm)
         self._noise = noise
+        self._products = None if products is None else ProductPrecision(products)
+        self._sequence_norms = SequenceNorms(sequence_norms)
+        self.nonfinite_records = 0  # diagnostic: records that contributed zero, whole run
         self.params = [p for p in model.parameters() if p.requires_grad]
         sites: list[_Site] = []
         covered: set[int] = set()
@@ -377,22 +611,29 @@ class ClippingEngine:
         """Record the activations and outputs of the next forward pass."""
         return _Capturing(self)
 
-    def accumulate(self, per_sample_losses: torch.Tensor, *, loss_scale: float = 1.0) -> bool:
-        """Clip each sample's gradient of ``per_sample_losses`` and add it to the sums.
+    def accumulate(self, per_sample_losses: torch.Tensor, *, loss_scale: float = 1.0) -> int:
+        """Clip each record's gradient of ``per_sample_losses`` and add it to the sums.
 
         ``per_sample_losses`` must come from the forward pass captured last, one value per
-        sample (multiplied by ``loss_scale`` when fp16 loss scaling is on).
+        record (multiplied by ``loss_scale``, a power of two, when fp16 loss scaling is on).
+        Returns how many records contributed zero because their gradient was not finite.
         """
+        if not (1 <= loss_scale <= _LARGEST_LOSS_SCALE and math.frexp(loss_scale)[0] == 0.5):
+            raise PrivacyInputError(
+                f"loss_scale must be a power of two in [1, 2^24], got {loss_scale!r}"
+            )
         captures = self._take_captures()
         sums = self._step_sums(per_sample_losses.device)
         batch = per_sample_losses.shape[0]
         if batch == 0:  # an empty Poisson batch: nothing to clip, the noise still comes
-            return True
+            return 0
         grads = torch.autograd.grad(
             per_sample_losses.sum(), [c.output for c in captures], allow_unused=True
         )
-        unscale = 1.0 / loss_scale
-        products = product_kernel(_compute_dtype(captures), per_sample_losses.device)
+        if self._products is None:
+            products = _Products(product_kernel(_compute_dtype(captures), per_sample_losses.device))
+        else:
+            products = _Products(FP32, self._products is ProductPrecision.EMULATED_BF16)
         layers = [
             (
                 c.site.rule,
@@ -402,25 +643,51 @@ class ClippingEngine:
                     c.site.bias,
                     c.activation,
                     torch.zeros_like(c.output) if g is None else g,
-                    unscale,
+                    1.0 / loss_scale,
                     products,
+                    self._sequence_norms,
                 ),
             )
             for c, g in zip(captures, grads, strict=True)
         ]
-        squared = layers[0][0].squared_norms(layers[0][1])
-        for rule, layer in layers[1:]:
-            squared += rule.squared_norms(layer)
-        # An overflowed (or NaN) output gradient makes some norm non-finite: fail closed.
-        if not torch.isfinite(squared).all():
-            return False
-        clip = (self.max_grad_norm / squared.sqrt_().add_(_NORM_EPSILON)).clamp_(max=1.0)
-        with products.active():
-            if products.margin != 1.0:
-                clip.mul_(products.margin)
+        with products.kernel.active():
+            # Rows as the layers saw them: padding rows (zero output gradient) included.
+            rows = len(layers[0][1].output_grad) if layers else batch
+            bound = self._bounds(layers, rows, per_sample_losses.device)
+            # An overflowed or NaN gradient: that record contributes exactly zero.
+            bad = ~torch.isfinite(bound)
+            dropped = int(bad.sum())
+            if dropped:
+                self.nonfinite_records += dropped
+                bound = bound.masked_fill(bad, 0.0)
+                for _, layer in layers:
+                    layer.drop(bad)
+            clip64 = (self.max_grad_norm / bound.add_(_NORM_EPSILON)).clamp_(max=1.0)
+            # Clip factors below 2^-100 (norms above 2^100 C) are flushed to zero: the rest
+            # stay normal in fp32 also times 1 / loss scale (>= 2^-24), so rounding them
+            # moves each by 2^-24 at most, inside the margin; a subnormal one could move
+            # by far more.
+            clip64.mul_(products.margin).masked_fill_(bad | (clip64 < _SMALLEST_CLIP), 0.0)
+            clip = clip64.float()
             for rule, layer in layers:
                 rule.add_clipped_sums(layer, clip, sums)
-        return True
+        return dropped
+
+    @staticmethod
+    def _bounds(
+        layers: list[tuple[_Rule, _Layer]], batch: int, device: torch.device
+    ) -> torch.Tensor:
+        """Per record, a float64 upper bound on the norm of its contribution as added:
+        ``sqrt(sum of squared norms) + sqrt(sum of squared slacks)`` (Minkowski)."""
+        squared = torch.zeros(batch, dtype=torch.float64, device=device)
+        slack = None
+        for rule, layer in layers:
+            norms = rule.norms(layer)
+            squared += norms.squared
+            if norms.slack is not None:
+                slack = norms.slack.square() if slack is None else slack.add_(norms.slack.square())
+        bound = squared.sqrt_()
+        return bound if slack is None else bound.add_(slack.sqrt_())
 
     def take_flat(self) -> torch.Tensor:
         """The noise plus the clipped sums since the last take, flat.
@@ -453,11 +720,6 @@ class ClippingEngine:
     def take_sums(self) -> dict[nn.Parameter, torch.Tensor]:
         """A copy of :meth:`take_flat`, per parameter."""
         return dict(self.unflatten(self.take_flat().clone()))
-
-    def discard(self) -> None:
-        """Drop what was accumulated (an overflowed fp16 step)."""
-        self._started = False
-        self._captures = None
 
     def detach(self) -> None:
         """Remove the forward hooks from the model."""

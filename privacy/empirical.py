@@ -20,6 +20,17 @@ Run", arXiv:2305.08846)
     scores are (a poor score only makes it weaker), as long as ``k+`` and ``k-`` are fixed
     before looking at the scores.
 
+White-box scores for gradient canaries
+    A gradient canary is a record whose clipped gradient is a fixed vector of norm C
+    (here: C on one coordinate), added to the step's clipped sum whenever the canary is
+    included in the data and Poisson-sampled (rate q). An auditor who sees every step's
+    noisy sum and knows every other record's contribution (DP's adversary may) is left
+    with, per step, ``x_t = noise + C 1[sampled]`` on the canary's coordinate.
+    :func:`gradient_canary_scores` sums the per-step log-likelihood ratios of "included"
+    against "excluded", ``log(1 - q + q exp((x_t / C - 1/2) / sigma^2))``: the
+    Neyman-Pearson statistic for the subsampled Gaussian mechanism, the tightest score
+    for these canaries.
+
 Membership inference
     :func:`membership_inference` scores members against non-members: the ROC AUC
     (Mann-Whitney, ties counted half) and the largest TPR at a false-positive rate of at
@@ -43,6 +54,7 @@ __all__ = [
     "OneRunAudit",
     "audit_one_run",
     "check_bound_below",
+    "gradient_canary_scores",
     "guesses_from_scores",
     "membership_inference",
     "one_run_epsilon_lower_bound",
@@ -183,6 +195,24 @@ def audit_one_run(
             len(guesses), made, correct, delta, confidence
         ),
     )
+
+
+def gradient_canary_scores(
+    residuals: np.ndarray, sample_rate: float, noise_multiplier: float
+) -> np.ndarray:
+    """Per canary, the summed log-likelihood ratio of its per-step ``residuals``
+    (steps x canaries, in units of the canary's norm C; see the module notes)."""
+    residuals = np.asarray(residuals, dtype=np.float64)
+    if residuals.ndim != 2 or not np.isfinite(residuals).all():
+        raise PrivacyInputError("residuals must be a finite (steps x canaries) array")
+    if not (_is_real(sample_rate) and 0 < sample_rate <= 1):
+        raise PrivacyInputError(f"sample_rate must be in (0, 1], got {sample_rate!r}")
+    if not (_is_real(noise_multiplier) and noise_multiplier > 0):
+        raise PrivacyInputError(f"noise_multiplier must be > 0, got {noise_multiplier!r}")
+    shifted = (residuals - 0.5) / noise_multiplier**2 + math.log(sample_rate)
+    if sample_rate == 1:
+        return shifted.sum(0)
+    return np.logaddexp(math.log1p(-sample_rate), shifted).sum(0)
 
 
 def check_bound_below(lower_bound: float, accountant_epsilon: float, what: str) -> None:

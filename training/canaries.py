@@ -1,5 +1,9 @@
 """Canaries for the one-run privacy audit (see :mod:`privacy.empirical`), and their scores.
 
+Two kinds: records drawn from the schema, scored black-box by their loss under the
+trained model (below), and gradient canaries for the white-box audit
+(:class:`GradientCanaries`).
+
 A canary is a record drawn from the *declared schema*, never from the data: each numeric
 input uniformly within its declared bounds, each categorical input uniformly among its
 declared categories, and a label uniformly among the label's two classes. Canaries are
@@ -21,11 +25,21 @@ import pandas as pd
 import torch
 from torch.nn import functional
 
-from training.errors import TrainingInputError
+from privacy.empirical import gradient_canary_scores
+from privacy.noise import GaussianNoise
+from privacy.sampling import entropy_generator
+from training.errors import TrainingError, TrainingInputError
 from training.features import EncodedTable, FeatureSpec, encode_table, input_columns
 from training.model import Mlp
 
-__all__ = ["CanarySet", "audit_scores", "draw_canaries", "loss_scores", "with_canaries"]
+__all__ = [
+    "CanarySet",
+    "GradientCanaries",
+    "audit_scores",
+    "draw_canaries",
+    "loss_scores",
+    "with_canaries",
+]
 
 # Rows per forward pass when scoring.
 _SCORE_BATCH = 8192
@@ -119,3 +133,79 @@ def _draw(spec: FeatureSpec, count: int, rng: np.random.Generator) -> list[objec
             f"column {spec.name!r}: canaries need the declared minimum and maximum"
         )
     return rng.uniform(spec.minimum, spec.maximum, size=count)
+
+
+class GradientCanaries:
+    """Dirac gradient canaries for the white-box one-run audit (Steinke, Nasr and
+    Jagielski 2023): canary i is a record whose clipped gradient is ``max_grad_norm`` on
+    flat-gradient coordinate ``coordinates[i]`` (distinct coordinates) and 0 elsewhere,
+    included in the run with probability 1/2 (``included``).
+
+    :meth:`noise` wraps the run's noise: each step's buffer starts as the noise plus every
+    included canary that this step's Poisson draw (rate q, like every record) selects;
+    the rest of the mechanism (the records' clipped sum, normalisation, the update) is
+    the run's own. It also keeps, per step, each canary coordinate's value after the
+    canaries are added: the noisy sum minus every other record's contribution, which is
+    what the white-box auditor (who may know every other record) sees of the canary.
+    Kept in memory only: a resumed run's scores cover the steps since it resumed.
+    """
+
+    def __init__(self, coordinates: np.ndarray, included: np.ndarray) -> None:
+        coordinates = np.asarray(coordinates, dtype=np.int64)
+        if coordinates.ndim != 1 or len(np.unique(coordinates)) != len(coordinates):
+            raise TrainingInputError("gradient canaries need distinct coordinates")
+        if included.dtype != np.bool_ or included.shape != coordinates.shape:
+            raise TrainingInputError("included must be one boolean per canary")
+        self.coordinates = coordinates
+        self.included = included
+        self._residuals: list[np.ndarray] = []
+        self._sample_rate = 0.0
+        self._max_grad_norm = 1.0
+
+    @classmethod
+    def draw(cls, count: int, parameters: int, rng: np.random.Generator) -> GradientCanaries:
+        """``count`` canaries on distinct coordinates of ``parameters``, each included w.p. 1/2."""
+        if not isinstance(count, int) or not 0 < count <= parameters:
+            raise TrainingInputError(
+                f"{count!r} gradient canaries need as many distinct coordinates; the model "
+                f"has {parameters} parameters"
+            )
+        coordinates = rng.choice(parameters, size=count, replace=False)
+        return cls(coordinates, rng.random(count) < 0.5)
+
+    def noise(self, inner: GaussianNoise, sample_rate: float, max_grad_norm: float) -> _CanaryNoise:
+        """The run's noise with the canaries added to each step's starting buffer."""
+        self._sample_rate, self._max_grad_norm = sample_rate, max_grad_norm
+        return _CanaryNoise(self, inner)
+
+    @property
+    def steps(self) -> int:
+        return len(self._residuals)
+
+    def scores(self, noise_multiplier: float) -> np.ndarray:
+        """Each canary's white-box score (higher: more likely included)."""
+        if not self._residuals:
+            raise TrainingError("no step ran with the gradient canaries")
+        residuals = np.stack(self._residuals) / self._max_grad_norm
+        return gradient_canary_scores(residuals, self._sample_rate, noise_multiplier)
+
+    def _start_step(self, buffer: torch.Tensor, generator: torch.Generator) -> None:
+        index = torch.from_numpy(self.coordinates).to(buffer.device)
+        drawn = torch.rand(len(index), generator=generator, device=buffer.device)
+        sampled = (drawn < self._sample_rate) & torch.from_numpy(self.included).to(buffer.device)
+        buffer.index_add_(0, index, sampled.to(buffer.dtype) * self._max_grad_norm)
+        self._residuals.append(buffer.index_select(0, index).double().cpu().numpy())
+
+
+class _CanaryNoise:
+    def __init__(self, canaries: GradientCanaries, inner: GaussianNoise) -> None:
+        self._canaries, self._inner = canaries, inner
+        self._generator: torch.Generator | None = None
+        self.std = inner.std
+
+    def fill(self, tensor: torch.Tensor) -> torch.Tensor:
+        self._inner.fill(tensor)
+        if self._generator is None:
+            self._generator = entropy_generator(tensor.device)
+        self._canaries._start_step(tensor.view(-1), self._generator)
+        return tensor

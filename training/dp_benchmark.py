@@ -17,7 +17,7 @@ the same in-memory tensors with the same optimizer and the same (expected) batch
 
 Non-private and fast training also run under bf16 autocast and, on CUDA, under fp16
 autocast with loss scaling (``torch.amp.GradScaler`` for non-private training, the
-trainer's :class:`training.precision.LossScaler` for the fast engine). Workloads: an MLP
+trainer's fixed-scale :class:`training.precision.LossScaler` for the fast engine). Workloads: an MLP
 of any widths (:func:`synthetic_workload`) or a named one (:data:`NAMED_WORKLOADS`).
 
 Variants are timed in interleaved rounds (each round runs every variant for
@@ -301,7 +301,7 @@ class _Fast(_Poisson):
         self._engine = ClippingEngine(
             self.model,
             max_grad_norm=MAX_GRAD_NORM,
-            noise=GaussianNoise(NOISE_MULTIPLIER * MAX_GRAD_NORM, entropy_generator(self.device)),
+            noise=GaussianNoise(NOISE_MULTIPLIER * MAX_GRAD_NORM),
         )
 
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -324,8 +324,8 @@ class _Fast(_Poisson):
 
 
 class _FastScaled(_Fast):
-    """The fast engine under fp16, as the trainer runs it: the loss scale is divided out
-    in fp32 before any norm; an overflowed step is dropped and the scale backs off."""
+    """The fast engine under fp16, as the trainer runs it: the run's fixed loss scale is
+    divided out before any norm; a record whose gradient overflows contributes zero."""
 
     def __init__(self, *args: object) -> None:
         super().__init__(*args)
@@ -336,12 +336,8 @@ class _FastScaled(_Fast):
             logits = self.model(features)[: len(labels)]
         losses = functional.cross_entropy(logits.float(), labels, reduction="none")
         scaler = self._scaler
-        if self._engine.accumulate(scaler.scale_loss(losses), loss_scale=scaler.scale):
-            noisy_update(self._engine, self.workload.batch_size, self._optimizer)
-            scaler.update(overflow=False)
-        else:
-            self._engine.discard()
-            scaler.update(overflow=True)
+        self._engine.accumulate(scaler.scale_loss(losses), loss_scale=scaler.scale)
+        noisy_update(self._engine, self.workload.batch_size, self._optimizer)
 
 
 class _OpacusHooks(_Poisson):
@@ -599,10 +595,11 @@ def clipping_error_vs_opacus(
 
 def noise_ms_per_step(workload: Workload, device: torch.device, draws: int = 20) -> float:
     """Milliseconds to draw one step's Gaussian noise for the workload's model on ``device``,
-    with the generator the fast engine uses there (the noise fills the flat sum buffer)."""
+    with the sampler the fast engine uses (ChaCha20, float64, drawn on the CPU; the noise
+    fills the flat sum buffer)."""
     size = sum(p.numel() for p in workload.make_model().parameters() if p.requires_grad)
     flat = torch.empty(size, dtype=torch.float32, device=device)
-    noise = GaussianNoise(NOISE_MULTIPLIER * MAX_GRAD_NORM, entropy_generator(device))
+    noise = GaussianNoise(NOISE_MULTIPLIER * MAX_GRAD_NORM)
     noise.fill(flat)  # warm-up
     _synchronise(device)
     started = time.perf_counter()

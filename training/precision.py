@@ -6,24 +6,23 @@ per-sample gradients Opacus computes from them) are in the low-precision dtype u
 parameter's ``grad_sample`` into fp32: a norm computed in bf16 is off by up to ~0.4%, which
 would let a clipped gradient exceed ``max_grad_norm``.
 
-fp16 needs loss scaling, and a plain ``torch.amp.GradScaler`` is wrong under DP: Opacus
-would clip the *scaled* per-sample gradients, so with a scale S every sample whose true
-norm exceeds ``max_grad_norm / S`` is clipped (in practice all of them), the update is
-S-independent garbage, and the sensitivity analysis no longer describes what happened.
-Here the loss is multiplied by S before ``backward``, and each per-sample gradient is
-divided by S in fp32 *before* clipping (:class:`LossScaler`). If any per-sample gradient
-overflowed, the step is skipped (gradients dropped, S halved), like ``GradScaler`` does.
-
-A skipped step still counts as a DP-SGD step in the accountant's history: its Poisson
-sample was drawn, and whether it overflowed is a function of the sampled records, so the
-"no update" outcome is itself released. Counting the step cannot under-count. (It is not a
-full answer either: the skip decision, and the loss scale it drives, are not noised.
-See the trainer's module notes.)
+fp16 needs loss scaling, and a plain ``torch.amp.GradScaler`` is wrong under DP twice over:
+Opacus would clip the *scaled* per-sample gradients (with a scale S every sample whose
+true norm exceeds ``max_grad_norm / S`` is clipped, in practice all of them), and its
+dynamic scale and overflow-skip decisions are functions of the sampled records, released
+without noise (one crafted record can force every step that samples it to be skipped).
+Here (:class:`LossScaler`) the scale is a power of two fixed for the run; the loss is
+multiplied by it before ``backward`` and each per-sample gradient is divided by it
+(exactly) before clipping. A record whose per-sample gradient is not finite, in any
+precision, contributes zero: its own clipped contribution, within the bound. No step is
+skipped or aborted because of what one record holds; such records are counted for the
+operator (a diagnostic, not released).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -36,7 +35,7 @@ from training.errors import TrainingError, TrainingInputError
 
 __all__ = [
     "DeviceChoice",
-    "LossScaleConfig",
+    "DEFAULT_LOSS_SCALE",
     "LossScaler",
     "Precision",
     "PrecisionStrategy",
@@ -134,13 +133,16 @@ def resolve_device(choice: DeviceChoice | str) -> torch.device:
     return torch.device("cuda")
 
 
-def unscale_grad_samples(params: Iterable[torch.nn.Parameter], scale: float) -> bool:
-    """Replace each ``p.grad_sample`` with ``p.grad_sample / scale`` in fp32; True if all finite.
+def unscale_grad_samples(params: Iterable[torch.nn.Parameter], scale: float) -> int:
+    """Replace each ``p.grad_sample`` with ``p.grad_sample / scale`` in fp32, with the rows
+    of records whose per-sample gradient is not finite (in any parameter) set to zero;
+    returns how many records were zeroed.
 
-    Call it after ``backward`` and before the DP optimizer clips. The conversion comes
-    first: dividing in fp16 would flush small per-sample gradients to zero.
+    Call it after ``backward`` and before the DP optimizer clips (a zero gradient is
+    clipped to zero). The conversion comes first: dividing in fp16 would flush small
+    per-sample gradients to zero.
     """
-    finite = []
+    unscaled, finite = [], None
     for param in params:
         grad_sample = getattr(param, "grad_sample", None)
         if grad_sample is None:
@@ -150,107 +152,62 @@ def unscale_grad_samples(params: Iterable[torch.nn.Parameter], scale: float) -> 
                 "per-sample gradients were accumulated over several backward passes; "
                 "step the optimizer after every backward pass"
             )
-        unscaled = grad_sample.float()
+        values = grad_sample.float()
         if scale != 1.0:
-            unscaled = unscaled / scale
-        param.grad_sample = unscaled
-        # A sum is non-finite iff some element is (or the sum overflows fp32, which only
-        # happens when the gradients are as good as infinite), and unlike an elementwise
-        # isfinite it allocates nothing the size of the per-sample gradients.
-        finite.append(unscaled.sum())
-    return bool(torch.isfinite(torch.stack(finite)).all()) if finite else True
+            values = values / scale
+        rows = torch.isfinite(values).reshape(len(values), -1).all(1)
+        finite = rows if finite is None else finite & rows
+        unscaled.append((param, values))
+    if finite is None:
+        return 0
+    bad = ~finite
+    for param, values in unscaled:
+        param.grad_sample = values.masked_fill(bad.view(-1, *([1] * (values.dim() - 1))), 0.0)
+    return int(bad.sum())
 
 
-@dataclass(frozen=True, slots=True)
-class LossScaleConfig:
-    """Dynamic loss scaling, as in ``torch.amp.GradScaler``."""
-
-    init_scale: float = 2.0**16
-    growth_factor: float = 2.0
-    backoff_factor: float = 0.5
-    growth_interval: int = 2000
-    # Below this the scale no longer rescues anything: the gradients themselves overflow.
-    min_scale: float = 2.0**-14
-
-    def __post_init__(self) -> None:
-        problems = []
-        if not self.init_scale > 0:
-            problems.append(f"init_scale must be > 0, got {self.init_scale!r}")
-        if not self.growth_factor > 1:
-            problems.append(f"growth_factor must be > 1, got {self.growth_factor!r}")
-        if not 0 < self.backoff_factor < 1:
-            problems.append(f"backoff_factor must be in (0, 1), got {self.backoff_factor!r}")
-        if not isinstance(self.growth_interval, int) or self.growth_interval < 1:
-            problems.append(f"growth_interval must be >= 1, got {self.growth_interval!r}")
-        if not 0 < self.min_scale <= self.init_scale:
-            problems.append(f"min_scale must be in (0, init_scale], got {self.min_scale!r}")
-        if problems:
-            raise TrainingInputError("invalid loss scale config: " + "; ".join(problems))
+# fp16's largest finite value is 65504 and a per-sample loss gradient is at most 1 in
+# each logit: 2^10 leaves room for 64x growth through the layers before overflow, and
+# lifts gradients down to ~6e-11 above fp16's smallest subnormal.
+DEFAULT_LOSS_SCALE = 2.0**10
 
 
 class LossScaler:
-    """Scales the loss before ``backward`` and unscales per-sample gradients before clipping.
+    """A loss scale fixed for the run: scales the loss before ``backward`` and unscales
+    per-sample gradients before clipping. Disabled (fp32, bf16), the scale is 1.
 
-    Disabled (fp32, bf16), the scale is 1 and a non-finite per-sample gradient is a
-    divergence: :meth:`update` raises instead of skipping, so it cannot go unnoticed.
+    The scale is never updated from what training sees: an update or a skip decision would
+    depend on the sampled records and be released without noise.
     """
 
-    def __init__(self, *, enabled: bool, config: LossScaleConfig | None = None) -> None:
+    def __init__(self, *, enabled: bool, scale: float = DEFAULT_LOSS_SCALE) -> None:
+        if not (isinstance(scale, float) and scale > 0 and math.frexp(scale)[0] == 0.5):
+            raise TrainingInputError(f"the loss scale must be a power of two, got {scale!r}")
         self._enabled = enabled
-        self._config = config if config is not None else LossScaleConfig()
-        self._scale = self._config.init_scale if enabled else 1.0
-        self._clean_steps = 0
+        self._scale = scale if enabled else 1.0
 
     @property
     def scale(self) -> float:
-        """The current loss scale."""
+        """The run's loss scale."""
         return self._scale
 
     def scale_loss(self, loss: torch.Tensor) -> torch.Tensor:
         """``loss * scale``, to call ``backward`` on."""
         return loss * self._scale if self._enabled else loss
 
-    def unscale_grad_samples(self, params: Iterable[torch.nn.Parameter]) -> bool:
-        """Per-sample gradients to fp32 and divided by the scale; True if all are finite."""
+    def unscale_grad_samples(self, params: Iterable[torch.nn.Parameter]) -> int:
+        """Per-sample gradients to fp32 and divided by the scale; non-finite records zeroed
+        (their count returned)."""
         return unscale_grad_samples(params, self._scale)
 
-    def update(self, *, overflow: bool) -> None:
-        """After a step: back off on overflow, grow after ``growth_interval`` clean steps."""
-        if not overflow:
-            self._clean_steps += 1
-            if self._enabled and self._clean_steps >= self._config.growth_interval:
-                self._scale *= self._config.growth_factor
-                self._clean_steps = 0
-            return
-        if not self._enabled:
-            raise TrainingError(
-                "non-finite per-sample gradients: training diverged; lower the learning "
-                "rate or max_grad_norm"
-            )
-        self._scale *= self._config.backoff_factor
-        self._clean_steps = 0
-        if self._scale < self._config.min_scale:
-            raise TrainingError(
-                f"fp16 loss scale fell below {self._config.min_scale:g}: gradients overflow "
-                "even unscaled; use bf16 or fp32, or lower the learning rate"
-            )
-
-    def state_dict(self) -> dict[str, float | int]:
+    def state_dict(self) -> dict[str, float]:
         """JSON-ready state for checkpoints."""
-        return {"scale": self._scale, "clean_steps": self._clean_steps}
+        return {"scale": self._scale}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`'s output."""
-        scale, clean_steps = state.get("scale"), state.get("clean_steps")
-        if (
-            set(state) != {"scale", "clean_steps"}
-            or not isinstance(scale, float)
-            or not scale > 0
-            or not isinstance(clean_steps, int)
-            or clean_steps < 0
-        ):
-            raise TrainingInputError(f"invalid loss scaler state: {dict(state)!r}")
-        if not self._enabled and scale != 1.0:
-            raise TrainingInputError(f"loss scaling is off but the saved scale is {scale}")
-        self._scale = scale
-        self._clean_steps = clean_steps
+        """Check that a checkpoint was written with this run's scale (it never changes)."""
+        if set(state) != {"scale"} or state.get("scale") != self._scale:
+            raise TrainingInputError(
+                f"loss scaler state {dict(state)!r} does not match this run's fixed scale "
+                f"{self._scale}"
+            )

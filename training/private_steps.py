@@ -11,18 +11,25 @@
     Opacus' ``make_private`` with per-sample gradients from its hooks, and its
     Poisson-sampling DataLoader: the reference the fast engine is tested against.
 ``opacus-ghost``
-    Opacus' ghost clipping (two backward passes). fp32 only: Opacus computes its norms in
-    the autocast dtype, and a bf16 norm may under-estimate by ~0.4%, which would let a
-    clipped gradient exceed ``max_grad_norm``.
+    Opacus' ghost clipping (two backward passes), for :class:`training.model.Mlp` only
+    (``nn.Linear`` on 2-D rows): on sequences its fp32 ghost norms cancel and a record's
+    contribution can reach many times ``max_grad_norm``. fp32 only: Opacus computes its
+    norms in the autocast dtype, and a bf16 norm may under-estimate by ~0.4%.
 
-Every engine counts each step it takes (including empty Poisson batches and fp16
-overflow skips) in an Opacus accountant of the run's kind; the trainer cross-checks that
-count against its own before reporting epsilon.
+Every engine counts each step it takes (including empty Poisson batches) in an Opacus
+accountant of the run's kind; the trainer cross-checks that count against its own before
+reporting epsilon. No step is ever skipped: a record whose per-sample gradient is not
+finite contributes zero (``fast`` and ``opacus-hooks``; see :mod:`training.precision`).
+
+Noise: ``fast`` draws it from :class:`privacy.noise.GaussianNoise` (ChaCha20 keyed by the
+OS, float64 with full tails). The Opacus modes use Opacus' own sampler (torch's, seeded
+from the OS, not a CSPRNG): they are references, not the default.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -42,10 +49,12 @@ from torch.utils.data import DataLoader, Dataset
 from privacy.clipping import ClippingEngine
 from privacy.noise import GaussianNoise
 from privacy.sampling import PoissonSampler, entropy_generator
+from training.canaries import GradientCanaries
 from training.errors import TrainingError, TrainingInputError
 from training.features import EncodedTable
+from training.model import Mlp
 from training.precision import LossScaler, PrecisionStrategy
-from training.replicas import SINGLE, Replica, all_reduce_sum, any_replica
+from training.replicas import SINGLE, Replica, all_reduce_sum
 
 __all__ = [
     "ClippingMode",
@@ -69,11 +78,12 @@ class ClippingMode(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class StepOutcome:
-    """One logical DP-SGD step: the summed (non-private, diagnostic) loss and its samples."""
+    """One logical DP-SGD step, diagnostics only (not private): the summed finite losses,
+    the samples, and how many records contributed zero for a non-finite gradient."""
 
     loss_sum: float
     samples: int
-    skipped: bool
+    nonfinite_records: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +104,7 @@ class StepSetup:
     device: torch.device
     max_physical_batch_size: int | None
     replica: Replica = SINGLE
+    canaries: GradientCanaries | None = None  # white-box audit runs only (fast engine)
 
 
 class PrivateStepper(Protocol):
@@ -201,9 +212,12 @@ class _FastStepper:
             )
         # Opacus' normaliser, for the global expected batch.
         self._normaliser = int(len(setup.train) * setup.sample_rate)
-        noise = GaussianNoise(
-            setup.noise_multiplier * setup.max_grad_norm, entropy_generator(setup.device)
-        )
+        noise = GaussianNoise(setup.noise_multiplier * setup.max_grad_norm)
+        if setup.canaries is not None:
+            parameters = sum(p.numel() for p in setup.model.parameters() if p.requires_grad)
+            if setup.canaries.coordinates.max(initial=-1) >= parameters:
+                raise TrainingInputError("a gradient canary lies outside the model's parameters")
+            noise = setup.canaries.noise(noise, setup.sample_rate, setup.max_grad_norm)
         self._engine = ClippingEngine(
             setup.model,
             max_grad_norm=setup.max_grad_norm,
@@ -221,30 +235,20 @@ class _FastStepper:
         setup, scaler, replica = self._setup, self._setup.scaler, self._setup.replica
         index = index.to(setup.device)
         chunk = setup.max_physical_batch_size or max(1, len(index))
-        loss_sum, finite = torch.zeros((), dtype=torch.float64, device=setup.device), True
+        loss_sum = torch.zeros((), dtype=torch.float64, device=setup.device)
+        dropped = 0
         for part in index.split(chunk) if len(index) else [index]:
             features, labels = self._gather(part)
             with self._engine.capture(), setup.strategy.autocast(setup.device):
                 logits = setup.model(features)[: len(labels)]  # padding rows get no loss
             losses = functional.cross_entropy(logits.float(), labels, reduction="none")
-            finite = self._engine.accumulate(scaler.scale_loss(losses), loss_scale=scaler.scale)
-            if not finite:
-                break
-            loss_sum += losses.detach().sum()
-        if any_replica(not finite, replica, setup.device):
-            return self._skip()
+            dropped += self._engine.accumulate(scaler.scale_loss(losses), loss_scale=scaler.scale)
+            loss_sum += losses.detach().nan_to_num(nan=0.0, posinf=0.0, neginf=0.0).sum()
         noisy_update(self._engine, self._normaliser, setup.optimizer, replica)
         self._count()
-        scaler.update(overflow=False)
-        totals = all_reduce_sum(torch.stack([loss_sum, loss_sum.new_tensor(len(index))]), replica)
-        return StepOutcome(float(totals[0]), int(totals[1]), skipped=False)
-
-    def _skip(self) -> StepOutcome:
-        """Drop an overflowed fp16 step (on every replica); it still counts."""
-        self._engine.discard()
-        self._setup.scaler.update(overflow=True)  # raises unless fp16: elsewhere divergence
-        self._count()
-        return StepOutcome(0.0, 0, skipped=True)
+        counts = loss_sum.new_tensor([len(index), dropped])
+        totals = all_reduce_sum(torch.cat([loss_sum.view(1), counts]), replica)
+        return StepOutcome(float(totals[0]), int(totals[1]), int(totals[2]))
 
     def _count(self) -> None:
         self._accountant.step(
@@ -309,7 +313,7 @@ class _OpacusStepper:
 
     def step(self, batches: Iterator[object]) -> StepOutcome:
         setup, scaler = self._setup, self._setup.scaler
-        loss_sum, samples = 0.0, 0
+        loss_sum, samples, dropped = 0.0, 0, 0
         before = self._completed
         while self._completed == before:
             batch = next(batches, None)
@@ -323,26 +327,16 @@ class _OpacusStepper:
                 loss.backward()
             else:
                 scaler.scale_loss(loss).backward()
-                # Per-sample gradients to fp32 and unscaled *before* Opacus clips them.
-                if not scaler.unscale_grad_samples(self._optimizer.params):
-                    return self._skip(loss_sum, samples)
+                # Per-sample gradients to fp32 and unscaled *before* Opacus clips them;
+                # a record with a non-finite one is zeroed (it then clips to zero).
+                dropped += scaler.unscale_grad_samples(self._optimizer.params)
             self._optimizer.step()
             self._optimizer.zero_grad(set_to_none=True)
-            if len(labels):
-                loss_sum += float(loss.detach()) * len(labels)
-                samples += len(labels)
-        scaler.update(overflow=False)
-        return StepOutcome(loss_sum, samples, skipped=False)
-
-    def _skip(self, loss_sum: float, samples: int) -> StepOutcome:
-        """Drop an overflowed fp16 step; it still counts, in Opacus' accountant too."""
-        self._optimizer.zero_grad(set_to_none=True)
-        self._setup.scaler.update(overflow=True)  # raises unless fp16: elsewhere divergence
-        self._engine.accountant.step(
-            noise_multiplier=self._setup.noise_multiplier, sample_rate=self._setup.sample_rate
-        )
-        self._completed += 1
-        return StepOutcome(loss_sum, samples, skipped=True)
+            mean_loss = float(loss.detach())
+            if len(labels) and math.isfinite(mean_loss):
+                loss_sum += mean_loss * len(labels)
+            samples += len(labels)
+        return StepOutcome(loss_sum, samples, dropped)
 
     def check_accounting(self, steps: int) -> None:
         _check_count(self._engine.accountant, steps, self._completed)
@@ -351,12 +345,29 @@ class _OpacusStepper:
         self._physical.__exit__(None, None, None)
 
 
+def _no_canaries(setup: StepSetup) -> None:
+    if setup.canaries is not None:
+        raise TrainingInputError("gradient canaries (the white-box audit) need clipping fast")
+
+
 def _hooks_stepper(setup: StepSetup) -> PrivateStepper:
+    _no_canaries(setup)
     _single_replica(setup)
     return _OpacusStepper(setup, ghost=False)
 
 
 def _ghost_stepper(setup: StepSetup) -> PrivateStepper:
+    _no_canaries(setup)
+    # Opacus' ghost norms cancel catastrophically on sequence inputs and mis-bound
+    # repeated embedding tokens (tests/privacy/test_sensitivity_search.py); for 2-D
+    # nn.Linear stacks (the norm is one outer product's) they bound what it adds.
+    layers = {type(m) for m in setup.model.modules() if any(True for _ in m.parameters(False))}
+    if not isinstance(setup.model, Mlp) or layers - {nn.Linear}:
+        raise TrainingInputError(
+            "clipping opacus-ghost can bound per-sample norms only for MLPs of nn.Linear "
+            "layers on 2-D rows (its ghost norms cancel on sequences and embeddings); use "
+            "clipping fast"
+        )
     if setup.strategy.compute_dtype != torch.float32:
         raise TrainingInputError(
             "clipping opacus-ghost runs in fp32 only (Opacus computes its per-sample norms in "

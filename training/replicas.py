@@ -27,7 +27,6 @@ __all__ = [
     "SINGLE",
     "Replica",
     "all_reduce_sum",
-    "any_replica",
     "broadcast_parameters",
     "from_environment",
     "initialise",
@@ -119,15 +118,6 @@ def all_reduce_sum(tensor: torch.Tensor, replica: Replica) -> torch.Tensor:
     if replica.distributed:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
-
-
-def any_replica(flag: bool, replica: Replica, device: torch.device) -> bool:
-    """True on every replica if ``flag`` is true on any (e.g. an fp16 overflow)."""
-    if not replica.distributed:
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item() > 0)
 
 
 def broadcast_parameters(module: torch.nn.Module, replica: Replica) -> None:

@@ -23,26 +23,29 @@ Accounting: reserve, then spend
     totals passed to ``reserve_steps`` are cumulative over the whole run, as
     ``privacy.ledger.LedgerRun.record_steps`` expects.
 
-    Every step counts, including fp16 steps skipped on overflow (see
-    :mod:`training.precision`) and steps whose Poisson batch is empty. The history
+    Every step counts, including steps whose Poisson batch is empty. No step is skipped:
+    a record with a non-finite per-sample gradient contributes zero (see
+    :mod:`training.precision`), so nothing about the step depends on it. The history
     returned is ``[SgdSteps(noise_multiplier, sample_rate, accounted_steps)]``; epsilon is
     composed from it by :func:`privacy.accounting.epsilon_of`, independent of the
     Opacus accountant (which the trainer only cross-checks its own count against).
 
 What DP covers here, and what it does not
-    - The model weights are the DP release. Poisson sampling and the Gaussian noise draw
-      from generators seeded from the OS's entropy in each process, never from
-      ``TrainConfig.seed`` (a public seed would let anyone replay the batches and subtract
-      the noise) and never saved in checkpoints. They are torch's ordinary generators,
-      not a CSPRNG, and Opacus' floating-point-attack mitigation (``secure_mode``, which
-      needs ``torchcsprng``) is not used.
+    - The model weights are the DP release. The fast engine's Gaussian noise comes from
+      ChaCha20 keyed by the OS (:mod:`privacy.secure_gaussian`: float64, tails beyond 8
+      sigma); Poisson sampling draws from a torch generator seeded from the OS's entropy.
+      Neither is seeded from ``TrainConfig.seed`` (a public seed would let anyone replay
+      the batches and subtract the noise) or saved in checkpoints. The noise is rounded
+      to fp32 once, where it is added; Opacus' floating-point-attack mitigation
+      (``secure_mode``, which needs ``torchcsprng``) is not used.
     - The per-epoch *training* loss is computed from private records outside the DP
       mechanism: it is a diagnostic for the operator, not something to publish.
     - Early stopping and best-epoch selection use the validation split, which DP does not
       protect.
-    - An fp16 overflow skip and the loss scale it drives depend on the sampled records and
-      are not noised; counting the skipped step is necessary but not a full proof. bf16
-      needs no loss scaling and has no such decision.
+    - fp16's loss scale is fixed for the run and no step is ever skipped. How many records
+      had a non-finite gradient (and so contributed zero) is counted in
+      ``TrainResult.nonfinite_records`` and the run directory's checkpoint: a diagnostic
+      for the operator, computed outside the mechanism, never in the released reports.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ from tqdm import tqdm
 
 from privacy.accounting import AccountantKind, SgdSteps, check_delta, epsilon_of
 from privacy.errors import PrivacyInputError
+from training.canaries import GradientCanaries
 from training.checkpoint import (
     Checkpoint,
     capture_optimizer,
@@ -260,7 +264,7 @@ class TrainResult:
     epochs: int
     history: tuple[SgdSteps, ...]
     curve: tuple[EpochRecord, ...]
-    skipped_steps: int
+    nonfinite_records: int
     best_epoch: int
     stopped_early: bool
     resumed_from_step: int
@@ -281,8 +285,11 @@ def train_dp(
     device: torch.device | None = None,
     progress: bool | None = None,
     replica: Replica = SINGLE,
+    canaries: GradientCanaries | None = None,
 ) -> TrainResult:
     """Train with DP-SGD; resume from ``run_dir``'s checkpoint if it holds one.
+
+    ``canaries``: gradient canaries for a white-box audit run (never for a released model).
 
     ``already_reserved``: the steps the caller's ledger already holds for this run (0 for a
     new run). ``progress``: show a progress bar (None: only on a terminal). ``replica``:
@@ -292,7 +299,7 @@ def train_dp(
     device = device if device is not None else torch.device("cpu")
     strategy = precision_strategy(config.precision, device)
     _check_tables(train, val)
-    _check_dp_inputs(config, strategy, already_reserved)
+    _check_dp_inputs(already_reserved)
     replica.check_initialised()
     if not replica.leader:
         reserve_steps = _follower_reserve
@@ -320,6 +327,7 @@ def train_dp(
             device=device,
             max_physical_batch_size=config.max_physical_batch_size,
             replica=replica,
+            canaries=canaries,
         ),
     )
     state = _restore(run_dir, identity, model, optimizer, scaler)
@@ -393,7 +401,7 @@ def train_non_private(
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
-            state.take(StepOutcome(float(loss.detach()) * len(batch), len(batch), skipped=False))
+            state.take(StepOutcome(float(loss.detach()) * len(batch), len(batch)))
             bar.set_postfix(loss=f"{state.running_loss():.4f}")
             bar.update(1)
         state.epoch_seconds += time.perf_counter() - started
@@ -414,7 +422,7 @@ class _State:
     epoch_loss_sum: float = 0.0
     epoch_samples: int = 0
     epoch_seconds: float = 0.0
-    skipped: int = 0
+    nonfinite_records: int = 0
     best_val: float | None = None
     best_epoch: int = 0
     bad_epochs: int = 0
@@ -436,7 +444,7 @@ class _State:
         self.step += 1
         self.accounted += 1
         self.step_in_epoch += 1
-        self.skipped += outcome.skipped
+        self.nonfinite_records += outcome.nonfinite_records
         self.epoch_loss_sum += outcome.loss_sum
         self.epoch_samples += outcome.samples
 
@@ -496,7 +504,7 @@ class _State:
             epochs=self.epoch,
             history=history,
             curve=tuple(self.curve),
-            skipped_steps=self.skipped,
+            nonfinite_records=self.nonfinite_records,
             best_epoch=self.best_epoch,
             stopped_early=self.stopped_early,
             resumed_from_step=self.resumed_from_step,
@@ -518,7 +526,8 @@ class _State:
         values = dict(data)
         curve = [_record_from_json(record) for record in values.pop("curve")]
         state = cls(**values, curve=curve, best_weights=best)
-        for name in ("step", "accounted", "reserved", "epoch", "step_in_epoch", "skipped"):
+        names = ("step", "accounted", "reserved", "epoch", "step_in_epoch", "nonfinite_records")
+        for name in names:
             if not isinstance(getattr(state, name), int) or getattr(state, name) < 0:
                 raise ValueError(f"{name} must be an integer >= 0")
         return state
@@ -671,14 +680,7 @@ def _check_tables(train: EncodedTable, val: EncodedTable) -> None:
         raise TrainingInputError("; ".join(problems))
 
 
-def _check_dp_inputs(config: TrainConfig, strategy: PrecisionStrategy, reserved: int) -> None:
-    if strategy.loss_scaling and config.max_physical_batch_size is not None:
-        # An overflow in one physical batch would have to discard the clipped sums
-        # already accumulated for the others; Opacus offers no clean way to do that.
-        raise TrainingInputError(
-            "fp16 loss scaling cannot be combined with max_physical_batch_size; "
-            "unset max_physical_batch_size or use bf16"
-        )
+def _check_dp_inputs(reserved: int) -> None:
     if not isinstance(reserved, int) or isinstance(reserved, bool) or reserved < 0:
         raise TrainingInputError(f"already_reserved must be an integer >= 0, got {reserved!r}")
 

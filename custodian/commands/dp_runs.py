@@ -34,6 +34,7 @@ from privacy.accounting import (
 )
 from privacy.errors import PrivacyInputError
 from privacy.ledger import PrivacyLedger
+from training.canaries import GradientCanaries
 from training.features import ColumnRole, EncodedTable, FeatureSpec
 from training.model import Activation, ModelConfig
 from training.precision import Precision
@@ -105,6 +106,7 @@ def charged_train_dp(
     identity: Mapping[str, object],
     device: torch.device,
     replica: Replica = SINGLE,
+    canaries: GradientCanaries | None = None,
 ) -> ChargedRun:
     """DP-SGD on ``train`` at ``privacy.target_epsilon``, charged to ``dataset_sha256``.
 
@@ -130,6 +132,7 @@ def charged_train_dp(
         already_reserved=already_reserved,
         device=device,
         replica=replica,
+        canaries=canaries,
     )
     return ChargedRun(
         run_id=run_id,

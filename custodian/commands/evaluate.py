@@ -48,6 +48,7 @@ from custodian.commands.dp_runs import (
     train_config,
 )
 from custodian.params import (
+    PARAMS_FILE,
     AuditMode,
     EvaluateParams,
     PolicyParams,
@@ -59,7 +60,7 @@ from governance.errors import InputError
 from governance.provenance import ColumnRole as SchemaRole
 from governance.provenance import Provenance
 from privacy.empirical import audit_one_run, check_bound_below, membership_inference
-from training.canaries import draw_canaries, loss_scores, with_canaries
+from training.canaries import GradientCanaries, draw_canaries, loss_scores, with_canaries
 from training.checkpoint import load_model
 from training.evaluation import (
     BinaryMetrics,
@@ -593,6 +594,8 @@ def _audit_separate_run(inputs: _Inputs, production: Mapping[str, Any]) -> dict[
     mark_finished(run)
     return {
         "mode": AuditMode.SEPARATE_RUN.value,
+        "audited": _AUDITED,
+        "meaning": _MEANING,
         "score": "black-box: minus the canary's cross-entropy loss under its label",
         "epsilon_lower_bound": audit.epsilon_lower_bound,
         "confidence": audit.confidence,
@@ -615,6 +618,91 @@ def _audit_separate_run(inputs: _Inputs, production: Mapping[str, Any]) -> dict[
     }
 
 
+def _audit_white_box(inputs: _Inputs, production: Mapping[str, Any]) -> dict[str, Any]:
+    """A second DP run, production settings, with gradient canaries in its clipped sums."""
+    settings = inputs.params.audit
+    config = model_config(inputs.train_params)
+    parameters = sum(p.numel() for p in Mlp(config, inputs.train.width).parameters())
+    if settings.canaries > parameters:
+        raise InputError(
+            f"{PARAMS_FILE}: evaluate.audit.canaries: {settings.canaries} gradient canaries "
+            f"need as many distinct parameters; the model has {parameters}"
+        )
+    canaries = GradientCanaries.draw(
+        settings.canaries, parameters, np.random.default_rng(settings.seed)
+    )
+    dataset_sha256 = inputs.record.source_sha256
+    run = charged_train_dp(
+        inputs.train,
+        inputs.val,
+        inputs.train_params,
+        inputs.privacy,
+        dataset_sha256=dataset_sha256,
+        purpose="audit",
+        identity={
+            "dataset": dataset_sha256,
+            "train": inputs.record.sha256,
+            "train_params": inputs.train_params.model_dump(),
+            "privacy": inputs.privacy.model_dump(),
+            "audit": settings.model_dump(mode="json"),
+        },
+        device=resolve_device(inputs.train_params.device),
+        canaries=canaries,
+    )
+    result = run.result
+    audit = audit_one_run(
+        canaries.scores(run.dp.noise_multiplier),
+        canaries.included,
+        positive=settings.positive_guesses,
+        negative=settings.negative_guesses,
+        delta=run.dp.delta,
+        confidence=settings.confidence,
+    )
+    check_bound_below(audit.epsilon_lower_bound, result.epsilon, f"audit run {run.run_id}")
+    mark_finished(run)
+    return {
+        "mode": AuditMode.WHITE_BOX.value,
+        "audited": _AUDITED
+        + (
+            "; white-box: each canary is a gradient of norm max_grad_norm on one parameter, "
+            "added to the clipped sum whenever the canary is included and sampled, and "
+            "scored from every step's noisy sum less the other records' contributions (an "
+            "adversary who knows them, as DP allows): this tests sampling, noise and "
+            "accounting, not the clipping of real records"
+        ),
+        "meaning": _MEANING,
+        "score": "white-box: summed per-step log-likelihood ratio of the subsampled Gaussian",
+        "epsilon_lower_bound": audit.epsilon_lower_bound,
+        "confidence": audit.confidence,
+        "canaries": audit.canaries,
+        "canaries_included": audit.included,
+        "guesses": audit.guesses,
+        "correct_guesses": audit.correct,
+        "delta": audit.delta,
+        "accountant_epsilon": result.epsilon,
+        "production_epsilon": production["epsilon"],
+        "run_id": run.run_id,
+        "noise_multiplier": run.dp.noise_multiplier,
+        "steps": result.accounted_steps,
+        "steps_scored": canaries.steps,
+        "spent_epsilon_after": dataset_spent(
+            dataset_sha256, production["delta"], run.dp.accountant.value
+        ),
+        "released": False,
+    }
+
+
+_AUDITED = (
+    "the DP-SGD training mechanism at these settings, in a separate run with the production "
+    "train and privacy settings on the training split (charged to the budget, never "
+    "released); not the released model's weights"
+)
+_MEANING = (
+    "with the stated confidence, the mechanism is not (epsilon, delta)-DP for any epsilon "
+    "below epsilon_lower_bound; it must never exceed accountant_epsilon"
+)
+
+
 def _audit_disabled(inputs: _Inputs, production: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "mode": AuditMode.DISABLED.value,
@@ -629,6 +717,10 @@ def _audit_disabled(inputs: _Inputs, production: Mapping[str, Any]) -> dict[str,
 
 _AUDITS: Mapping[AuditMode, Callable[[_Inputs, Mapping[str, Any]], dict[str, Any]]] = (
     MappingProxyType(
-        {AuditMode.SEPARATE_RUN: _audit_separate_run, AuditMode.DISABLED: _audit_disabled}
+        {
+            AuditMode.SEPARATE_RUN: _audit_separate_run,
+            AuditMode.WHITE_BOX: _audit_white_box,
+            AuditMode.DISABLED: _audit_disabled,
+        }
     )
 )

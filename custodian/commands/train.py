@@ -107,7 +107,6 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
             "epochs": result.epochs,
             "best_epoch": result.best_epoch,
             "stopped_early": result.stopped_early,
-            "skipped_steps": result.skipped_steps,
             "resumed_from_step": result.resumed_from_step,
             "budget": {"lifetime_epsilon": privacy.lifetime_epsilon, "spent_epsilon": spent},
         },
@@ -134,6 +133,12 @@ def train_command(splits: Path, model_dir: Path, report: Path, curve: Path) -> N
         f"{dp.accountant.value}); dataset budget spent {spent:.3f} of "
         f"{privacy.lifetime_epsilon:g}"
     )
+    if result.nonfinite_records:  # an operator diagnostic, kept out of the reports
+        click.echo(
+            f"note: {result.nonfinite_records} sampled records had a non-finite gradient "
+            "and contributed zero",
+            err=True,
+        )
 
 
 def _check_against_data(

@@ -35,6 +35,7 @@ def test_bench_dp_json_has_every_variant_and_the_error_against_opacus(tmp_path: 
     assert report["ratios"]["fast_fp32/nonprivate_fp32"] == (
         report["fast_fp32"] / report["nonprivate_fp32"]
     )
+    assert report["noise_ms_per_step"] > 0  # the secure sampler's cost per step
 
 
 def test_bench_dp_refuses_a_malformed_model(tmp_path: Path) -> None:

@@ -64,7 +64,7 @@ def fast_clipped_sum(
         torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None),
     ):
         logits = model(inputs)
-    assert engine.accumulate(per_sample_loss(logits, labels))
+    assert engine.accumulate(per_sample_loss(logits, labels)) == 0
     sums = engine.take_sums()
     engine.detach()
     assert all(param.grad is None for param in model.parameters()), "p.grad must stay untouched"
@@ -220,25 +220,33 @@ def test_an_empty_batch_gives_zero_sums() -> None:
     engine = ClippingEngine(model, max_grad_norm=1.0)
     with engine.capture():
         logits = model(torch.zeros(0, 12))
-    assert engine.accumulate(per_sample_loss(logits, torch.zeros(0, dtype=torch.long)))
+    assert engine.accumulate(per_sample_loss(logits, torch.zeros(0, dtype=torch.long))) == 0
     sums = engine.take_sums()
     assert set(sums) == set(model.parameters())
     assert all(float(s.abs().max()) == 0 for s in sums.values())
 
 
-def test_loss_scale_is_divided_out_and_overflow_reported() -> None:
+def test_loss_scale_is_divided_out_and_overflowed_records_contribute_zero() -> None:
     torch.manual_seed(0)
     model, (inputs, labels) = mlp(), mlp_batch(64)
     plain = fast_clipped_sum(model, inputs, labels, 1e6)
     engine = ClippingEngine(model, max_grad_norm=1e6)
     with engine.capture():
         logits = model(inputs)
-    assert engine.accumulate(per_sample_loss(logits, labels) * 1024.0, loss_scale=1024.0)
+    assert engine.accumulate(per_sample_loss(logits, labels) * 1024.0, loss_scale=1024.0) == 0
     scaled = engine.take_sums()
     assert max_relative_error([scaled[p] for p in model.parameters()], plain) < FP32_TOLERANCE
     with engine.capture():
         logits = model(inputs)
-    assert not engine.accumulate(per_sample_loss(logits, labels) * float("inf"), loss_scale=2.0)
+    losses = per_sample_loss(logits, labels) * 2.0
+    losses = losses * torch.where(torch.arange(64) % 2 == 0, 1.0, float("inf"))  # odd overflow
+    assert engine.accumulate(losses, loss_scale=2.0) == 32
+    assert engine.nonfinite_records == 32
+    overflowed = engine.take_sums()
+    even = torch.arange(64) % 2 == 0
+    expected = fast_clipped_sum(model, inputs[even], labels[even], 1e6)
+    got = [overflowed[p] for p in model.parameters()]
+    assert max_relative_error(got, expected) < FP32_TOLERANCE
 
 
 def test_models_it_cannot_clip_exactly_are_refused() -> None:

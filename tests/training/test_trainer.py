@@ -10,12 +10,10 @@ from opacus.data_loader import DPDataLoader
 from torch.utils.data import DataLoader, TensorDataset
 
 from privacy.accounting import epsilon_of
-from privacy.clipping import ClippingEngine
 from training.checkpoint import load_checkpoint
 from training.errors import TrainingInputError
 from training.features import EncodedTable
 from training.model import Activation, ModelConfig, predict_proba
-from training.precision import LossScaler
 from training.private_steps import ClippingMode
 from training.trainer import (
     DpConfig,
@@ -146,51 +144,6 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path: Path) -> None:
     run(tmp_path, epochs=1)
     with pytest.raises(TrainingInputError, match="changed: train.learning_rate"):
         run(tmp_path, epochs=1, learning_rate=0.1)
-
-
-def test_overflow_skipped_steps_are_still_counted(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """fp16's skip path, exercised on CPU: a scaler that reports every 4th step overflowed."""
-
-    class Overflowing(LossScaler):
-        calls = 0
-
-        def __init__(self, *, enabled: bool) -> None:
-            super().__init__(enabled=True)
-
-        def unscale_grad_samples(self, params: object) -> bool:
-            finite = super().unscale_grad_samples(params)
-            Overflowing.calls += 1
-            return finite and Overflowing.calls % 4 != 0
-
-    monkeypatch.setattr("training.trainer.LossScaler", Overflowing)
-    result = run(tmp_path, epochs=1, clipping=ClippingMode.OPACUS_HOOKS)
-    # Skipped steps are steps: in the history, and (else train_dp fails) in Opacus' count.
-    assert result.skipped_steps == 5
-    assert result.steps == result.accounted_steps == 20
-    assert result.history[0].steps == 20
-
-
-def test_fast_engine_overflow_skips_are_still_counted(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """The fast engine's fp16 skip path: every 4th step's unscaled gradients overflow."""
-    accumulate = ClippingEngine.accumulate
-    calls = 0
-
-    def overflowing(engine: ClippingEngine, losses: torch.Tensor, *, loss_scale: float) -> bool:
-        nonlocal calls
-        calls += 1
-        assert loss_scale > 1, "the loss scale must reach the engine to be divided out"
-        finite = accumulate(engine, losses, loss_scale=loss_scale)
-        return finite and calls % 4 != 0
-
-    monkeypatch.setattr("training.trainer.LossScaler", lambda enabled: LossScaler(enabled=True))
-    monkeypatch.setattr(ClippingEngine, "accumulate", overflowing)
-    result = run(tmp_path, epochs=1)
-    assert result.skipped_steps == 5
-    assert result.steps == result.accounted_steps == result.history[0].steps == 20
 
 
 def test_early_stopping_keeps_the_best_epoch(tmp_path: Path) -> None:
