@@ -14,9 +14,11 @@ Both are read as store files (:mod:`stores.files`): a link, or anything but a
 regular file the user owns, is refused.
 
 Only public keys live here. Whoever can add a key to the store can sign
-what verifies against it, so a store of reviewers' keys belongs under review
-like code (committed, changes read in review); the CLI keeps one there and a
-second, local one for the pipeline keys that sign a checkout's own audit log
+what verifies against it, so people's keys count only once the signed trust
+root (:mod:`audits.trust_root`) lists them; this store holds their PEMs until
+then, and its revocations still apply. The store is committed, its changes
+read in review; the CLI keeps one there and a second, local one for the
+pipeline keys that sign a checkout's own audit log
 (:mod:`custodian.project`). Checkpoints exported outside the project (see
 :mod:`audits.log`) remain the defence against someone who rewrites the log,
 its checkpoints and the store together.
