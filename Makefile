@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test lint browser gpu-check clean
+.PHONY: install run test lint browser postgres gpu-check clean
 
 install: $(STAMP)
 
@@ -20,8 +20,14 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/dvc repro
 
-test: install lint browser
+test: install lint browser postgres
 	$(BIN)/python -m pytest -q -ra --durations=15
+
+# The store tests start a throwaway PostgreSQL server of their own (initdb in a temp
+# dir, a Unix socket only; tests/stores/pgserver.py) and stop it afterwards.
+postgres:
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
 # The compliance page is tested in a real headless browser (Debian's chromium).
 browser:

@@ -86,6 +86,7 @@ COMMANDS = {
     "attest": "custodian.commands.attest:attest_command",
     "release": "custodian.commands.release:release",
     "report": "custodian.commands.report:report_command",
+    "store": "custodian.commands.store:store",
 }
 
 

@@ -56,6 +56,7 @@ from audits.trust import KeyRole, TrustStore
 from audits.witness import witnesses
 from custodian.project import PIPELINE_KEY_NAME, Project, private_key_path, stage_entry_paths
 from governance.errors import InputError
+from stores.config import redact as redact_store_secrets
 from stores.errors import StoreError
 
 READ_ONLY: frozenset[tuple[str, ...]] = frozenset(
@@ -68,6 +69,7 @@ READ_ONLY: frozenset[tuple[str, ...]] = frozenset(
         ("data", "schema"),
         ("keys", "list"),
         ("trust", "status"),
+        ("store", "status"),
         ("verify", "artifacts"),
         ("release", "check"),
     }
@@ -232,7 +234,8 @@ def recording(
         yield None
         return
     project = Project.discover()
-    command = shlex.join(["custodian", *argv])
+    # A database password typed into a store URL (refused) must not reach the log.
+    command = shlex.join(["custodian", *map(redact_store_secrets, argv)])
     adopt = path == ADOPT
     with session(project, command, _stage(project, path), is_refusal, adopt=adopt) as trail:
         yield trail

@@ -20,6 +20,15 @@ File format
     each append is one ``write`` on an ``O_APPEND`` descriptor followed by ``fsync``; the
     file is never opened through a link and must be a regular file the user owns.
 
+A team's shared store
+    With ``.custodian/store.toml`` (``custodian store use postgresql://...``) the same
+    records, byte for byte, are the rows of the PostgreSQL stream ``privacy-ledger``
+    (:mod:`stores.postgres`), shared by every clone configured with the same project. Each
+    read-check-append below is then one transaction holding the stream's advisory lock, so
+    trainers on different machines cannot jointly overspend either; a reservation is
+    durable when its commit returns. The server refuses UPDATE, DELETE and TRUNCATE, and
+    the chain is still verified on every read.
+
 Budget
     :meth:`PrivacyLedger.check_budget` refuses a run before it starts. A run opened with
     ``lifetime_epsilon`` also checks every reservation against the lifetime budget under
@@ -71,15 +80,11 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from privacy.accounting import AccountantKind, SgdSteps, check_delta, epsilon_of
 from privacy.errors import BudgetExceeded, PrivacyError, PrivacyInputError
-from stores.local import (
-    Link,
-    LocalRecordFile,
-    Reader,
-    RecordBuilder,
-    SetAside,
-    StoreLocked,
-    sha256_hex,
-)
+from stores.errors import DamagedTail, StoreError, UnsafeStoreFile
+from stores.local import Link, RecordBuilder, SetAside, StoreLocked, sha256_hex
+from stores.postgres import StoreUnavailable
+from stores.select import open_stream
+from stores.stream import RecordStream, Snapshot, StreamSession
 
 __all__ = [
     "BudgetCheck",
@@ -87,9 +92,11 @@ __all__ = [
     "LedgerCorrupted",
     "LedgerRun",
     "LedgerStatus",
+    "LedgerUnavailable",
     "PrivacyLedger",
     "RunSpend",
     "TornTail",
+    "read_link",
 ]
 
 FORMAT_VERSION = 1
@@ -106,6 +113,15 @@ RunId = Annotated[str, Field(pattern=f"^{_RUN_ID.pattern}$")]
 
 class LedgerCorrupted(PrivacyError):
     """The ledger fails verification: a line was edited, deleted, inserted or reordered."""
+
+
+class LedgerUnavailable(PrivacyInputError):
+    """The ledger's store (a database server) went away: the operation was not confirmed.
+
+    Exit 2. A reservation whose commit was cut off may still have been recorded; the
+    caller takes none of its steps, so the ledger can only over-count. Retrying with the
+    same run (:meth:`LedgerRun.record_steps`) never records the steps twice.
+    """
 
 
 class _Record(BaseModel):
@@ -330,6 +346,10 @@ def _link(line: bytes) -> Link | None:
     return None if record is None else Link(record.seq, record.prev)
 
 
+# For copying the ledger between stores (stores.transfer.copy_stream).
+read_link = _link
+
+
 def _read_state(raw: bytes, torn: TornTail | None) -> _State:
     """Parse and verify the ledger's intact bytes; raise LedgerCorrupted on the first bad line."""
     records: list[RunRecord | RecoveryRecord] = []
@@ -424,47 +444,68 @@ class PrivacyLedger:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._file = LocalRecordFile(self.path, _link, lock_timeout=LOCK_TIMEOUT_S)
+        self._opened: RecordStream | None = None
+        self._session: StreamSession | None = None
+
+    @property
+    def store(self) -> RecordStream:
+        """The record stream holding the ledger: the file at :attr:`path`, or the team's
+        PostgreSQL store when ``store.toml`` beside it names one (:mod:`stores.select`)."""
+        if self._opened is None:
+            try:
+                self._opened = open_stream(self.path, _link, lock_timeout=LOCK_TIMEOUT_S)
+            except StoreError as err:
+                raise PrivacyInputError(f"privacy ledger store: {err}") from None
+        return self._opened
 
     @contextmanager
     def _locked(self) -> Iterator[_State]:
+        """Hold the stream for one read-decide-append: a file lock, or one transaction."""
         try:
-            with self._file.locked(), self._file.reading() as reader:
-                yield self._state(reader)
+            with self.store.session() as session:
+                self._session = session
+                try:
+                    yield self._state(session)
+                finally:
+                    self._session = None
         except StoreLocked as err:
             raise PrivacyError(f"privacy ledger {err}") from None
+        except DamagedTail as err:
+            raise LedgerCorrupted(str(err)) from None
+        except StoreUnavailable as err:
+            raise LedgerUnavailable(
+                f"privacy ledger unavailable, reservation not confirmed (take no steps): {err}"
+            ) from None
+        except UnsafeStoreFile:
+            raise  # a planted link or foreign file: the shell's usage error, as before
+        except StoreError as err:
+            raise PrivacyError(f"privacy ledger {err}") from None
 
-    def _state(self, reader: Reader | None) -> _State:
-        if reader is None:
-            return _State((), GENESIS, None)
-        tail = reader.tail
-        if tail.damaged_before_torn:
-            raise LedgerCorrupted(reader.damaged_tail_message())
+    def _state(self, session: StreamSession) -> _State:
         try:
-            raw = reader.read(0, tail.end)
+            snapshot: Snapshot = session.snapshot()
         except OSError as err:
             raise PrivacyError(f"cannot read privacy ledger {self.path}: {err.strerror}") from err
         torn = None
-        if tail.torn is not None:
-            data = reader.read(tail.torn.offset, tail.torn.offset + tail.torn.length)
-            line = raw.count(b"\n") + 1
-            torn = TornTail(tail.torn.offset, tail.torn.length, sha256_hex(data), line)
+        if snapshot.torn is not None:
+            line = snapshot.raw.count(b"\n") + 1
+            cut = snapshot.torn
+            torn = TornTail(cut.offset, cut.length, cut.sha256, line)
         try:
-            return _read_state(raw, torn)
+            return _read_state(snapshot.raw, torn)
         except LedgerCorrupted as err:
-            raise LedgerCorrupted(f"{self.path}: {err}") from None
+            raise LedgerCorrupted(f"{self.store.label}: {err}") from None
 
     def _append(self, fields: dict[str, Any]) -> None:
         """Append the record ``fields``, after a recovery record if the tail is torn.
 
-        The caller holds the lock and has verified the file. The store sets torn bytes
-        aside first, then writes everything in one write, so a crash here leaves at worst
-        a new torn tail.
+        The caller holds :meth:`_locked` and has verified the records. A local store sets
+        torn bytes aside first, then writes everything in one write, so a crash here
+        leaves at worst a new torn tail; a server store commits when :meth:`_locked` ends.
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        assert self._session is not None, "append outside _locked"
         try:
-            with self._file.writing() as appender:
-                appender.append([_builder(fields)], recovery=_recovery)
+            self._session.append([_builder(fields)], recovery=_recovery)
         except OSError as err:
             raise PrivacyError(f"cannot write privacy ledger {self.path}: {err.strerror}") from err
 
@@ -689,9 +730,12 @@ class LedgerRun:
             return
         with self._ledger._locked() as state:
             self._check_session(state)
-            if self._lifetime_epsilon is not None:
-                self._check_lifetime(state, total_steps)
-            self._ledger._append({**self._fields, "event": "steps", "steps": total_steps})
+            # A retry after a lost acknowledgement (the server committed, the reply was
+            # lost) finds its reservation already there: nothing is appended twice.
+            if state.runs()[self.run_id][-1].steps < total_steps:
+                if self._lifetime_epsilon is not None:
+                    self._check_lifetime(state, total_steps)
+                self._ledger._append({**self._fields, "event": "steps", "steps": total_steps})
         self._steps = total_steps
 
     def _check_session(self, state: _State) -> None:

@@ -18,15 +18,29 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from governance.checks.config import CheckConfig
-from governance.checks.similarity import NumericIndex, TextIndex, mix64, word_hashes
+from governance.checks.similarity import (
+    NumericIndex,
+    TextIndex,
+    lowered,
+    mix64,
+    string_hashes,
+    utf8_buffer,
+    word_hashes,
+)
 from governance.errors import InputError
 
 # Hash of a missing cell; any fixed value works because hashes are only compared.
 NULL_HASH = np.uint64(0x9E3779B97F4A7C15)
 _ROW_SEED = np.uint64(0x2545F4914F6CDD1D)
 _NUMBER_START = frozenset("+-.0123456789")
+# What makes an ASCII value need more than casefolding: whitespace other than
+# single spaces between words (str.split also splits on \x1c-\x1f), or a
+# start like a number's.
+_NOT_PLAIN = r"[\t\n\x0b\x0c\r\x1c-\x1f]|  |^[ +\-.0-9]| $"
 # Enough values to tell free text from categories without reading a million rows.
 _KIND_SAMPLE = 2000
 
@@ -336,12 +350,32 @@ def _nanoseconds(series: pd.Series) -> np.ndarray:
 def _string_cells(series: pd.Series, decimals: int) -> tuple[np.ndarray, None]:
     """(cell hashes, None): each distinct value is normalised and hashed once."""
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    canonical = np.array(
-        _canonical(uniques.to_numpy(dtype=object).tolist(), decimals), dtype=object
-    )
-    # The values are distinct already: hashing them need not factorize them again.
-    unique_hashes = pd.util.hash_array(canonical, categorize=False)
+    offsets, data = utf8_buffer(_canonical_array(uniques, decimals))
+    # Casefolding what is left is lowercasing ASCII: plain values are ASCII,
+    # and ``_canonical``'s output is casefolded already.
+    unique_hashes = string_hashes(offsets, lowered(data))
     return np.where(codes >= 0, unique_hashes[np.maximum(codes, 0)], NULL_HASH), None
+
+
+def _canonical_array(uniques: pd.Index, decimals: int) -> pa.LargeStringArray:
+    """The values, ``_canonical`` but for casefolding where that is all they need.
+
+    Plain values (ASCII, single spaces between words and none at either end,
+    not starting like a number) need nothing more and stay in arrow; the rest,
+    usually few, go through ``_canonical``.
+    """
+    try:
+        array = pa.array(uniques, type=pa.large_string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        spelled = _canonical(uniques.to_numpy(dtype=object).tolist(), decimals)
+        return pa.array(spelled, type=pa.large_string())
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    redo = pc.or_(pc.invert(pc.string_is_ascii(array)), pc.match_substring_regex(array, _NOT_PLAIN))
+    if not pc.any(redo).as_py():
+        return array
+    redone = _canonical(array.filter(redo).to_pylist(), decimals)
+    return pc.replace_with_mask(array, redo, pa.array(redone, type=pa.large_string()))
 
 
 _CELLS: dict[ColumnKind, Callable[[pd.Series, int], tuple[np.ndarray, np.ndarray | None]]] = {
@@ -414,10 +448,7 @@ def _times(
 
 def _words(frame: HashedFrame, columns: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Word hashes of the text columns per row, as CSR (offsets, hashes)."""
-    per_column = [
-        word_hashes([str(t) for t in frame.frame[c].to_numpy(dtype=object, na_value="")])
-        for c in columns
-    ]
+    per_column = [word_hashes(frame.frame[c]) for c in columns]
     if len(per_column) == 1:
         return per_column[0]
     # A word in one column is not the same word in another: salt by column.

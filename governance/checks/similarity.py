@@ -8,11 +8,13 @@ million rows a microsecond per row is a second.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from scipy.spatial import cKDTree
 
 _U = np.uint64
@@ -25,6 +27,10 @@ for _lo, _hi in ((ord("0"), ord("9")), (ord("a"), ord("z")), (ord("A"), ord("Z")
 _GOLDEN = _U(0x9E3779B97F4A7C15)
 # Bounds the temporary arrays of word hashing to a few hundred MB.
 _CHUNK_ROWS = 100_000
+# The same bound for text read in place, in bytes.
+_CHUNK_BYTES = 16 << 20
+_LOWER = np.arange(256, dtype=np.uint8)
+_LOWER[ord("A") : ord("Z") + 1] += 32
 # Neighbours looked at per sampled row to find its nearest non-identical row.
 _NEIGHBOURS = 8
 # Distances to the nearest other row are read at these quantiles (well
@@ -56,17 +62,97 @@ def mix64(values: np.ndarray) -> np.ndarray:
     return x
 
 
-def word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Casefolded word hashes per text, as CSR: text i owns ``hashes[offsets[i]:offsets[i+1]]``."""
+def utf8_array(values: object) -> pa.LargeStringArray:
+    """The values as one arrow string array: missing ones empty, others spelled by ``str``.
+
+    Arrow-backed strings (pandas' default string dtype) are taken as they are,
+    without making a Python object per value.
+    """
+    try:
+        array = pa.array(values, type=pa.large_string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        spelled = pd.Series(values).to_numpy(dtype=object, na_value="")
+        array = pa.array([str(v) for v in spelled], type=pa.large_string())
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    return pc.fill_null(array, "") if array.null_count else array
+
+
+def utf8_buffer(values: object) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, bytes): the UTF-8 text of value i is ``data[offsets[i] : offsets[i + 1]]``.
+
+    Read in place from :func:`utf8_array`'s buffers.
+    """
+    array = utf8_array(values)
+    _, offset_buffer, data_buffer = array.buffers()
+    offsets = np.frombuffer(offset_buffer, dtype=np.int64)
+    offsets = offsets[array.offset : array.offset + len(array) + 1]
+    if data_buffer is None:
+        return offsets - offsets[0], np.empty(0, dtype=np.uint8)
+    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
+    return offsets - offsets[0], data
+
+
+def value_chunks(offsets: np.ndarray, target_bytes: int) -> Iterator[tuple[int, int]]:
+    """``(first, stop)`` value ranges of about ``target_bytes`` bytes each, covering every value."""
+    n = len(offsets) - 1
+    cuts = np.searchsorted(offsets, np.arange(target_bytes, int(offsets[-1]), target_bytes))
+    bounds = np.unique(np.concatenate([[0], cuts, [n]]))
+    yield from zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
+
+
+def spans(mask: np.ndarray, local_offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the runs of True in ``mask``, split where a value ends."""
+    edges = np.diff(mask.view(np.int8), prepend=np.int8(0), append=np.int8(0))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    inner = local_offsets[(local_offsets > 0) & (local_offsets < len(mask))]
+    cuts = inner[mask[inner - 1] & mask[inner]]
+    cuts = cuts[np.r_[True, cuts[1:] != cuts[:-1]]] if len(cuts) else cuts  # empty values
+    if len(cuts):  # a run that crosses from one value into the next is two runs
+        starts = np.insert(starts, np.searchsorted(starts, cuts), cuts)
+        ends = np.insert(ends, np.searchsorted(ends, cuts), cuts)
+    return starts, ends
+
+
+def word_hashes(values: object) -> tuple[np.ndarray, np.ndarray]:
+    """Casefolded word hashes per value, as CSR: value i owns ``hashes[offsets[i]:offsets[i+1]]``.
+
+    ``values`` is a column (missing values have no words). ASCII text is
+    lowercased byte-wise in numpy (casefolding ASCII is lowercasing); other
+    text goes through ``str.casefold``, which knows every script.
+    """
+    offsets, data = utf8_buffer(values)
+    if len(data) and int(data.max()) >= 0x80:
+        texts = [
+            data[a:b].tobytes().decode("utf-8")
+            for a, b in zip(offsets[:-1], offsets[1:], strict=True)
+        ]
+        return _python_word_hashes(texts)
+    counts, hashes = [], []
+    for first, stop in value_chunks(offsets, _CHUNK_BYTES):
+        local = offsets[first : stop + 1] - offsets[first]
+        chunk = lowered(data[offsets[first] : offsets[stop]])
+        starts, ends = spans(_WORD_BYTE[chunk], local)
+        text_of_word = np.searchsorted(local, starts, side="right") - 1
+        counts.append(np.bincount(text_of_word, minlength=stop - first))
+        hashes.append(_hash_words(chunk, starts, ends))
+    return _csr(counts, hashes)
+
+
+def _csr(counts: list[np.ndarray], hashes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    if not counts:
+        return np.zeros(1, dtype=np.int64), np.empty(0, dtype=np.uint64)
+    offsets = np.concatenate([[0], np.cumsum(np.concatenate(counts))]).astype(np.int64)
+    return offsets, np.concatenate(hashes)
+
+
+def _python_word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     counts, hashes = [], []
     for start in range(0, len(texts), _CHUNK_ROWS):
         chunk_counts, chunk_hashes = _chunk_word_hashes(texts[start : start + _CHUNK_ROWS])
         counts.append(chunk_counts)
         hashes.append(chunk_hashes)
-    if not counts:
-        return np.zeros(1, dtype=np.int64), np.empty(0, dtype=np.uint64)
-    offsets = np.concatenate([[0], np.cumsum(np.concatenate(counts))]).astype(np.int64)
-    return offsets, np.concatenate(hashes)
+    return _csr(counts, hashes)
 
 
 def _chunk_word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -95,6 +181,32 @@ def _hash_words(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.nd
     hashes = mix64(hashes ^ second)
     last = np.where(lengths > 16, window[np.maximum(ends - 8, 0)], _U(0))
     return mix64(hashes ^ last)
+
+
+def lowered(data: np.ndarray) -> np.ndarray:
+    """UTF-8 bytes with ASCII capitals lowered (multi-byte characters are left as they are)."""
+    return _LOWER[data]
+
+
+def string_hashes(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each whole value ``data[offsets[i]:offsets[i + 1]]``, 8 bytes a step.
+
+    Each step works on the values still longer than the bytes hashed so far,
+    so the cost is per 8 bytes of text, not per byte.
+    """
+    padded = np.concatenate([data, np.zeros(8, dtype=np.uint8)])
+    window = np.ndarray(shape=(len(data) + 1,), dtype="<u8", buffer=padded, strides=(1,))
+    starts = offsets[:-1]
+    lengths = np.diff(offsets).astype(np.uint64)
+    hashes = mix64(lengths * _GOLDEN)
+    active = np.flatnonzero(lengths > 0)
+    done = _U(0)
+    while len(active):
+        left = lengths[active] - done
+        hashes[active] = mix64(hashes[active] ^ _masked(window[starts[active] + int(done)], left))
+        done += _U(8)
+        active = active[lengths[active] > done]
+    return hashes
 
 
 def _masked(words: np.ndarray, lengths: np.ndarray) -> np.ndarray:

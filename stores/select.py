@@ -1,0 +1,38 @@
+"""Pick a record stream's backend from the checkout's local store configuration.
+
+A record file that would live at ``<dir>/<name>.jsonl`` is the local file itself
+unless ``<dir>/store.toml`` (:mod:`stores.config`) names a PostgreSQL store; then
+it is the stream ``<name>`` of the configured project there. Owners call
+:func:`open_stream` with the path they always used, so a checkout without the
+configuration behaves exactly as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from stores import config
+from stores.local import LinkReader
+from stores.postgres import PostgresStream
+from stores.stream import LocalStream, RecordStream
+
+# Backend name -> how to open the stream for a record file's path.
+BACKENDS: dict[str, Callable[..., RecordStream]] = {
+    LocalStream.backend: LocalStream,
+    PostgresStream.backend: PostgresStream,
+}
+
+
+def open_stream(path: Path, link: LinkReader, *, lock_timeout: float = -1) -> RecordStream:
+    """The stream for the record file ``path``: local unless a PostgreSQL store is configured."""
+    path = Path(path)
+    chosen = config.load(path.parent)
+    if chosen is None:
+        return BACKENDS[LocalStream.backend](path, link, lock_timeout=lock_timeout)
+    return BACKENDS[PostgresStream.backend](chosen, stream_name(path))
+
+
+def stream_name(path: Path) -> str:
+    """The stream a record file becomes in a server store: its name without the suffix."""
+    return Path(path).name.removesuffix(".jsonl").replace(".", "-")

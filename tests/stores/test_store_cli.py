@@ -1,0 +1,72 @@
+"""`custodian store use|init|migrate|status` against a real server, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from privacy.accounting import SgdSteps
+from privacy.ledger import PrivacyLedger
+from stores.postgres import writer_role
+from tests.stores import pgserver
+
+DATA = "ef" * 32
+CUSTODIAN = str(Path(sys.executable).with_name("custodian"))
+
+
+def _custodian(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DVC_ROOT": str(root), "CUSTODIAN_HOME": str(root / "home")}
+    return subprocess.run(
+        [CUSTODIAN, *args], cwd=root, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.slow
+def test_use_init_migrate_status(pg_server: pgserver.Server, tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    root.mkdir()
+    ledger_path = root / ".custodian" / "privacy-ledger.jsonl"
+    run = PrivacyLedger(ledger_path).open_run(DATA, "local-run", 1.1, 0.01, "rdp", 1e-5)
+    run.record_steps(30)
+    local_head = PrivacyLedger(ledger_path).verify().head
+
+    refused = _custodian(root, "store", "use", "postgresql://x:hunter2@/db", "--project", "cli")
+    assert refused.returncode == 2 and "password" in refused.stderr
+    assert "hunter2" not in (root / ".custodian" / "audit" / "log.jsonl").read_text()
+    assert not (root / ".custodian" / "store.toml").exists()
+
+    init = _custodian(root, "store", "init", "--url", pg_server.url(), "--project", "cli")
+    assert init.returncode == 0, init.stderr
+    with psycopg.connect(pg_server.url(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE cli_trainer LOGIN IN ROLE {}").format(
+                sql.Identifier(writer_role("cli"))
+            )
+        )
+    used = _custodian(root, "store", "use", pg_server.url("cli_trainer"), "--project", "cli")
+    assert used.returncode == 0, used.stderr
+    assert (root / ".custodian" / "store.toml").stat().st_mode & 0o777 == 0o600
+
+    migrated = _custodian(root, "store", "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert "2 records imported" in migrated.stdout
+    again = _custodian(root, "store", "migrate")
+    assert "0 records imported, 2 already there" in again.stdout
+
+    server_copy = PrivacyLedger(ledger_path)  # now the server's stream
+    assert server_copy.store.backend == "postgresql"
+    assert server_copy.verify().head == local_head  # the same bytes, the same chain
+    assert server_copy.history(DATA) == [SgdSteps(1.1, 0.01, 30)]
+
+    status = _custodian(root, "store", "status", "--json")
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["backend"] == "postgresql" and report["ledger_records"] == 2
+    assert report["spend"][0]["steps"] == 30
