@@ -102,6 +102,21 @@ def checkpoint_command(out: Path) -> None:
     )
 
 
+@audit.command("adopt")
+@click.option("--reason", required=True, help="Why a new signed tree may start over this log.")
+def adopt_command(reason: str) -> None:
+    """Start a new signed tree over the log as it is now; a person's logged decision."""
+    reason = " ".join(reason.split())
+    if not reason:
+        raise click.BadParameter("a reason is required", param_hint="--reason")
+    trail.current().decision({"adopted_log": {"reason": reason}})
+    click.echo(
+        "adopted the audit log as a new signed tree (the old checkpoint files are kept as "
+        "*.adopted-N); sign-offs that witnessed the old log still block a release until "
+        "they are removed"
+    )
+
+
 def _parse_since(value: str | None) -> datetime | None:
     if value is None:
         return None

@@ -79,6 +79,7 @@ COMMANDS = {
     "experiments": "custodian.cli.experiments:experiments",
     "audit": "custodian.cli.audit:audit",
     "keys": "custodian.cli.keys:keys",
+    "trust": "custodian.cli.trust:trust",
     "manifest": "custodian.cli.manifest:manifest_command",
     "verify": "custodian.cli.verify:verify",
     "bench": "custodian.cli.bench:bench",

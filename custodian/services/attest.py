@@ -119,7 +119,7 @@ def review_project_attestations(
         path.relative_to(project.root).as_posix(): path.read_bytes()
         for path in sorted(project.attestation_dir.glob(ATTESTATION_PATTERN))
     }
-    return review_attestations(files, current, required, project.trust_store())
+    return review_attestations(files, current, required, project.people_keys()[0])
 
 
 def _model_digest(project: Project) -> str | None:

@@ -22,12 +22,10 @@ from audits.trust import KeyRole
 from custodian.params import PolicyParams, load_section
 from custodian.project import MANIFEST, Project
 from custodian.services.attest import review_project_attestations
-from custodian.services.audit_log import verify_project_log
+from custodian.services.audit_log import verify_project_log, witness_failures
 from custodian.services.manifests import artifact_differences, load_manifest
-from custodian.services.signoffs import current_artifacts
+from custodian.services.signoffs import current_artifacts, report_binding_problem
 from governance.errors import InputError
-
-SIGNOFF_PATTERN = "*.dsse.json"
 
 
 class ReleaseBlocked(AuditError):
@@ -73,17 +71,18 @@ def review(project: Project) -> ReleaseReview:
     policy = load_section(PolicyParams, "policy", project.params_path)
     roles = policy.required_signoff_roles
     artifacts = current_artifacts(project)
-    files = {
-        path.relative_to(project.root).as_posix(): path.read_bytes()
-        for path in sorted(project.signoff_dir.glob(SIGNOFF_PATTERN))
-    }
-    signed = review_signoffs(files, artifacts, roles, project.trust_store())
+    files = project.signoff_files()
+    people, untrusted = project.people_keys()
+    signed = review_signoffs(files, artifacts, roles, people)
     attestations = review_project_attestations(project, policy.required_attestations)
     reasons = [
+        *(Reason(code=ReasonCode.UNTRUSTED_KEY_SET, message=line) for line in untrusted),
         *signed.reasons,
         *attestations.reasons,
         *_manifest_reasons(project),
+        *_binding_reasons(project, artifacts),
         *_log_reasons(project),
+        *_witness_reasons(project),
     ]
     return ReleaseReview(
         reasons=reasons,
@@ -110,8 +109,20 @@ def _manifest_reasons(project: Project) -> list[Reason]:
     ]
 
 
+def _binding_reasons(project: Project, artifacts: dict[str, str | None]) -> list[Reason]:
+    problem = report_binding_problem(project, artifacts)
+    return [] if problem is None else [Reason(code=ReasonCode.UNBOUND_REPORT, message=problem)]
+
+
 def _log_reasons(project: Project) -> list[Reason]:
     failure = verify_project_log(project)
     if failure is None:
         return []
     return [Reason(code=ReasonCode.LOG_TAMPERED, message=f"audit log: {failure}")]
+
+
+def _witness_reasons(project: Project) -> list[Reason]:
+    return [
+        Reason(code=ReasonCode.LOG_NOT_EXTENDING_CHECKPOINT, message=line)
+        for line in witness_failures(project)
+    ]

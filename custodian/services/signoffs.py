@@ -21,11 +21,14 @@ from audits.canonical import canonical_sha256
 from audits.errors import AuditError
 from audits.files import atomic_write_text
 from audits.keys import SigningKey, SigningKeyError, load_signing_key
+from audits.log import LogFormatError
 from audits.manifest import sha256_file
+from audits.report_binding import binding_problem
 from audits.signoff import (
     ComplianceSummary,
     GateRecord,
     PolicyRecord,
+    ReasonCode,
     SignoffPredicate,
     SignoffRefused,
     build_statement,
@@ -37,6 +40,7 @@ from custodian.params import PolicyParams, load_section
 from custodian.project import (
     COMPLIANCE_REPORT,
     MANIFEST,
+    REPORT_FILES,
     SIGNED_ARTIFACTS,
     Project,
     private_key_path,
@@ -72,8 +76,14 @@ def sign(project: Project, name: str, note: str | None) -> SignedOff:
     missing = [path for path, digest in artifacts.items() if digest is None]
     if missing:
         raise SignoffRefused(f"nothing to sign: {', '.join(missing)} not found; run the pipeline")
+    unbound = report_binding_problem(project, artifacts)
+    if unbound is not None:
+        raise SignoffRefused(f"{ReasonCode.UNBOUND_REPORT.value}: {unbound}")
 
     active = trail.current()
+    witnessed = active.log.current_checkpoint()
+    if witnessed is None:
+        raise SignoffRefused("the audit log has no signed checkpoint to witness; run audit verify")
     predicate = SignoffPredicate(
         reviewer=entry.name,
         role=entry.role,
@@ -92,6 +102,7 @@ def sign(project: Project, name: str, note: str | None) -> SignedOff:
             for gate in compliance.gates
         ),
         evidence=_evidence_digests(project, compliance),
+        log_checkpoint=witnessed,
     )
     statement = build_statement({k: v for k, v in artifacts.items() if v is not None}, predicate)
     text = envelope_json(sign_statement(statement, key))
@@ -130,13 +141,29 @@ def current_artifacts(project: Project) -> dict[str, str | None]:
     }
 
 
-def reviewer_key(project: Project, name: str) -> tuple[TrustedKey, SigningKey]:
+def report_binding_problem(project: Project, artifacts: dict[str, str | None]) -> str | None:
+    """Why the compliance pack on disk is not the one the latest report run logged, or None."""
     try:
-        entry = project.trust_store().get(name)
+        return binding_problem(
+            project.audit_log().entries(),
+            manifest={MANIFEST: artifacts[MANIFEST]},
+            files={name: artifacts[name] for name in REPORT_FILES},
+        )
+    except LogFormatError as exc:
+        return f"the audit log cannot be read: {exc}"
+
+
+def reviewer_key(project: Project, name: str) -> tuple[TrustedKey, SigningKey]:
+    """The reviewer's record in the verified trust root and their private key."""
+    people, untrusted = project.people_keys()
+    if untrusted:
+        raise SignoffRefused(f"{ReasonCode.UNTRUSTED_KEY_SET.value}: {untrusted[0]}")
+    try:
+        entry = people.get(name)
     except UnknownKeyName:
         raise UnusableReviewerKey(
-            f"no key named {name!r} in the trust store {project.trust_store().directory} "
-            f"(custodian keys generate {name} --role ROLE)"
+            f"no key named {name!r} in the trust root (custodian keys generate {name} "
+            f"--role ROLE, then trust add {name})"
         ) from None
     if entry.revoked:
         raise UnusableReviewerKey(

@@ -53,6 +53,7 @@ from audits.log import AuditEntry, AuditEvent, AuditLog, EventKind, SignedCheckp
 from audits.log.spends import PrivacySpend
 from audits.manifest import sha256_file
 from audits.trust import KeyRole, TrustStore
+from audits.witness import witnesses
 from custodian.project import PIPELINE_KEY_NAME, Project, private_key_path, stage_entry_paths
 from governance.errors import InputError
 from stores.config import redact as redact_store_secrets
@@ -67,11 +68,14 @@ READ_ONLY: frozenset[tuple[str, ...]] = frozenset(
         ("data", "show"),
         ("data", "schema"),
         ("keys", "list"),
+        ("trust", "status"),
         ("store", "status"),
         ("verify", "artifacts"),
         ("release", "check"),
     }
 )
+# The one command that may start a new signed tree over an existing log (a person's decision).
+ADOPT = ("audit", "adopt")
 _HELP = frozenset({"--help", "-h"})
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -234,7 +238,8 @@ def recording(
     project = Project.discover()
     # A database password typed into a store URL (refused) must not reach the log.
     command = shlex.join(["custodian", *map(redact_store_secrets, argv)])
-    with session(project, command, _stage(project, path), is_refusal) as trail:
+    adopt = path == ADOPT
+    with session(project, command, _stage(project, path), is_refusal, adopt=adopt) as trail:
         yield trail
 
 
@@ -244,9 +249,11 @@ def session(
     command: str,
     stage: str | None,
     is_refusal: Callable[[BaseException], bool] = lambda error: False,
+    *,
+    adopt: bool = False,
 ) -> Iterator[Trail]:
     """Log one command in ``project``: started and signed, then its outcome and signed again."""
-    trail = _start(project, command, stage)
+    trail = _start(project, command, stage, adopt)
     token = _CURRENT.set(trail)
     try:
         yield trail
@@ -306,7 +313,7 @@ def pipeline_key(store: TrustStore) -> SigningKey:
 # --------------------------------------------------------------------------- internals
 
 
-def _start(project: Project, command: str, stage: str | None) -> Trail:
+def _start(project: Project, command: str, stage: str | None, adopt: bool = False) -> Trail:
     store = project.local_trust_store()
     trail = Trail(
         log=project.audit_log(),
@@ -316,8 +323,16 @@ def _start(project: Project, command: str, stage: str | None) -> Trail:
         command=command,
         stage=stage,
     )
+    if adopt:
+        adopted = trail.log.adopt(trail.key)
+    else:
+        # No new tree over history, nor over a log that committed sign-offs witnessed.
+        trail.log.open_tree(trail.key, lambda: _witnessed(project))
     params_sha256, params_hashed = _params_sha256(project)
     details: dict[str, JsonValue] = {"params_hashed": params_hashed} if params_hashed else {}
+    if adopt:
+        head = adopted.tree_head
+        details["adopted"] = {"tree_size": head.tree_size, "root_hash": head.root_hash}
     trail._append(
         EventKind.COMMAND_STARTED,
         details,
@@ -327,6 +342,10 @@ def _start(project: Project, command: str, stage: str | None) -> Trail:
     # Signed before the command runs: a log that cannot be extended stops it here.
     trail.sign()
     return trail
+
+
+def _witnessed(project: Project) -> list[SignedCheckpoint]:
+    return [w.checkpoint for w in witnesses(project.signoff_files(), project.people_keys()[0])]
 
 
 def _record_error(

@@ -39,6 +39,7 @@ from audits.croissant import CroissantFacts, croissant
 from audits.files import atomic_directory, atomic_write_json, atomic_write_text
 from audits.manifest import sha256_file
 from audits.nist import Evidence, EvidenceKind, load_catalog, map_catalog
+from audits.report_binding import ReportBinding
 from audits.report_html import render
 from custodian.outputs import (
     ChecksReport,
@@ -151,6 +152,8 @@ def run(policy: PolicyParams, lifetime: float, inputs: Inputs, out: Path) -> Com
     )
     atomic_write_json(out / "compliance.json", report.model_dump(mode="json"))
     atomic_write_text(out / "compliance.html", render(report, pack=_relative(project, out)))
+    pack = (out / "compliance.json", out / "compliance.html")
+    bind_report(project, inputs.manifest, pack, report.passed)
 
     return report
 
@@ -352,6 +355,15 @@ def _gate_evidence(project: Project, inputs: Inputs, loaded: Loaded) -> dict[g.G
         g.GateId.AUDIT_LOG: (_relative(project, project.audit_log_path),),
         g.GateId.ARTIFACTS: (rel(inputs.manifest),),
     }
+
+
+def bind_report(project: Project, manifest: Path, written: tuple[Path, ...], passed: bool) -> None:
+    """Log what this run wrote and for which manifest, so nobody can swap it unnoticed."""
+    files = {_relative(project, path): sha256_file(path) for path in written}
+    built_for = {_relative(project, manifest): sha256_file(manifest)} if manifest.is_file() else {}
+    active = trail.current()
+    active.record_outputs(files)
+    active.decision(ReportBinding(manifest=built_for, files=files, passed=passed).details())
 
 
 def _log_decisions(results: list[g.GateResult]) -> None:
