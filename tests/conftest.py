@@ -63,6 +63,7 @@ PROJECT_FILES = (
     "training",
     "privacy",
     "audits",
+    "stores",
 )
 
 

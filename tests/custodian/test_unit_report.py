@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from custodian.commands.train import unit_report
+from custodian.stages.train import unit_report
 from privacy.unit import PrivacyUnit, group_privacy
 from training.features import EncodedTable
 
