@@ -161,6 +161,13 @@ FILES: dict[str, StageOutput] = {
         stopped_early=False,
         resumed_from_step=None,
         budget={"lifetime_epsilon": 10.0, "spent_epsilon": 2.9},
+        unit="person",
+        neighbouring="add or remove all of one person's records",
+        people=4137,
+        rows=14134,
+        max_rows_per_person=5,
+        population="rand-hie-participants",
+        covers={"covered": ["the released model weights"], "not_covered": ["test metrics"]},
     ),
     "reports/metrics.json": METRICS,
 }
