@@ -79,9 +79,8 @@ while i < len(lines):
             out.append(
                 f"      # custodian/stages/{module}.py and every repository module it imports"
             )
-            out.append(
-                "      # (tools/update_stage_deps.py writes it; tests/custodian/test_stage_deps.py checks it)."
-            )
+            out.append("      # (tools/update_stage_deps.py writes it;")
+            out.append("      # tests/custodian/test_stage_deps.py checks it).")
             code = D[module]
         out += [f"      - {c}" for c in code]
         continue
