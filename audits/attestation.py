@@ -60,7 +60,7 @@ from audits.signoff import (
     first_error,
     verify_envelope,
 )
-from audits.trust import Fingerprint, KeyName, KeyRole, TrustedKey, TrustStore
+from audits.trust import Fingerprint, KeyName, KeyRole, KeySet, TrustedKey
 
 PREDICATE_TYPE = "https://custodian.invalid/attestation/v1"
 MODEL_SUBJECT = "models/model.safetensors"
@@ -202,7 +202,7 @@ def review_attestations(
     files: Mapping[str, bytes],
     current: Mapping[str, Mapping[str, str | None]],
     required: Sequence[str],
-    store: TrustStore,
+    store: KeySet,
 ) -> AttestationReview:
     """Which subcategories the attestations in ``files`` (name -> bytes) cover now.
 
@@ -276,7 +276,7 @@ def review_attestations(
 
 
 def _authenticate(
-    name: str, data: bytes, store: TrustStore
+    name: str, data: bytes, store: KeySet
 ) -> tuple[AttestationStatement, TrustedKey] | Reason:
     verified = verify_envelope(name, data, store, what="attestation")
     if isinstance(verified, Reason):
@@ -305,9 +305,10 @@ def _authenticate(
             message=f"{name}: claims {claimed.attester!r} as {claimed.role.value}, but it is "
             f"signed by key {key.name!r} ({key.role.value} in the trust store)",
         )
-    if not key.role.is_person:
+    if not key.role.signs_off:
         return Reason(
             code=ReasonCode.WRONG_ROLE,
-            message=f"{name}: signed by the pipeline key {key.name!r}; only people attest",
+            message=f"{name}: signed by the {key.role.value} key {key.name!r}; only reviewers "
+            f"attest",
         )
     return statement, key

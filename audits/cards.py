@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from audits.guarantee import guarantee_sentence, not_covered
 from audits.identity import AiActClassification, DataProtection, ModelIdentity
 
 MODEL_CARD_SECTIONS = (
@@ -90,7 +91,8 @@ def model_card(facts: ModelFacts) -> str:
             f"Trained by Custodian's `train` stage with DP-SGD (Opacus, Poisson sampling): "
             f"{privacy['steps']} steps, noise multiplier {privacy['noise_multiplier']:.4f}, "
             f"clipping norm {privacy['max_grad_norm']:g}, {privacy['precision']} precision, "
-            f"{privacy['accountant']} accountant.",
+            f"{privacy['accountant']} accountant; unit of privacy: "
+            f"{text(privacy.get('unit', 'record (not recorded)'))}.",
             f"Weights: `models/model.safetensors`, SHA-256 `{facts.model_sha256}`.",
             f"Code: git commit `{facts.git_commit or 'not recorded'}`.",
         ),
@@ -137,10 +139,13 @@ def model_card(facts: ModelFacts) -> str:
             "Personal data categories in the data: "
             + (", ".join(text(c) for c in dataset.get("pii_categories", [])) or "none declared")
             + ".",
-            f"Differential privacy: epsilon {privacy['epsilon']:.3f} at delta {privacy['delta']:g}"
-            f" for this run; the dataset's lifetime budget is {facts.lifetime_epsilon:g} with "
-            f"{_spent(facts.spent_epsilon)} spent (the privacy ledger, every run on the dataset "
-            "included).",
+            f"Unit of privacy and what the guarantee covers: {text(guarantee_sentence(privacy))}",
+            *(f"Not covered by the guarantee: {text(item)}." for item in not_covered(privacy)),
+            f"Differential privacy: epsilon {privacy['epsilon']:.3f} at delta "
+            f"{privacy['delta']:g} for this run; the "
+            f"{_budget_owner(privacy)} lifetime budget is {facts.lifetime_epsilon:g} with "
+            f"{_spent(facts.spent_epsilon)} spent (the privacy ledger, every run on "
+            f"{_budget_scope(privacy)} included).",
             _worst_slice_line(metrics),
         ),
         "Caveats and recommendations": _bullets(*_caveats(facts)),
@@ -302,6 +307,15 @@ def _split_summary(record: Mapping[str, Any], split: Mapping[str, Any] | None) -
 
 def _spent(spent: float | None) -> str:
     return f"epsilon {spent:.4f}" if spent is not None else "an unknown amount (ledger unreadable)"
+
+
+def _budget_owner(privacy: Mapping[str, Any]) -> str:
+    population = privacy.get("population")
+    return f"population `{text(population)}`'s" if population else "dataset's"
+
+
+def _budget_scope(privacy: Mapping[str, Any]) -> str:
+    return "any dataset of that population" if privacy.get("population") else "the dataset"
 
 
 def _analyses(privacy: Mapping[str, Any], metrics: Mapping[str, Any] | None) -> str:

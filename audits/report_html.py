@@ -21,6 +21,7 @@ from typing import Any
 from audits import svg
 from audits.compliance import ComplianceReport, describe_assignment
 from audits.gates import GateResult
+from audits.guarantee import guarantee_sentence, not_covered
 from audits.nist import FUNCTIONS, MappedSubcategory
 
 _CSS = """
@@ -346,6 +347,14 @@ class _Page:
         privacy, ledger = report.privacy, report.ledger
         audit = (report.metrics or {}).get("privacy_audit") or {}
         facts = {
+            "guarantee": guarantee_sentence(privacy),
+            "unit of privacy": privacy.get("unit", "record (not recorded)"),
+            "population": privacy.get("population") or "none declared",
+            "people / rows / most rows per person": (
+                f"{privacy.get('people')} / {privacy.get('rows')} / "
+                f"{privacy.get('max_rows_per_person')}"
+            ),
+            "not covered": "; ".join(not_covered(privacy)) or "not recorded",
             "epsilon": _fmt(privacy.get("epsilon"), 4),
             "delta": privacy.get("delta"),
             "accountant": privacy.get("accountant"),
@@ -354,11 +363,11 @@ class _Page:
             "steps": privacy.get("steps"),
             "max grad norm": privacy.get("max_grad_norm"),
             "precision": privacy.get("precision"),
-            "ledger: spent epsilon (every run on the dataset)": _fmt(
+            "ledger: spent epsilon (every run on the population or dataset)": _fmt(
                 ledger.get("spent_epsilon"), 4
             ),
             "ledger: lifetime epsilon": ledger.get("lifetime_epsilon"),
-            "ledger: runs on this dataset": ledger.get("runs"),
+            "ledger: runs charged to this budget": ledger.get("runs"),
         }
         if audit:
             facts |= {

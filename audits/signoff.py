@@ -11,7 +11,8 @@ signed with the reviewer's Ed25519 key:
      "predicate": {"reviewer": "alice", "role": "privacy-officer", "key_fingerprint": "...",
                    "actor": "alice", "signed_at": "...", "note": "...", "git_commit": "...",
                    "policy": {"required_roles": [...], "sha256": "..."},
-                   "compliance_passed": true, "gates": [...], "evidence": {"path": "sha256"}}}
+                   "compliance_passed": true, "gates": [...], "evidence": {"path": "sha256"},
+                   "log_checkpoint": {"tree_head": {...}, "signature": "..."}}}
 
 The statement is serialised as RFC 8785 canonical JSON, so the payload's bytes
 are a function of its content. Any tool that speaks DSSE can check the
@@ -68,7 +69,8 @@ from audits.dsse import (
 )
 from audits.errors import AuditError
 from audits.keys import SigningKey
-from audits.trust import Fingerprint, KeyName, KeyRole, TrustedKey, TrustStore
+from audits.log.records import SignedCheckpoint
+from audits.trust import Fingerprint, KeyName, KeyRole, KeySet, TrustedKey
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://custodian.invalid/signoff/v1"
@@ -181,6 +183,9 @@ class SignoffPredicate(_Frozen):
     compliance_passed: Literal[True]
     gates: tuple[GateRecord, ...]
     evidence: dict[str, Sha256Hex]
+    # The audit log's signed head when this was signed: committed with the sign-off, it is
+    # a witness the release gate holds the log to (audits.witness).
+    log_checkpoint: SignedCheckpoint
 
     @field_serializer("signed_at")
     def _utc_text(self, value: datetime) -> str:
@@ -262,7 +267,10 @@ class ReasonCode(StrEnum):
     WRONG_ROLE = "wrong_role"
     MALFORMED_SIGNOFF = "malformed_signoff"
     LOG_TAMPERED = "log_tampered"
+    LOG_NOT_EXTENDING_CHECKPOINT = "log_not_extending_checkpoint"
     MISSING_ATTESTATION = "missing_attestation"
+    UNBOUND_REPORT = "unbound_report"
+    UNTRUSTED_KEY_SET = "untrusted_key_set"
 
 
 class Reason(_Frozen):
@@ -308,7 +316,7 @@ class SignoffReview:
 
 
 @dataclass
-class _Candidate:
+class SignoffCandidate:
     file: str
     statement: Statement
     key: TrustedKey
@@ -323,7 +331,7 @@ def review_signoffs(
     files: Mapping[str, bytes],
     artifacts: Mapping[str, str | None],
     required_roles: Sequence[KeyRole],
-    store: TrustStore,
+    store: KeySet,
 ) -> SignoffReview:
     """Whether the sign-offs in ``files`` (name -> bytes) cover ``artifacts`` for every role.
 
@@ -337,9 +345,9 @@ def review_signoffs(
         if digest is None
     ]
     checks: dict[str, SignoffCheck] = {}
-    candidates: list[_Candidate] = []
+    candidates: list[SignoffCandidate] = []
     for name in sorted(files):
-        outcome = _authenticate(name, files[name], store)
+        outcome = authenticate_signoff(name, files[name], store)
         if isinstance(outcome, Reason):
             reasons.append(outcome)
             checks[name] = SignoffCheck(file=name, status=SignoffStatus.REJECTED)
@@ -349,7 +357,7 @@ def review_signoffs(
         status = SignoffStatus.CURRENT if outcome.current else SignoffStatus.SUPERSEDED
         checks[name] = _check(outcome, status)
 
-    counted: dict[KeyRole, list[_Candidate]] = {}
+    counted: dict[KeyRole, list[SignoffCandidate]] = {}
     for role in required_roles:
         trusted = [c for c in candidates if c.key.role is role and not c.key.revoked]
         revoked = [c for c in candidates if c.key.role is role and c.key.revoked and c.current]
@@ -380,7 +388,7 @@ def review_signoffs(
 
 
 def verify_envelope(
-    name: str, data: bytes, store: TrustStore, what: str = "sign-off"
+    name: str, data: bytes, store: KeySet, what: str = "sign-off"
 ) -> tuple[Envelope, TrustedKey] | Reason:
     """The envelope in ``data`` and the trusted key its one signature verifies with, or why not.
 
@@ -422,7 +430,7 @@ def verify_envelope(
     return envelope, key
 
 
-def _authenticate(name: str, data: bytes, store: TrustStore) -> _Candidate | Reason:
+def authenticate_signoff(name: str, data: bytes, store: KeySet) -> SignoffCandidate | Reason:
     """The verified statement and its key's record, or the reason the file is rejected."""
     verified = verify_envelope(name, data, store)
     if isinstance(verified, Reason):
@@ -443,12 +451,13 @@ def _authenticate(name: str, data: bytes, store: TrustStore) -> _Candidate | Rea
             message=f"{name}: claims {claimed.reviewer!r} as {claimed.role.value}, but it is "
             f"signed by key {key.name!r}, whose role in the trust store is {key.role.value}",
         )
-    if not key.role.is_person:
+    if not key.role.signs_off:
         return Reason(
             code=ReasonCode.WRONG_ROLE,
-            message=f"{name}: signed by the pipeline key {key.name!r}; only people sign off",
+            message=f"{name}: signed by the {key.role.value} key {key.name!r}; only reviewers "
+            f"sign off",
         )
-    return _Candidate(file=name, statement=statement, key=key)
+    return SignoffCandidate(file=name, statement=statement, key=key)
 
 
 def _changed(signed: Mapping[str, str], current: Mapping[str, str | None]) -> list[str]:
@@ -466,7 +475,9 @@ def _changed(signed: Mapping[str, str], current: Mapping[str, str | None]) -> li
     return lines
 
 
-def _distinct_people(counted: Mapping[KeyRole, list[_Candidate]]) -> list[_Candidate] | None:
+def _distinct_people(
+    counted: Mapping[KeyRole, list[SignoffCandidate]],
+) -> list[SignoffCandidate] | None:
     """One sign-off per role, no actor or key twice, if such a choice exists."""
     for choice in itertools.product(*counted.values()):
         actors = {c.statement.predicate.actor for c in choice}
@@ -476,7 +487,7 @@ def _distinct_people(counted: Mapping[KeyRole, list[_Candidate]]) -> list[_Candi
     return None
 
 
-def _same_person(counted: Mapping[KeyRole, list[_Candidate]]) -> Reason:
+def _same_person(counted: Mapping[KeyRole, list[SignoffCandidate]]) -> Reason:
     by_actor: dict[str, list[str]] = {}
     for role, found in counted.items():
         for actor in sorted({c.statement.predicate.actor for c in found}):
@@ -491,7 +502,7 @@ def _same_person(counted: Mapping[KeyRole, list[_Candidate]]) -> Reason:
     )
 
 
-def _stale(role: KeyRole, latest: _Candidate) -> Reason:
+def _stale(role: KeyRole, latest: SignoffCandidate) -> Reason:
     return Reason(
         code=ReasonCode.CHANGED_ARTIFACT,
         message=f"{role.value}: the latest sign-off ({latest.file}, by {latest.key.name!r}) "
@@ -499,7 +510,7 @@ def _stale(role: KeyRole, latest: _Candidate) -> Reason:
     )
 
 
-def _revoked(candidate: _Candidate) -> Reason:
+def _revoked(candidate: SignoffCandidate) -> Reason:
     key = candidate.key
     when = f"{key.revoked_at:%Y-%m-%d %H:%M:%S} UTC" if key.revoked_at else "at some point"
     return Reason(
@@ -509,7 +520,7 @@ def _revoked(candidate: _Candidate) -> Reason:
     )
 
 
-def _check(candidate: _Candidate, status: SignoffStatus) -> SignoffCheck:
+def _check(candidate: SignoffCandidate, status: SignoffStatus) -> SignoffCheck:
     predicate = candidate.statement.predicate
     return SignoffCheck(
         file=candidate.file,
@@ -523,7 +534,7 @@ def _check(candidate: _Candidate, status: SignoffStatus) -> SignoffCheck:
     )
 
 
-def _signed_at(candidate: _Candidate) -> datetime:
+def _signed_at(candidate: SignoffCandidate) -> datetime:
     return candidate.statement.predicate.signed_at
 
 

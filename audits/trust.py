@@ -14,9 +14,11 @@ Both are read as store files (:mod:`stores.files`): a link, or anything but a
 regular file the user owns, is refused.
 
 Only public keys live here. Whoever can add a key to the store can sign
-what verifies against it, so a store of reviewers' keys belongs under review
-like code (committed, changes read in review); the CLI keeps one there and a
-second, local one for the pipeline keys that sign a checkout's own audit log
+what verifies against it, so people's keys count only once the signed trust
+root (:mod:`audits.trust_root`) lists them; this store holds their PEMs until
+then, and its revocations still apply. The store is committed, its changes
+read in review; the CLI keeps one there and a second, local one for the
+pipeline keys that sign a checkout's own audit log
 (:mod:`custodian.project`). Checkpoints exported outside the project (see
 :mod:`audits.log`) remain the defence against someone who rewrites the log,
 its checkpoints and the store together.
@@ -39,7 +41,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 from filelock import FileLock
 from pydantic import (
@@ -89,6 +91,7 @@ class KeyRole(StrEnum):
     PRIVACY_OFFICER = "privacy-officer"
     MODEL_OWNER = "model-owner"
     RELEASE = "release"
+    TRUST_ADMIN = "trust-admin"
 
     @classmethod
     def _missing_(cls, value: object) -> KeyRole | None:
@@ -99,8 +102,26 @@ class KeyRole(StrEnum):
 
     @property
     def is_person(self) -> bool:
-        """A person's role (signs off a release), as opposed to the pipeline's own key."""
+        """A person's key (kept in the committed store), as opposed to the pipeline's own."""
         return self is not KeyRole.PIPELINE
+
+    @property
+    def signs_off(self) -> bool:
+        """May sign off a release or attest: a person's role other than administering trust."""
+        return self.is_person and self is not KeyRole.TRUST_ADMIN
+
+
+class KeySet(Protocol):
+    """Where sign-offs and attestations look their signers up: the trust store, or the
+    verified trust root (:mod:`audits.trust_root`)."""
+
+    def entries(self) -> tuple[TrustedKey, ...]: ...
+
+    def get(self, name: str) -> TrustedKey: ...
+
+    def by_fingerprint(self, fingerprint: str) -> TrustedKey | None: ...
+
+    def public_key(self, entry: TrustedKey) -> PublicKey: ...
 
 
 class TrustedKey(BaseModel):

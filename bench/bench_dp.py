@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from custodian.cli import main
+from custodian.cli.main import main
 
 if __name__ == "__main__":
     main(["bench", "dp", *sys.argv[1:]])

@@ -203,6 +203,8 @@ class PrivacyParams(Section):
     max_grad_norm: float = Field(gt=0)
     accountant: Annotated[str, AfterValidator(_accountant)] = "prv"
     lifetime_epsilon: float = Field(gt=0)
+    # person | record; null: person when the dataset declares an identifier, else record
+    unit: Annotated[str, _one_of("privacy.unit:PrivacyUnit")] | None = None
 
 
 class TrainParams(Section):

@@ -48,7 +48,8 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from audits.log import AuditLog
-from audits.trust import KeyName, KeyRole, TrustStore
+from audits.trust import KeyName, KeyRole, KeySet, TrustStore
+from audits.trust_root import RootKeySet, TrustRoot
 from governance.errors import InputError
 
 EVIDENCE_DIR = ".custodian"
@@ -62,6 +63,8 @@ PIPELINE_KEY_NAME = "pipeline"
 # pipeline input and output by hash, so signing it covers them too.
 COMPLIANCE_REPORT = "reports/compliance.json"
 MANIFEST = "reports/manifest.json"
+SIGNOFF_PATTERN = "*.dsse.json"
+REPORT_FILES = (COMPLIANCE_REPORT, "reports/compliance.html")
 SIGNED_ARTIFACTS = (
     "models/model.safetensors",
     "models/model.json",
@@ -135,6 +138,27 @@ class Project:
         """The committed trust store: reviewers' public keys."""
         return TrustStore(self.root / TRUST_DIR)
 
+    def trust_root(self) -> TrustRoot:
+        """The signed root of trust for people's keys, beside the committed store."""
+        return TrustRoot(self.root / TRUST_DIR)
+
+    def people_keys(self) -> tuple[KeySet, tuple[str, ...]]:
+        """The people's keys sign-offs and attestations are checked against, and every
+        reason not to trust that set (none: the root verified).
+
+        Before ``custodian trust init`` there is no root: the committed store is
+        used, and its lack of a root is the reason.
+        """
+        store = self.trust_store()
+        if not self.trust_root().exists():
+            return store, (
+                f"no {TRUST_DIR}/root.json: the key set is not signed by anyone "
+                f"(custodian trust init)",
+            )
+        review = self.trust_root().review()
+        revoked = {entry.fingerprint: entry for entry in store.entries() if entry.revoked}
+        return RootKeySet(review.trusted, revoked), review.problems
+
     def local_trust_store(self) -> TrustStore:
         """The local trust store: the pipeline keys that sign this checkout's audit log."""
         return TrustStore(self.evidence_dir / TRUST_DIR)
@@ -146,6 +170,13 @@ class Project:
     @property
     def signoff_dir(self) -> Path:
         return self.root / SIGNOFF_DIR
+
+    def signoff_files(self) -> dict[str, bytes]:
+        """Every sign-off file (``signoffs/*.dsse.json``), by its path relative to the root."""
+        return {
+            path.relative_to(self.root).as_posix(): path.read_bytes()
+            for path in sorted(self.signoff_dir.glob(SIGNOFF_PATTERN))
+        }
 
     @property
     def attestation_dir(self) -> Path:

@@ -27,6 +27,8 @@ SCHEMA_VERSION = 1
 
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 DatasetName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+# The data subjects a dataset is about (e.g. ``rand-hie-participants``).
+PopulationName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 SpdxExpression = Annotated[str, AfterValidator(normalize_expression)]
 
 _URI = re.compile(r"^(package|file|https?|s3|gs|azure|ssh|dvc|stage):.+|^[^:]+$")
@@ -167,6 +169,9 @@ class Provenance(Frozen):
     obligations: list[Obligation] = Field(default_factory=list)
     parents: list[ParentRef] = Field(default_factory=list)
     produced_by: str | None = None
+    # Who the rows are about: datasets naming the same population share one lifetime
+    # privacy budget (privacy.ledger). Derived splits and new versions inherit it.
+    population: PopulationName | None = None
     # Set for a dataset registered with ``custodian data add --encrypt``; its
     # derived datasets inherit it and are sealed under the same key.
     encryption: Encryption | None = None
@@ -209,6 +214,8 @@ class Provenance(Frozen):
         # encryption existed (and their hashes in dvc.lock) stay unchanged.
         if self.encryption is None:
             del content["encryption"]
+        if self.population is None:
+            del content["population"]
         return content
 
 
@@ -233,6 +240,7 @@ class SourceDeclaration(Frozen):
     pii_categories: list[PiiCategory] = Field(default_factory=list)
     intended_use: str | None = None
     restrictions: list[str] = Field(default_factory=list)
+    population: PopulationName | None = None
 
     def provenance(self, source_version: str) -> Provenance:
         return Provenance(source_version=source_version, **self.model_dump())

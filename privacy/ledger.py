@@ -1,12 +1,22 @@
-"""The per-dataset lifetime privacy budget ledger.
+"""The lifetime privacy budget ledger, kept per data-subject population.
 
-Every DP training run that touches a dataset (keyed by the SHA-256 of its training data)
-records its accountant history here *before* it takes the steps: the trainer reserves
+Every DP training run that touches a dataset (the SHA-256 of its training data, and the
+population of people it is about, ``Provenance.population``) records its accountant
+history here *before* it takes the steps: the trainer reserves
 steps up to ``s + k`` with :meth:`LedgerRun.record_steps`, which returns only once the
 line is on disk (``fsync``), and only then executes them. A crash can therefore only
-over-count, never under-count. The spend of a dataset is the accountant's composition of
-the latest reservation of every run (:func:`privacy.accounting.epsilon_of`), never a sum of
-epsilons.
+over-count, never under-count. The spend of a population is the accountant's composition
+of the latest reservation of every run on any dataset of that population
+(:func:`privacy.accounting.epsilon_of`), never a sum of epsilons: a new version of a
+dataset, or another dataset about the same people, draws on the same lifetime budget.
+
+Budget keys and migration
+    A run record names its ``population`` (absent for a dataset that declares none: such
+    a run is charged to its dataset alone, as before populations existed). Records
+    written before populations existed carry only ``dataset_sha256``; they migrate by
+    rule, without rewriting the chained file: a legacy run counts towards population P
+    when its dataset is one that a run of P names, or the dataset of the run asking.
+    So the first population-keyed run on an old dataset inherits everything spent on it.
 
 File format
     An append-only JSON-lines file that lives outside DVC outputs (DVC deletes outputs
@@ -109,6 +119,8 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _RUN_ID = re.compile(r"[!-~]{1,200}")
 Sha256Hex = Annotated[str, Field(pattern=f"^{_SHA256.pattern}$")]
 RunId = Annotated[str, Field(pattern=f"^{_RUN_ID.pattern}$")]
+_POPULATION = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+Population = Annotated[str, Field(pattern=f"^{_POPULATION.pattern}$")]
 
 
 class LedgerCorrupted(PrivacyError):
@@ -145,6 +157,8 @@ class RunRecord(_Record):
     noise_multiplier: Annotated[float, Field(gt=0, allow_inf_nan=False)]
     sample_rate: Annotated[float, Field(gt=0, le=1)]
     steps: Annotated[int, Field(ge=0)]
+    # Absent on records written before populations existed (see "Budget keys").
+    population: Population | None = None
 
 
 class TornBytes(BaseModel):
@@ -201,6 +215,7 @@ class RunSpend:
     """One run's latest reservation."""
 
     run_id: str
+    dataset_sha256: str
     noise_multiplier: float
     sample_rate: float
     steps: int
@@ -212,9 +227,12 @@ class RunSpend:
 
 @dataclass(frozen=True, slots=True)
 class DatasetSpend:
-    """Everything spent on one dataset, composed at ``delta`` by ``accountant``."""
+    """Everything spent on one population (or, without one, one dataset), composed at
+    ``delta`` by ``accountant``. ``dataset_sha256`` is the newest run's dataset."""
 
     dataset_sha256: str
+    population: str | None
+    datasets: tuple[str, ...]
     runs: tuple[RunSpend, ...]
     steps: int
     spent_epsilon: float
@@ -231,6 +249,7 @@ class BudgetCheck:
     """The numbers behind a passed budget check."""
 
     dataset_sha256: str
+    population: str | None
     spent_epsilon: float
     planned_epsilon: float
     total_epsilon: float
@@ -254,17 +273,37 @@ class _State:
                 by_run.setdefault(record.run_id, []).append(record)
         return by_run
 
-    def history(self, dataset_sha256: str) -> list[SgdSteps]:
+    def charged(
+        self, dataset_sha256: str, population: str | None, skip: str | None = None
+    ) -> list[RunRecord]:
+        """The latest record of every run charged to the budget the caller's run uses
+        (except run ``skip``): its population's, or without one its dataset's."""
+        latest = [entries[-1] for run_id, entries in self.runs().items() if run_id != skip]
+        if population is None:
+            return [
+                r for r in latest if r.population is None and r.dataset_sha256 == dataset_sha256
+            ]
+        members = {dataset_sha256} | {
+            r.dataset_sha256 for r in latest if r.population == population
+        }
         return [
-            SgdSteps(latest.noise_multiplier, latest.sample_rate, latest.steps)
-            for latest in (entries[-1] for entries in self.runs().values())
-            if latest.dataset_sha256 == dataset_sha256
+            r
+            for r in latest
+            if r.population == population or (r.population is None and r.dataset_sha256 in members)
+        ]
+
+    def history(self, dataset_sha256: str, population: str | None = None) -> list[SgdSteps]:
+        return [
+            SgdSteps(r.noise_multiplier, r.sample_rate, r.steps)
+            for r in self.charged(dataset_sha256, population)
         ]
 
 
 def _canonical(record: RunRecord | RecoveryRecord) -> bytes:
+    # exclude_none: records without a population stay byte-identical to the lines
+    # written before the field existed, so old ledgers keep verifying.
     return json.dumps(
-        record.model_dump(mode="json"),
+        record.model_dump(mode="json", exclude_none=True),
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=True,
@@ -325,19 +364,19 @@ def _check_chain(
 
 
 def _check_run(record: RunRecord, earlier: RunRecord | None, line: int) -> None:
-    """A run keeps its dataset and noise parameters, and its step count never drops."""
+    """A run keeps its dataset, population and noise parameters, and its step count never
+    drops."""
     if earlier is None:
         return
-    same = (earlier.dataset_sha256, earlier.noise_multiplier, earlier.sample_rate) == (
-        record.dataset_sha256,
-        record.noise_multiplier,
-        record.sample_rate,
-    )
-    if not same or record.steps < earlier.steps:
+    if _identity(earlier) != _identity(record) or record.steps < earlier.steps:
         raise LedgerCorrupted(
-            f"line {line}: run {record.run_id!r} changes its dataset, noise multiplier "
-            "or sample rate, or its step count went down"
+            f"line {line}: run {record.run_id!r} changes its dataset, population, noise "
+            "multiplier or sample rate, or its step count went down"
         )
+
+
+def _identity(record: RunRecord) -> tuple[str, str | None, float, float]:
+    return (record.dataset_sha256, record.population, record.noise_multiplier, record.sample_rate)
 
 
 def _link(line: bytes) -> Link | None:
@@ -416,6 +455,17 @@ def _check_dataset(dataset_sha256: str) -> None:
     if not isinstance(dataset_sha256, str) or not _SHA256.fullmatch(dataset_sha256):
         raise PrivacyInputError(
             f"dataset_sha256 must be 64 lowercase hex digits, got {dataset_sha256!r}"
+        )
+
+
+def _check_population(population: str | None) -> None:
+    # A malformed name would match no run and so pass every budget check.
+    if population is not None and (
+        not isinstance(population, str) or not _POPULATION.fullmatch(population)
+    ):
+        raise PrivacyInputError(
+            f"population must be lowercase letters, digits and . _ - (at most 64), "
+            f"got {population!r}"
         )
 
 
@@ -520,17 +570,23 @@ class PrivacyLedger:
                 torn_tail=state.torn_tail,
             )
 
-    def history(self, dataset_sha256: str) -> list[SgdSteps]:
-        """The latest reservation of every run on the dataset, as accountant history."""
+    def history(self, dataset_sha256: str, population: str | None = None) -> list[SgdSteps]:
+        """The latest reservation of every run charged to the dataset's budget (its
+        population's when it names one), as accountant history."""
         _check_dataset(dataset_sha256)
+        _check_population(population)
         with self._locked() as state:
-            return state.history(dataset_sha256)
+            return state.history(dataset_sha256, population)
 
     def spent(
-        self, dataset_sha256: str, delta: float, kind: AccountantKind = AccountantKind.PRV
+        self,
+        dataset_sha256: str,
+        delta: float,
+        kind: AccountantKind = AccountantKind.PRV,
+        population: str | None = None,
     ) -> float:
-        """Epsilon spent on the dataset: all its runs composed by one accountant."""
-        return epsilon_of(self.history(dataset_sha256), delta, kind)
+        """Epsilon spent on the dataset's budget: all its runs composed by one accountant."""
+        return epsilon_of(self.history(dataset_sha256, population), delta, kind)
 
     def check_budget(
         self,
@@ -539,6 +595,7 @@ class PrivacyLedger:
         lifetime_epsilon: float,
         delta: float,
         kind: AccountantKind = AccountantKind.PRV,
+        population: str | None = None,
     ) -> BudgetCheck:
         """Raise BudgetExceeded if spent and ``planned`` composed would exceed the lifetime.
 
@@ -547,10 +604,18 @@ class PrivacyLedger:
         """
         _check_lifetime(lifetime_epsilon)
         kind = AccountantKind.parse(kind)
-        history = self.history(dataset_sha256)
-        total = _enforce_budget(dataset_sha256, history, planned, lifetime_epsilon, delta, kind)
+        history = self.history(dataset_sha256, population)
+        total = _enforce_budget(
+            _budget_name(dataset_sha256, population),
+            history,
+            planned,
+            lifetime_epsilon,
+            delta,
+            kind,
+        )
         return BudgetCheck(
             dataset_sha256=dataset_sha256,
+            population=population,
             spent_epsilon=epsilon_of(history, delta, kind),
             planned_epsilon=epsilon_of([planned], delta, kind),
             total_epsilon=total,
@@ -568,6 +633,7 @@ class PrivacyLedger:
         kind: AccountantKind,
         delta: float,
         lifetime_epsilon: float | None = None,
+        population: str | None = None,
     ) -> LedgerRun:
         """Start run ``run_id``, or resume it from its recorded steps if it exists.
 
@@ -576,6 +642,7 @@ class PrivacyLedger:
         Opening a run supersedes any earlier handle on the same run id.
         """
         _check_dataset(dataset_sha256)
+        _check_population(population)
         _check_run_id(run_id)
         check_delta(delta)
         if lifetime_epsilon is not None:
@@ -591,6 +658,7 @@ class PrivacyLedger:
             "delta": float(delta),
             "noise_multiplier": float(params.noise_multiplier),
             "sample_rate": float(params.sample_rate),
+            "population": population,
         }
         with self._locked() as state:
             earlier = state.runs().get(run_id)
@@ -603,34 +671,56 @@ class PrivacyLedger:
     def summary(
         self, delta: float | None = None, kind: AccountantKind | None = None
     ) -> tuple[DatasetSpend, ...]:
-        """Spend per dataset, sorted by hash.
+        """Spend per population (datasets without one: per dataset), sorted by name.
 
-        By default each dataset is composed at the smallest delta any of its runs used (the
-        most conservative) with the accountant of its latest run.
+        By default each budget is composed at the smallest delta any of its runs used (the
+        most conservative) with the accountant of its latest run. Legacy runs migrate to a
+        population as ``charged`` rules.
         """
         with self._locked() as state:
             by_run = state.runs()
-        by_dataset: dict[str, list[list[RunRecord]]] = {}
+        population_of = {
+            entries[-1].dataset_sha256: entries[-1].population
+            for entries in by_run.values()
+            if entries[-1].population is not None
+        }
+        budgets: dict[tuple[str, str], list[list[RunRecord]]] = {}
         for entries in by_run.values():
-            by_dataset.setdefault(entries[-1].dataset_sha256, []).append(entries)
+            latest = entries[-1]
+            population = latest.population or population_of.get(latest.dataset_sha256)
+            key = ("population", population) if population else ("dataset", latest.dataset_sha256)
+            budgets.setdefault(key, []).append(entries)
         return tuple(
-            _dataset_spend(sha, runs, delta, kind) for sha, runs in sorted(by_dataset.items())
+            _dataset_spend(name if kind_ == "population" else None, runs, delta, kind)
+            for (kind_, name), runs in sorted(budgets.items())
         )
 
 
 def _check_resume(latest: RunRecord, fields: dict[str, Any]) -> None:
-    recorded = (latest.dataset_sha256, latest.noise_multiplier, latest.sample_rate)
-    asked = (fields["dataset_sha256"], fields["noise_multiplier"], fields["sample_rate"])
-    if recorded != asked:
+    asked = (
+        fields["dataset_sha256"],
+        fields["population"],
+        fields["noise_multiplier"],
+        fields["sample_rate"],
+    )
+    if _identity(latest) != asked:
         raise PrivacyInputError(
             f"run {latest.run_id!r} exists with dataset {latest.dataset_sha256[:_SHORT_HASH]}, "
-            f"noise multiplier {latest.noise_multiplier:g} and sample rate "
-            f"{latest.sample_rate:g}; resume it with the same values or use a new run id"
+            f"population {latest.population}, noise multiplier {latest.noise_multiplier:g} "
+            f"and sample rate {latest.sample_rate:g}; resume it with the same values or use a "
+            "new run id"
         )
 
 
+def _budget_name(dataset_sha256: str, population: str | None) -> str:
+    """How a refusal names the budget: the population, else the dataset."""
+    if population is not None:
+        return f"population {population!r}"
+    return f"dataset {dataset_sha256[:_SHORT_HASH]}"
+
+
 def _enforce_budget(
-    dataset_sha256: str,
+    budget: str,
     history: list[SgdSteps],
     planned: SgdSteps,
     lifetime_epsilon: float,
@@ -643,7 +733,7 @@ def _enforce_budget(
         spent = epsilon_of(history, delta, kind)
         planned_alone = epsilon_of([planned], delta, kind)
         raise BudgetExceeded(
-            f"privacy budget exceeded for dataset {dataset_sha256[:_SHORT_HASH]}: "
+            f"privacy budget exceeded for {budget}: "
             f"spent epsilon {_fmt(spent)} + planned {_fmt(planned_alone)} (alone) "
             f"composes to {_fmt(total)} > lifetime {_fmt(lifetime_epsilon)} "
             f"(delta {delta:g}, {AccountantKind.parse(kind)} accountant)"
@@ -652,7 +742,7 @@ def _enforce_budget(
 
 
 def _dataset_spend(
-    dataset_sha256: str,
+    population: str | None,
     runs: list[list[RunRecord]],
     delta: float | None,
     kind: AccountantKind | None,
@@ -665,6 +755,7 @@ def _dataset_spend(
     spends = tuple(
         RunSpend(
             run_id=entries[-1].run_id,
+            dataset_sha256=entries[-1].dataset_sha256,
             noise_multiplier=entries[-1].noise_multiplier,
             sample_rate=entries[-1].sample_rate,
             steps=entries[-1].steps,
@@ -676,7 +767,9 @@ def _dataset_spend(
         for entries in runs
     )
     return DatasetSpend(
-        dataset_sha256=dataset_sha256,
+        dataset_sha256=newest.dataset_sha256,
+        population=population,
+        datasets=tuple(sorted({run.dataset_sha256 for run in latest})),
         runs=spends,
         steps=sum(run.steps for run in latest),
         spent_epsilon=epsilon_of(history, delta, kind),
@@ -753,17 +846,16 @@ class LedgerRun:
             )
 
     def _check_lifetime(self, state: _State, total_steps: int) -> None:
-        dataset = self._fields["dataset_sha256"]
+        dataset, population = self._fields["dataset_sha256"], self._fields["population"]
         others = [
-            SgdSteps(latest.noise_multiplier, latest.sample_rate, latest.steps)
-            for run_id, entries in state.runs().items()
-            if run_id != self.run_id and (latest := entries[-1]).dataset_sha256 == dataset
+            SgdSteps(r.noise_multiplier, r.sample_rate, r.steps)
+            for r in state.charged(dataset, population, skip=self.run_id)
         ]
         planned = SgdSteps(
             self._fields["noise_multiplier"], self._fields["sample_rate"], total_steps
         )
         _enforce_budget(
-            dataset,
+            _budget_name(dataset, population),
             others,
             planned,
             self._lifetime_epsilon,

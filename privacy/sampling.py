@@ -25,7 +25,7 @@ import torch
 
 from privacy.errors import PrivacyInputError
 
-__all__ = ["STEPS_PER_DRAW", "PoissonSampler", "entropy_generator"]
+__all__ = ["STEPS_PER_DRAW", "PersonIndex", "PoissonSampler", "entropy_generator"]
 
 # Steps drawn in one go by epoch(): the per-step cost falls to a slice and a subtraction.
 STEPS_PER_DRAW = 32
@@ -106,3 +106,61 @@ class PoissonSampler:
             f"PoissonSampler(rows={self.rows}, sample_rate={self.sample_rate:.6g}, "
             f"steps_per_epoch={self.steps_per_epoch})"
         )
+
+
+class PersonIndex:
+    """Which rows belong to which person, grouped by person: ``order`` lists row indices
+    person by person, ``offsets[p]:offsets[p + 1]`` is person ``p``'s slice of it.
+
+    Built from one integer code per row (the identifier column factorised); person-level
+    DP-SGD samples people with :class:`PoissonSampler` over ``people`` and turns each
+    draw into a padded people x rows index with :meth:`padded`.
+    """
+
+    def __init__(self, order: torch.Tensor, offsets: torch.Tensor, rows: int) -> None:
+        self.order, self.offsets, self.rows = order, offsets, rows
+        self.counts = offsets[1:] - offsets[:-1]
+        if len(self.counts) == 0 or int(self.counts.min()) < 1:
+            raise PrivacyInputError("every person needs at least one row, and there must be one")
+
+    @classmethod
+    def from_codes(cls, codes: torch.Tensor) -> PersonIndex:
+        """From ``codes[i]``, the person of row ``i`` (any integers)."""
+        if codes.ndim != 1 or len(codes) == 0 or codes.is_floating_point():
+            raise PrivacyInputError("person codes must be a non-empty 1-D integer tensor")
+        _, dense = torch.unique(codes, return_inverse=True)
+        order = torch.sort(dense, stable=True).indices
+        counts = torch.bincount(dense)
+        offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        return cls(order, offsets, len(codes))
+
+    @property
+    def people(self) -> int:
+        """How many people the rows belong to."""
+        return len(self.counts)
+
+    @property
+    def max_rows_per_person(self) -> int:
+        """The largest number of rows any one person has."""
+        return int(self.counts.max())
+
+    def shard(self, rank: int, world_size: int) -> PersonIndex:
+        """Every ``world_size``-th person from ``rank`` on, all their rows (replicas shard
+        by person, so each person's rows meet in one replica's clipped sum)."""
+        chosen = torch.arange(rank, self.people, world_size)
+        index, mask = self.padded(chosen, pad=0)
+        counts = self.counts[chosen]
+        offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        return PersonIndex(index[mask], offsets, self.rows)
+
+    def padded(self, people: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row indices of ``people`` as a people x (their most rows) matrix, ``pad`` where
+        a person has fewer rows, and the mask of real entries. At least one column."""
+        people = people.to(self.offsets.device)
+        counts = self.counts[people]
+        width = max(int(counts.max()) if len(counts) else 0, 1)
+        position = torch.arange(width, device=counts.device)
+        mask = position < counts[:, None]
+        flat = (self.offsets[people][:, None] + position).clamp_(max=len(self.order) - 1)
+        index = torch.where(mask, self.order[flat], torch.full_like(flat, pad))
+        return index, mask

@@ -65,6 +65,7 @@ PROJECT_FILES = (
     "training",
     "privacy",
     "audits",
+    "stores",
 )
 
 

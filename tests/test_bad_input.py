@@ -40,7 +40,7 @@ import yaml
 
 from audits.keys import SigningKey
 from audits.log import EventKind
-from custodian.cli import main
+from custodian.cli.main import main
 from custodian.project import Project
 from privacy.ledger import LedgerCorrupted, PrivacyLedger
 from tests.conftest import custodian, dvc, make_project

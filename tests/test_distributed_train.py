@@ -16,8 +16,9 @@ def test_two_replicas_train_the_pipeline_with_single_process_accounting(project:
     dvc("repro", "check", cwd=project)
     dvc("exp", "run", "-S", "train.world_size=2", "-S", "train.epochs=2", "train", cwd=project)
     report = json.loads((project / "reports" / "privacy.json").read_text())
-    rows = sum(1 for _ in (project / "data" / "split" / "train.csv").open()) - 1
-    plan = plan_steps(rows, 256, 2)
+    # Person level (the default): the replicas shard people, the plan is over people.
+    assert report["unit"] == "person"
+    plan = plan_steps(report["people"], 256, 2)
     assert report["world_size"] == 2
     assert report["sample_rate"] == plan.sample_rate
     assert report["steps"] == plan.total_steps

@@ -25,6 +25,12 @@ SPEC_KEYS = {
     "precision",
     "dataset_sha256",
     "budget",
+    "unit",
+    "people",
+    "rows",
+    "max_rows_per_person",
+    "population",
+    "covers",
 }
 
 
@@ -77,7 +83,13 @@ def test_dp_training_reports_reproducible_epsilon_and_composes_runs(
     report = json.loads((project / "reports/privacy.json").read_text())
     assert set(report) >= SPEC_KEYS
     assert report["precision"] == "bf16" and report["accountant"] == "prv"
-    assert report["delta"] < 1 / 14000 and report["epsilon"] <= 3.0
+    # Person-level by default: people sampled, delta and the sample rate over people.
+    assert report["unit"] == "person" and report["population"] == "rand-hie-participants"
+    assert 4000 < report["people"] < 14000 < report["rows"] < 14300  # ~70% of 5,912 and 20,190
+    assert report["max_rows_per_person"] == 5
+    assert report["sample_rate"] == 1 / -(-report["people"] // 256)  # 256 people per step
+    assert report["delta"] < 1 / (10 * report["people"]) and report["epsilon"] <= 3.0
+    assert "early stopping" in " ".join(report["covers"]["not_covered"])
     reference = pld_epsilon(
         report["noise_multiplier"], report["sample_rate"], report["steps"], report["delta"]
     )
@@ -94,12 +106,9 @@ def test_dp_training_reports_reproducible_epsilon_and_composes_runs(
         for e in events
         if e["event"]["stage"] == "train" and e["event"]["kind"] == "command_succeeded"
     ]
-    assert set(trained[-1]["inputs"]) == {
-        "data/split",
-        "reports/checks.json",
-        "training",
-        "privacy",
-    }
+    declared = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]["train"]["deps"]
+    assert set(trained[-1]["inputs"]) == set(declared)
+    assert {"data/split", "reports/checks.json", "custodian/stages/train.py"} <= set(declared)
     assert set(trained[-1]["outputs"]) == {
         "models",
         "reports/privacy.json",
@@ -133,6 +142,8 @@ def test_dp_training_reports_reproducible_epsilon_and_composes_runs(
     set_params(project, "privacy", lifetime_epsilon=4.0)
     refused = dvc("repro", "train", "--force", "--single-item", cwd=project, check=False)
     assert refused.returncode != 0
-    assert "privacy budget exceeded for dataset fe64f3c8e987" in refused.stderr + refused.stdout
+    message = refused.stderr + refused.stdout
+    assert "privacy budget exceeded for population 'rand-hie-participants'" in message
+    assert "lifetime 4" in message
     verify = custodian("audit", "verify", cwd=project)
     assert verify.returncode == 0, verify.stdout + verify.stderr

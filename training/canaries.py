@@ -90,10 +90,16 @@ def with_canaries(train: EncodedTable, canaries: CanarySet) -> EncodedTable:
     if train.feature_names != canaries.table.feature_names:
         raise TrainingInputError("canaries and training data have different feature layouts")
     keep = torch.from_numpy(canaries.included)
+    added = int(keep.sum())
+    people = None
+    if train.people is not None:  # each canary is a person of its own (one record)
+        first = int(train.people.max()) + 1 if len(train.people) else 0
+        people = torch.cat([train.people, torch.arange(first, first + added)])
     return EncodedTable(
         features=torch.cat([train.features, canaries.table.features[keep]]),
         labels=torch.cat([train.labels, canaries.table.labels[keep]]),
         feature_names=train.feature_names,
+        people=people,
     )
 
 

@@ -101,11 +101,15 @@ class FeatureSpec:
 
 @dataclass(frozen=True, slots=True)
 class EncodedTable:
-    """Model inputs for one split: ``features`` (float32, rows x width), ``labels`` (int64)."""
+    """Model inputs for one split: ``features`` (float32, rows x width), ``labels`` (int64),
+    ``people`` (int64 person codes, or None)."""
 
     features: torch.Tensor
     labels: torch.Tensor
     feature_names: tuple[str, ...]
+    # The person each row is about (the identifier column factorised), for person-level
+    # DP; None when the dataset declares no identifier.
+    people: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -163,7 +167,21 @@ def encode_table(
         features=torch.from_numpy(np.ascontiguousarray(matrix, dtype=np.float32)),
         labels=torch.from_numpy(_encode_label(frame[label], label_spec, source)),
         feature_names=feature_names(columns, include_sensitive=include_sensitive),
+        people=_person_codes(frame, columns, source),
     )
+
+
+def _person_codes(
+    frame: pd.DataFrame, columns: Sequence[FeatureSpec], source: str
+) -> torch.Tensor | None:
+    """The identifier column factorised (codes only: no identifier value leaves here), -1
+    where it is missing (person-level training refuses those); None without an identifier
+    column in the schema or the frame."""
+    identifier = next((spec.name for spec in columns if spec.role is ColumnRole.IDENTIFIER), None)
+    if identifier is None or identifier not in frame.columns:  # e.g. schema-drawn canaries
+        return None
+    codes, _ = pd.factorize(frame[identifier], use_na_sentinel=True)
+    return torch.from_numpy(codes.astype(np.int64))
 
 
 def _check_schema(

@@ -16,6 +16,13 @@
     contribution can reach many times ``max_grad_norm``. fp32 only: Opacus computes its
     norms in the autocast dtype, and a bf16 norm may under-estimate by ~0.4%.
 
+Person-level DP (``privacy.unit: person``) runs on ``fast`` only: it samples people with
+Poisson sampling (each person's rows all in or all out of a step) and hands the engine a
+people x rows x features batch, so each person's rows are one "sequence": one gradient,
+summed over the rows, clipped once (the engine's sequence path, with its safe norms).
+Padding positions get no loss, hence a zero output gradient, and add nothing. Opacus
+samples and clips records only and is refused there.
+
 Every engine counts each step it takes (including empty Poisson batches) in an Opacus
 accountant of the run's kind; the trainer cross-checks that count against its own before
 reporting epsilon. No step is ever skipped: a record whose per-sample gradient is not
@@ -48,7 +55,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from privacy.clipping import ClippingEngine
 from privacy.noise import GaussianNoise
-from privacy.sampling import PoissonSampler, entropy_generator
+from privacy.sampling import PersonIndex, PoissonSampler, entropy_generator
 from training.canaries import GradientCanaries
 from training.errors import TrainingError, TrainingInputError
 from training.features import EncodedTable
@@ -105,6 +112,8 @@ class StepSetup:
     max_physical_batch_size: int | None
     replica: Replica = SINGLE
     canaries: GradientCanaries | None = None  # white-box audit runs only (fast engine)
+    # Person-level DP: the rows of each person; None samples and clips records.
+    people: PersonIndex | None = None
 
 
 class PrivateStepper(Protocol):
@@ -198,20 +207,23 @@ class _FastStepper:
     def __init__(self, setup: StepSetup) -> None:
         self._setup = setup
         replica = setup.replica
-        shard = torch.arange(replica.rank, len(setup.train), replica.world_size)
-        self._gather = PaddedGather(
-            setup.train.features[shard].to(setup.device),
-            setup.train.labels[shard].to(setup.device),
-            row_multiple(setup.strategy.compute_dtype, setup.device),
-        )
-        self._sampler = PoissonSampler(len(shard), setup.sample_rate, entropy_generator())
+        if setup.people is None:
+            shard = torch.arange(replica.rank, len(setup.train), replica.world_size)
+            self._gather: Callable[[torch.Tensor], _Batch] = _row_batches(setup, shard)
+            units = len(setup.train)
+            shard_units = len(shard)
+        else:  # replicas shard by person: a person's rows meet in one clipped sum
+            people = setup.people.shard(replica.rank, replica.world_size)
+            self._gather = _person_batches(setup, people)
+            units, shard_units = setup.people.people, people.people
+        self._sampler = PoissonSampler(shard_units, setup.sample_rate, entropy_generator())
         if self._sampler.steps_per_epoch != setup.steps_per_epoch:
             raise TrainingError(
                 f"the sampler takes {self._sampler.steps_per_epoch} steps per epoch, the plan "
                 f"{setup.steps_per_epoch}"
             )
-        # Opacus' normaliser, for the global expected batch.
-        self._normaliser = int(len(setup.train) * setup.sample_rate)
+        # Opacus' normaliser, for the global expected batch (of records or of people).
+        self._normaliser = int(units * setup.sample_rate)
         noise = GaussianNoise(setup.noise_multiplier * setup.max_grad_norm)
         if setup.canaries is not None:
             parameters = sum(p.numel() for p in setup.model.parameters() if p.requires_grad)
@@ -236,17 +248,18 @@ class _FastStepper:
         index = index.to(setup.device)
         chunk = setup.max_physical_batch_size or max(1, len(index))
         loss_sum = torch.zeros((), dtype=torch.float64, device=setup.device)
-        dropped = 0
+        dropped = samples = 0
         for part in index.split(chunk) if len(index) else [index]:
-            features, labels = self._gather(part)
+            batch = self._gather(part)
             with self._engine.capture(), setup.strategy.autocast(setup.device):
-                logits = setup.model(features)[: len(labels)]  # padding rows get no loss
-            losses = functional.cross_entropy(logits.float(), labels, reduction="none")
+                logits = setup.model(batch.features)
+            losses = batch.unit_losses(logits)
             dropped += self._engine.accumulate(scaler.scale_loss(losses), loss_scale=scaler.scale)
             loss_sum += losses.detach().nan_to_num(nan=0.0, posinf=0.0, neginf=0.0).sum()
+            samples += batch.rows
         noisy_update(self._engine, self._normaliser, setup.optimizer, replica)
         self._count()
-        counts = loss_sum.new_tensor([len(index), dropped])
+        counts = loss_sum.new_tensor([samples, dropped])
         totals = all_reduce_sum(torch.cat([loss_sum.view(1), counts]), replica)
         return StepOutcome(float(totals[0]), int(totals[1]), int(totals[2]))
 
@@ -260,6 +273,57 @@ class _FastStepper:
 
     def close(self) -> None:
         self._engine.detach()
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """One physical batch for the fast engine: its inputs, and how to turn the model's
+    outputs into one loss per privacy unit (a row, or a person's rows summed)."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    mask: torch.Tensor | None  # people x rows: which positions are real rows
+    rows: int
+
+    def unit_losses(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.mask is None:  # padding rows (see PaddedGather) get no loss
+            logits = logits[: len(self.labels)]
+            return functional.cross_entropy(logits.float(), self.labels, reduction="none")
+        per_row = functional.cross_entropy(
+            logits.float().flatten(0, 1), self.labels.flatten(), reduction="none"
+        )
+        return per_row.view(self.mask.shape).mul(self.mask).sum(1)
+
+
+def _row_batches(setup: StepSetup, shard: torch.Tensor) -> Callable[[torch.Tensor], _Batch]:
+    gather = PaddedGather(
+        setup.train.features[shard].to(setup.device),
+        setup.train.labels[shard].to(setup.device),
+        row_multiple(setup.strategy.compute_dtype, setup.device),
+    )
+
+    def batch(index: torch.Tensor) -> _Batch:
+        features, labels = gather(index)
+        return _Batch(features, labels, None, len(labels))
+
+    return batch
+
+
+def _person_batches(setup: StepSetup, people: PersonIndex) -> Callable[[torch.Tensor], _Batch]:
+    """People x (their most rows) x features; padding positions point at a zero row."""
+    pad = len(setup.train)
+    features = torch.cat(
+        [setup.train.features, setup.train.features.new_zeros(1, setup.train.width)]
+    )
+    labels = torch.cat([setup.train.labels, setup.train.labels.new_zeros(1)])
+    features, labels = features.to(setup.device), labels.to(setup.device)
+
+    def batch(chosen: torch.Tensor) -> _Batch:
+        index, mask = people.padded(chosen.cpu(), pad)
+        index, mask = index.to(setup.device), mask.to(setup.device)
+        return _Batch(features[index], labels[index], mask, int(mask.sum()))
+
+    return batch
 
 
 class _OpacusStepper:
@@ -345,18 +409,28 @@ class _OpacusStepper:
         self._physical.__exit__(None, None, None)
 
 
+def _records_only(setup: StepSetup) -> None:
+    if setup.people is not None:
+        raise TrainingInputError(
+            "privacy.unit person runs with train.clipping fast only (Opacus samples and clips "
+            "records); use clipping fast, or privacy.unit record"
+        )
+
+
 def _no_canaries(setup: StepSetup) -> None:
     if setup.canaries is not None:
         raise TrainingInputError("gradient canaries (the white-box audit) need clipping fast")
 
 
 def _hooks_stepper(setup: StepSetup) -> PrivateStepper:
+    _records_only(setup)
     _no_canaries(setup)
     _single_replica(setup)
     return _OpacusStepper(setup, ghost=False)
 
 
 def _ghost_stepper(setup: StepSetup) -> PrivateStepper:
+    _records_only(setup)
     _no_canaries(setup)
     # Opacus' ghost norms cancel catastrophically on sequence inputs and mis-bound
     # repeated embedding tokens (tests/privacy/test_sensitivity_search.py); for 2-D
@@ -373,6 +447,7 @@ def _ghost_stepper(setup: StepSetup) -> PrivateStepper:
             "clipping opacus-ghost runs in fp32 only (Opacus computes its per-sample norms in "
             "the autocast dtype); use precision fp32 or clipping fast"
         )
+    _records_only(setup)
     _single_replica(setup)
     return _OpacusStepper(setup, ghost=True)
 

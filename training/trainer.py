@@ -67,6 +67,8 @@ from tqdm import tqdm
 
 from privacy.accounting import AccountantKind, SgdSteps, check_delta, epsilon_of
 from privacy.errors import PrivacyInputError
+from privacy.sampling import PersonIndex
+from privacy.unit import PrivacyUnit
 from training.canaries import GradientCanaries
 from training.checkpoint import (
     Checkpoint,
@@ -94,6 +96,7 @@ __all__ = [
     "StepPlan",
     "TrainConfig",
     "TrainResult",
+    "person_index",
     "plan_steps",
     "train_dp",
     "train_non_private",
@@ -176,12 +179,17 @@ class TrainConfig:
 
 @dataclass(frozen=True, slots=True)
 class DpConfig:
-    """DP-SGD parameters. The noise multiplier is an input: the caller calibrates it."""
+    """DP-SGD parameters. The noise multiplier is an input: the caller calibrates it.
+
+    ``unit``: ``person`` samples people and clips each person's summed gradient (the
+    training table must carry person codes); ``record`` samples and clips rows.
+    """
 
     noise_multiplier: float
     max_grad_norm: float
     delta: float
     accountant: AccountantKind = AccountantKind.PRV
+    unit: PrivacyUnit = PrivacyUnit.RECORD
 
     def __post_init__(self) -> None:
         problems = []
@@ -197,6 +205,7 @@ class DpConfig:
             object.__setattr__(self, "accountant", AccountantKind.parse(self.accountant))
         except PrivacyInputError as err:
             problems.append(str(err))
+        problems += _enum_field(self, "unit", PrivacyUnit)
         if problems:
             raise TrainingInputError("invalid DP config: " + "; ".join(problems))
 
@@ -219,8 +228,32 @@ class StepPlan:
         return self.steps_per_epoch * self.epochs
 
 
+def person_index(table: EncodedTable, unit: PrivacyUnit) -> PersonIndex | None:
+    """The rows of each person for person-level DP (None at record level).
+
+    The privacy unit count, what the sample rate and delta are over, is
+    ``index.people`` under ``person`` and ``len(table)`` under ``record``.
+    """
+    if PrivacyUnit(unit) is PrivacyUnit.RECORD:
+        return None
+    if table.people is None:
+        raise TrainingInputError(
+            "privacy.unit person needs the dataset's identifier column (none is declared); "
+            "declare one, or opt in to privacy.unit record"
+        )
+    if len(table.people) != len(table) or bool((table.people < 0).any()):
+        raise TrainingInputError(
+            "privacy.unit person needs the person of every row; the identifier column has "
+            f"{int((table.people < 0).sum())} missing values"
+        )
+    return PersonIndex.from_codes(table.people)
+
+
 def plan_steps(rows: int, batch_size: int, epochs: int) -> StepPlan:
     """The sample rate and steps ``train_dp`` will use, computed exactly as Opacus does.
+
+    ``rows`` is the number of privacy units (people under person-level DP) and
+    ``batch_size`` the expected units per step.
 
     ``make_private`` sets ``sample_rate = 1 / len(data_loader)``, i.e. one over the number
     of fixed-size batches, and its sampler takes ``int(1 / sample_rate)`` steps an epoch.
@@ -303,7 +336,9 @@ def train_dp(
     replica.check_initialised()
     if not replica.leader:
         reserve_steps = _follower_reserve
-    plan = plan_steps(len(train), config.batch_size, config.epochs)
+    people = person_index(train, dp.unit)
+    units = len(train) if people is None else people.people
+    plan = plan_steps(units, config.batch_size, config.epochs)
     identity = _run_identity(train, model_config, config, dp)
 
     torch.manual_seed(config.seed)
@@ -327,6 +362,7 @@ def train_dp(
             device=device,
             max_physical_batch_size=config.max_physical_batch_size,
             replica=replica,
+            people=people,
             canaries=canaries,
         ),
     )
@@ -641,6 +677,8 @@ def _run_identity(
     digest = hashlib.sha256()
     digest.update(train.features.numpy().tobytes())
     digest.update(train.labels.numpy().tobytes())
+    if dp.unit is PrivacyUnit.PERSON and train.people is not None:
+        digest.update(train.people.numpy().tobytes())
     digest.update("\0".join(train.feature_names).encode())
     train_config = {k: v for k, v in config.to_json().items() if k not in _OPERATIONAL_FIELDS}
     return {

@@ -85,13 +85,17 @@ and writers refuse to repair it.
 *Someone who rewrites both the log and the checkpoint files* but has no key can
 only roll everything back to a state that was once signed (an older head and
 the log prefix it covers) and append unsigned entries after it, or delete the
-checkpoint files so that verification fails closed for lack of a checkpoint
-until the next writer signs whatever the log then holds. Neither is detectable
-from the project alone: export a checkpoint (:meth:`AuditLog.export_checkpoint`)
-and keep it outside the attacker's reach (a release attachment, a ticket, a
-commit in another repository, a transparency log). ``verify(against=...)``
-then proves with an RFC 9162 consistency proof that the log still extends it,
-and a rolled-back or rewritten log fails.
+checkpoint files (or the whole log). Writers do not start a new signed tree
+over existing entries, nor over an empty log while a checkpoint committed
+elsewhere names a non-empty one (:meth:`AuditLog.open_tree`,
+:class:`NewTreeRefused`); only :meth:`AuditLog.adopt`, a person's logged
+decision, does. A rollback is not detectable from the log alone: what catches
+it is a signed head kept outside the attacker's reach. Every sign-off carries
+one, committed with it (:mod:`audits.witness`); a checkpoint can also be
+exported (:meth:`AuditLog.export_checkpoint`) to a release attachment, a
+ticket, another repository. ``verify(against=...)`` then proves with an RFC
+9162 consistency proof that the log still extends it, and a rolled-back,
+truncated, deleted or rewritten log fails.
 
 *Someone who holds the signing key* can sign any log: locally, a rewritten and
 re-signed log verifies. Exported anchors still catch any rewrite of what they
@@ -109,6 +113,7 @@ from audits.log.audit_log import AuditLog, load_checkpoint
 from audits.log.errors import (
     CheckpointFormatError,
     LogFormatError,
+    NewTreeRefused,
     NoCheckpoint,
     NoTrustedKeys,
     TamperDetected,
@@ -142,6 +147,7 @@ __all__ = [
     "EventKind",
     "GitCommit",
     "LogFormatError",
+    "NewTreeRefused",
     "NoCheckpoint",
     "NoTrustedKeys",
     "Problem",

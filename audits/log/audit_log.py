@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from audits.keys import PublicKey, SigningKey
 from audits.log.errors import (
     CheckpointFormatError,
     LogFormatError,
+    NewTreeRefused,
     NoCheckpoint,
     NoTrustedKeys,
     TamperDetected,
@@ -140,6 +141,65 @@ class AuditLog:
                 record = canonical_bytes(signed.model_dump(mode="json"))
                 history.append([lambda seq, prev: record])
         return signed
+
+    def open_tree(
+        self,
+        signing_key: SigningKey,
+        witnessed: Callable[[], Sequence[SignedCheckpoint]] = tuple,
+    ) -> SignedCheckpoint | None:
+        """Make sure a signed tree exists before anything is appended; refuse to start one
+        over history.
+
+        With a checkpoint, nothing to do (None). With none, a new tree is started
+        only over an empty log (a signed head of size 0) and only if no checkpoint
+        committed elsewhere (``witnessed()``, e.g. those carried by sign-offs)
+        names a non-empty one: otherwise deleting the checkpoint files, or the
+        whole log, and letting the next command sign would launder any rewrite.
+        Raises :class:`NewTreeRefused`; :meth:`adopt` is the person's way out.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lines.locked():
+            with self._lines.reading() as reader:
+                if self._read_state() is not None:
+                    return None
+                if reader is not None and (reader.tail.end or reader.tail.torn is not None):
+                    raise NewTreeRefused(
+                        f"{self.path} holds entries but {self.checkpoint_path} is missing: "
+                        f"signing them now would vouch for whatever they say; restore the "
+                        f"checkpoint files, or have a person adopt the log "
+                        f"(custodian audit adopt --reason TEXT)"
+                    )
+            named = [c.tree_head for c in witnessed() if c.tree_head.tree_size > 0]
+            if named:
+                largest = max(named, key=lambda head: head.tree_size)
+                raise NewTreeRefused(
+                    f"{self.path} is empty but committed checkpoints witness a log of "
+                    f"{largest.tree_size} entries (root {largest.root_hash[:16]}...): the log "
+                    f"was deleted; restore it, or have a person adopt a new one "
+                    f"(custodian audit adopt --reason TEXT)"
+                )
+            # The lock is reentrant: nobody appends between the check and the empty head.
+            return self.write_checkpoint(signing_key)
+
+    def adopt(self, signing_key: SigningKey) -> SignedCheckpoint:
+        """Sign a new tree over whatever the log holds now, setting the old checkpoints aside.
+
+        Only for a person who decided to (``custodian audit adopt``, which logs
+        the decision): the new head vouches for entries nobody checked. The old
+        checkpoint files are kept as ``<name>.adopted-N`` for whoever investigates.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lines.locked():
+            for old in (self.checkpoint_path, self.history_path):
+                if read_store_file(old) is not None:
+                    os.replace(old, _free_name(old, ".adopted-"))
+            return self.write_checkpoint(signing_key)
+
+    def current_checkpoint(self) -> SignedCheckpoint | None:
+        """The newest signed head, as the checkpoint file holds it (unverified)."""
+        with self._lines.locked():
+            state = self._read_state()
+        return None if state is None else state.checkpoint
 
     def export_checkpoint(self, out_path: str | os.PathLike[str]) -> SignedCheckpoint:
         """Write the latest signed checkpoint to ``out_path`` for anchoring outside the project."""
@@ -304,6 +364,13 @@ class AuditLog:
                 yield
         else:
             yield
+
+
+def _free_name(path: Path, infix: str) -> Path:
+    number = 1
+    while (candidate := path.with_name(f"{path.name}{infix}{number}")).exists():
+        number += 1
+    return candidate
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> SignedCheckpoint:

@@ -27,3 +27,8 @@ class NoTrustedKeys(AuditError):
 
 class LogFormatError(AuditError):
     """An entry of the log does not parse into an :class:`AuditEntry`."""
+
+
+class NewTreeRefused(TamperDetected):
+    """A new signed tree would start over history (or over a deleted log a checkpoint witnessed);
+    only a person's explicit adoption may do that."""

@@ -97,4 +97,6 @@ def test_roles_are_spelt_as_on_the_command_line_and_old_spellings_still_load(
     store.index_path.write_text(json.dumps(index))
     with pytest.raises(TrustStoreError, match="keys.0.role"):
         store.entries()
-    assert [role.is_person for role in KeyRole] == [False, True, True, True, True]
+    assert [role.is_person for role in KeyRole] == [False, True, True, True, True, True]
+    # Administering trust is a person's job, but not one that signs off a release.
+    assert [role.signs_off for role in KeyRole] == [False, True, True, True, True, False]

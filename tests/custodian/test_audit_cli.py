@@ -35,9 +35,9 @@ import yaml
 from audits.canonical import canonical_sha256
 from audits.keys import SigningKey, load_signing_key
 from audits.log import AuditLog, EventKind
-from custodian import trail
-from custodian.cli import main
+from custodian.cli.main import main
 from custodian.project import Project
+from custodian.services import trail
 from tests.conftest import ROOT, custodian, run
 
 DATASET = "fe" * 32
@@ -330,7 +330,15 @@ def test_log_is_proved_to_extend_an_exported_checkpoint(signed: Path, tmp_path: 
     _save(signed, lines[:3])
     for name in ("checkpoint.json", "checkpoint.history.jsonl"):
         (signed / ".custodian/audit" / name).unlink()
-    assert invoke("keys", "generate", "r9", "--role", "reviewer", cwd=signed).returncode == 0
+    # The next ordinary command no longer signs the forgery (issue 20, attack 4)...
+    refused = invoke("keys", "generate", "r9", "--role", "reviewer", cwd=signed)
+    assert refused.returncode == 1 and "is missing: signing them now" in refused.stderr
+    assert not (signed / ".custodian/audit/checkpoint.json").exists()
+    assert _lines(signed) == lines[:3]  # and appended nothing
+    # ...only a person's explicit, logged adoption does.
+    adopted = invoke("audit", "adopt", "--reason", "restored from backup", cwd=signed)
+    assert adopted.returncode == 0, adopted.stderr
+    assert b'"adopted_log":{"reason":"restored from backup"}' in b"\n".join(_lines(signed))
     assert invoke("audit", "verify", cwd=signed).returncode == 0  # locally it looks fine
     result = invoke("audit", "verify", "--against", str(anchor), cwd=signed)
     assert result.returncode == 1 and "anchored checkpoint" in result.stderr
@@ -406,6 +414,8 @@ def test_concurrent_writers_all_verify(tmp_path: Path, home: Path) -> None:
     root = tmp_path / "project"
     root.mkdir()
     log = _log(root)
+    # A command first: it opens the signed tree (none may start later over the writers' entries).
+    assert invoke("keys", "generate", "r1", "--role", "reviewer", cwd=root).returncode == 0
     processes, appends = 8, 500
     writers = [
         subprocess.Popen(
@@ -416,7 +426,6 @@ def test_concurrent_writers_all_verify(tmp_path: Path, home: Path) -> None:
         for n in range(processes)
     ]
     assert [writer.wait(timeout=300) for writer in writers] == [0] * processes
-    assert invoke("keys", "generate", "r1", "--role", "reviewer", cwd=root).returncode == 0
     result = invoke("audit", "verify", cwd=root)
     assert result.returncode == 0, result.stderr
     assert f"intact: {processes * appends + 3} entries" in result.stdout

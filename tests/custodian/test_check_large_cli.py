@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from custodian.cli import main
+from custodian.cli.main import main
 from governance.provenance import ColumnRole, ColumnSpec, Provenance
 
 

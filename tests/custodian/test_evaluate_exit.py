@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from custodian.cli import EXIT_CHECK_FAILED, exit_code_for
+from custodian.cli.main import EXIT_CHECK_FAILED, exit_code_for
 from privacy.empirical import AuditBoundExceeded
 
 

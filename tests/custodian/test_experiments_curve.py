@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from custodian.commands.experiments import curve_points
+from custodian.services.experiments import curve_points
 
 
 def _state(rev: str, name: str | None, epsilon: float | None, accuracy: float) -> dict:

@@ -24,6 +24,8 @@ from audits.keys import SigningKey, load_signing_key
 from audits.log import EventKind
 from audits.signoff import Statement, sign_statement
 from custodian.project import Project
+from custodian.services import trail
+from custodian.stages.report import bind_report
 from tests.conftest import committed
 from tests.custodian.test_audit_cli import Result, invoke
 
@@ -70,6 +72,22 @@ def write_compliance(root: Path, report: dict[str, object]) -> None:
     (root / "reports/compliance.json").write_text(json.dumps(report, indent=2))
 
 
+def run_report_stage(root: Path, *, passed: bool = True) -> None:
+    """Log the pack on disk as the report stage does (the stage itself is not in this fixture).
+
+    A failing run ends refused, as the real stage does when a gate fails.
+    """
+    project = Project(root)
+    pack = (root / "reports/compliance.json", root / "reports/compliance.html")
+    try:
+        with trail.session(project, "custodian report", "report", lambda error: True):
+            bind_report(project, root / "reports/manifest.json", pack, passed)
+            if not passed:
+                raise RuntimeError("a gate failed")
+    except RuntimeError:
+        assert not passed
+
+
 @pytest.fixture(scope="module")
 def reviewed_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A project with a model, a passing compliance report, a manifest and two reviewers."""
@@ -91,9 +109,25 @@ def reviewed_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             ("manifest", "--out", "reports/manifest.json"),
             ("keys", "generate", "olivia", "--role", "privacy-officer"),
             ("keys", "generate", "max", "--role", "model-owner"),
+            ("keys", "generate", "ada", "--role", "trust-admin"),
+            ("keys", "generate", "bob", "--role", "trust-admin"),
+            (
+                "trust",
+                "init",
+                "--admin",
+                "ada",
+                "--admin",
+                "bob",
+                "--threshold",
+                "2",
+                "--as",
+                "ada",
+            ),
+            ("trust", "sign", "--as", "bob"),
         ):
             result = invoke(*args, cwd=root)
             assert result.returncode == 0, result.stderr
+        run_report_stage(root)
     yield base
 
 
@@ -221,12 +255,15 @@ def test_a_signoff_is_a_statement_over_the_artifacts_and_an_audit_event(
 def test_reviewers_keys_are_in_the_committed_store_and_the_pipeline_key_is_local(
     project: Path,
 ) -> None:
-    assert sorted(p.name for p in (project / "trust").glob("*.pem")) == ["max.pem", "olivia.pem"]
+    people = ["ada.pem", "bob.pem", "max.pem", "olivia.pem"]
+    assert sorted(p.name for p in (project / "trust").glob("*.pem")) == people
     assert [p.name for p in (project / ".custodian/trust").glob("*.pem")] == ["pipeline.pem"]
     listed = json.loads(invoke("keys", "list", "--json", cwd=project).stdout)
     assert {(k["name"], k["role"], k["store"]) for k in listed} == {
         ("olivia", "privacy-officer", "project"),
         ("max", "model-owner", "project"),
+        ("ada", "trust-admin", "project"),
+        ("bob", "trust-admin", "project"),
         ("pipeline", "pipeline", "local"),
     }
     taken = invoke("keys", "generate", "pipeline", "--role", "pipeline", cwd=project)
@@ -272,7 +309,6 @@ def _missing_html(root: Path) -> None:
             _failing_gate, "gate(s) failing: fairness, data_checks; sign-off refused", id="gate"
         ),
         pytest.param(_inconsistent, "passed is false", id="passed-false"),
-        pytest.param(_not_a_report, "reports/compliance.json: passed", id="malformed"),
         pytest.param(_stale_manifest, "differ from reports/manifest.json: data.csv", id="stale"),
         pytest.param(_missing_evidence, "evidence reports/privacy.json not found", id="evidence"),
         pytest.param(_missing_html, "reports/compliance.html not found", id="no-html"),
@@ -290,6 +326,21 @@ def test_signoff_is_refused_while_the_evidence_does_not_pass(
     assert signoff_files(project) == []
     last = list(Project(project).audit_log().entries())[-1].event
     assert last.kind is EventKind.REFUSED and message in (last.error or "")
+
+
+def test_a_malformed_compliance_report_is_an_input_error(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hand-edited report is bad input (exit 2) naming the file and field, not a refusal."""
+    _not_a_report(project)
+    result = sign(project, "olivia", monkeypatch)
+    assert result.returncode == 2, result.stdout
+    error = result.stderr.strip()
+    assert error.startswith("custodian: error: reports/compliance.json: passed: ")
+    assert "\n" not in error
+    assert signoff_files(project) == []
+    last = list(Project(project).audit_log().entries())[-1].event
+    assert last.kind is EventKind.COMMAND_FAILED
 
 
 def test_signoff_needs_a_trusted_person_key(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -405,8 +456,10 @@ def test_a_tampered_audit_log_blocks_the_release(
     lines[2] = lines[2].replace(b"olivia", b"oliver", 1)
     log.write_bytes(b"\n".join(lines))
     result, verdict = check(project)
-    assert result.returncode == 1 and codes(verdict) == ["log_tampered"]
+    assert result.returncode == 1 and codes(verdict)[0] == "log_tampered"
     assert verdict["reasons"][0]["message"].startswith("audit log: ")
+    # The sign-offs witnessed the log before the edit: it no longer extends their heads.
+    assert set(codes(verdict)[1:]) == {"log_not_extending_checkpoint"}
 
 
 def test_malformed_files_and_missing_artifacts_are_reasons(
@@ -418,7 +471,7 @@ def test_malformed_files_and_missing_artifacts_are_reasons(
     result, verdict = check(project)
     assert result.returncode == 1
     assert codes(verdict)[:2] == ["missing_artifact", "malformed_signoff"]
-    assert set(codes(verdict)[2:]) == {"changed_artifact"}
+    assert set(codes(verdict)[2:]) == {"changed_artifact", "unbound_report"}
     assert verdict["artifacts"]["reports/compliance.html"] is None
 
 
@@ -428,3 +481,124 @@ def test_bad_usage_exits_2(project: Path) -> None:
     long_note = invoke("signoff", "--as", "olivia", "--note", "x" * 2001, cwd=project)
     assert long_note.returncode == 2 and "at most 2000 characters" in long_note.stderr
     assert signoff_files(project) == []
+
+
+# --------------------------------------------------------------------------- attacks of issue 20
+
+
+def _assert_unbound(root: Path, monkeypatch: pytest.MonkeyPatch, message: str) -> None:
+    refused = sign(root, "olivia", monkeypatch)
+    assert refused.returncode == 1 and signoff_files(root) == []
+    assert "error: unbound_report: " in refused.stderr and message in refused.stderr
+    result, verdict = check(root)
+    assert result.returncode == 1 and "unbound_report" in codes(verdict)
+    (reason,) = [r for r in verdict["reasons"] if r["code"] == "unbound_report"]
+    assert message in reason["message"]
+
+
+def test_a_failing_report_edited_to_pass_cannot_be_signed_or_released(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_compliance(project, compliance("fairness"))
+    run_report_stage(project, passed=False)
+    write_compliance(project, compliance())  # the attacker: every gate "passed"
+    _assert_unbound(project, monkeypatch, "the latest report run failed its gates")
+
+
+def test_a_report_edited_after_the_stage_is_not_bound(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = project / "reports/compliance.json"
+    path.write_text(path.read_text().replace('"detail": "test fixture"', '"detail": "fine"'))
+    _assert_unbound(project, monkeypatch, "reports/compliance.json is not the file")
+    html = project / "reports/compliance.html"
+    write_compliance(project, compliance())
+    html.write_text("<html><body>all green</body></html>\n")
+    _assert_unbound(project, monkeypatch, "reports/compliance.html is not the file")
+
+
+def test_an_older_passing_report_does_not_bind_a_newer_manifest(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = (project / "reports/compliance.json").read_bytes()
+    (project / "models/model.json").write_text('{"hidden": [8]}\n')
+    assert invoke("manifest", "--out", "reports/manifest.json", cwd=project).returncode == 0
+    _assert_unbound(project, monkeypatch, "built for another reports/manifest.json")
+
+    write_compliance(project, compliance("privacy_budget"))
+    run_report_stage(project, passed=False)
+    (project / "reports/compliance.json").write_bytes(old)  # the old, passing pack put back
+    _assert_unbound(project, monkeypatch, "the latest report run failed its gates")
+
+
+def _ledger_spend(root: Path, steps: int) -> None:
+    """Spend budget as the train stage does: the ledger reserves, the log records it."""
+    from privacy.ledger import PrivacyLedger
+
+    ledger = PrivacyLedger(Project(root).privacy_ledger_path)
+    with trail.session(Project(root), "custodian train", "train"):
+        run = ledger.open_run("a" * 64, "run-1", 1.1, 0.01, "prv", 1e-5)
+        run.record_steps(steps)
+        trail.record_privacy_spend("a" * 64, "run-1", 1.1, 0.01, steps, "prv", 1e-5)
+
+
+def test_deleting_the_log_and_the_ledger_blocks_the_release(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _ledger_spend(project, 40)
+    both_signed(project, monkeypatch)
+    witnessed = json.loads(
+        base64.b64decode(json.loads(signoff_files(project)[-1].read_text())["payload"])
+    )
+    size = witnessed["predicate"]["log_checkpoint"]["tree_head"]["tree_size"]
+    assert size > 0
+    shutil.rmtree(project / ".custodian/audit")
+    Project(project).privacy_ledger_path.unlink()
+
+    result, verdict = check(project)
+    assert result.returncode == 1
+    # The report's binding went with the log; the witnessed heads say why.
+    assert set(codes(verdict)) == {"log_not_extending_checkpoint", "unbound_report"}
+    witness = " ".join(
+        r["message"] for r in verdict["reasons"] if r["code"] == "log_not_extending_checkpoint"
+    )
+    assert f"witnessed the log at {size} entries" in witness
+    assert "truncated or rolled back" in witness
+    verified = invoke("audit", "verify", cwd=project)
+    assert verified.returncode == 1 and "witnessed the log at" in verified.stderr
+    # The next command does not start a fresh log over what the sign-offs witnessed.
+    refused = invoke("keys", "generate", "eve", "--role", "reviewer", cwd=project)
+    assert refused.returncode == 1 and "the log was deleted" in refused.stderr
+    assert not Project(project).audit_log_path.exists()
+
+
+def test_deleting_the_ledger_alone_is_caught_by_the_checkpointed_log(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _ledger_spend(project, 40)
+    both_signed(project, monkeypatch)
+    assert check(project)[0].returncode == 0
+    Project(project).privacy_ledger_path.unlink()
+    result, verdict = check(project)
+    assert result.returncode == 1 and codes(verdict) == ["log_tampered"]
+    assert "a" * 16 in verdict["reasons"][0]["message"]  # names the dataset
+
+
+def test_a_forged_log_is_not_signed_by_the_next_command(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _ledger_spend(project, 40)
+    both_signed(project, monkeypatch)
+    audit = project / ".custodian/audit"
+    lines = (audit / "log.jsonl").read_bytes().splitlines()
+    spends = [n for n, line in enumerate(lines) if b'"privacy_spend"' in line]
+    forged = [line for n, line in enumerate(lines) if n not in spends]  # drop the spend
+    (audit / "log.jsonl").write_bytes(b"".join(line + b"\n" for line in forged))
+    for name in ("checkpoint.json", "checkpoint.history.jsonl"):
+        (audit / name).unlink()
+    before = (audit / "log.jsonl").read_bytes()
+    refused = invoke("keys", "generate", "eve", "--role", "reviewer", cwd=project)
+    assert refused.returncode == 1 and "checkpoint.json is missing" in refused.stderr
+    assert (audit / "log.jsonl").read_bytes() == before and not (audit / "checkpoint.json").exists()
+    result, verdict = check(project)
+    assert result.returncode == 1 and "log_not_extending_checkpoint" in codes(verdict)

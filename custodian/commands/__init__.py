@@ -1,1 +1,0 @@
-"""Sub-commands of the ``custodian`` CLI, one module per group of commands."""
