@@ -51,7 +51,7 @@ def test_evaluate_reports_utility_slices_and_an_audit_below_epsilon(project: Pat
     metrics = json.loads((project / "reports/metrics.json").read_text())
     privacy = json.loads((project / "reports/privacy.json").read_text())
 
-    assert metrics["split"] == "test" and metrics["rows"] == 3028
+    assert metrics["split"] == "test" and metrics["rows"] == 3030
     assert set(metrics) >= UTILITY | {"calibration", "slices", "worst_slice", "robustness"}
     assert set(metrics) >= {"reference", "privacy_cost", "privacy_audit"}
     assert 0.6 < metrics["accuracy"] < 0.9 and 0.5 < metrics["roc_auc"] < 0.9
@@ -63,7 +63,7 @@ def test_evaluate_reports_utility_slices_and_an_audit_below_epsilon(project: Pat
     assert set(slices["female"]) == {"0", "1"}
     assert set(slices["xage"]) == {"<18", "[18,35)", "[35,50)", ">=50"}
     for by_slice in slices.values():
-        assert sum(s["rows"] for s in by_slice.values()) == 3028
+        assert sum(s["rows"] for s in by_slice.values()) == 3030
     worst = metrics["worst_slice"]
     assert worst["accuracy"] == slices[worst["attribute"]][worst["slice"]]["accuracy"]
     assert worst["accuracy"] <= metrics["accuracy"] and worst["gap"] > 0
@@ -90,7 +90,7 @@ def test_evaluate_reports_utility_slices_and_an_audit_below_epsilon(project: Pat
     assert set(metrics["fairness"]) == set(slices)
     assert len(metrics["intersections"]) == 6  # every pair of the four sensitive attributes
     for pair in metrics["intersections"].values():
-        assert sum(s["rows"] for s in pair.values()) == 3028
+        assert sum(s["rows"] for s in pair.values()) == 3030
     assert metrics["sensitive_values"]["black"]["fractional"] > 0  # imputed 0/1 shares
     assert metrics["sensitive_values"]["xage"]["indicator"] is False  # years: continuous
 
@@ -134,7 +134,7 @@ def test_evaluate_reports_utility_slices_and_an_audit_below_epsilon(project: Pat
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
     calibration = json.loads((project / "reports/calibration.json").read_text())
-    assert sum(b["count"] for b in calibration) == 3028
+    assert sum(b["count"] for b in calibration) == 3030
     assert all(0 <= b["confidence"] <= 1 and 0 <= b["accuracy"] <= 1 for b in calibration)
 
     shown = dvc("metrics", "show", "--json", cwd=project)

@@ -112,7 +112,9 @@ def test_dry_run_plans_every_part_and_runs_what_cpu_can(tmp_path: Path) -> None:
     bench = parts["bench"]
     ((name, figures),) = bench["workloads"].items()
     assert name == "mlp-64-256-256-2" and figures["device"] == "cpu"
-    assert figures["fast_fp32"] > 0 and figures["max_rel_error_vs_opacus"] < 1e-5
+    # The target (1e-4): the engine's fp32 margin and summation order move the
+    # largest element-wise relative error to about 1e-5 on CPU.
+    assert figures["fast_fp32"] > 0 and figures["max_rel_error_vs_opacus"] <= 1e-4
     assert 0 < figures["noise_share_of_fast_fp32_step"] < 1
     for planned in bench["planned"].values():  # the GPU commands, not run here
         assert planned[planned.index("--device") + 1] == "cuda"

@@ -11,6 +11,7 @@ from dp_accounting import dp_event, pld
 
 from privacy.accounting import SgdSteps, epsilon_of
 from tests.conftest import custodian, dvc
+from tests.custodian.test_signoff_cli import run_report_stage
 
 pytestmark = pytest.mark.slow
 
@@ -60,8 +61,14 @@ def signed_off_by_two_people(project: Path, monkeypatch: pytest.MonkeyPatch) -> 
     report = {"format": "custodian-compliance/v1", "passed": True, "gates": [gate]}
     (project / "reports/compliance.json").write_text(json.dumps(report))
     (project / "reports/compliance.html").write_text("<html></html>")
-    for name, role in (("olivia", "privacy-officer"), ("max", "model-owner")):
+    run_report_stage(project)  # the pack is bound to the manifest in the audit log
+    people = (("olivia", "privacy-officer"), ("max", "model-owner"))
+    admins = (("ada", "trust-admin"), ("bob", "trust-admin"))
+    for name, role in people + admins:
         custodian("keys", "generate", name, "--role", role, cwd=project, check=True)
+    trust = ("trust", "init", "--admin", "ada", "--admin", "bob", "--threshold", "2")
+    custodian(*trust, "--as", "ada", cwd=project, check=True)
+    custodian("trust", "sign", "--as", "bob", cwd=project, check=True)
     assert custodian("release", "check", cwd=project).returncode == 1
     for name in ("olivia", "max"):
         monkeypatch.setenv("CUSTODIAN_ACTOR", name)
