@@ -316,8 +316,13 @@ def _plan_spend(
     plan.spent_epsilon = epsilon_of(history, delta, kind) if history else 0.0
     plan.total_epsilon = epsilon_of([*history, *steps], delta, kind)
     if plan.total_epsilon > privacy.lifetime_epsilon:
+        budget = (
+            f"population {plan.population!r}"
+            if plan.population is not None
+            else f"dataset {plan.dataset!r}"
+        )
         plan.problems.append(
-            f"privacy.lifetime_epsilon {privacy.lifetime_epsilon:g}: spent "
-            f"{plan.spent_epsilon:.3f}, and the {len(steps)} run(s) would bring the dataset to "
-            f"{plan.total_epsilon:.3f}"
+            f"privacy.lifetime_epsilon: privacy budget exceeded for {budget}: spent "
+            f"{plan.spent_epsilon:.3f}, and the {len(steps)} run(s) would bring it to "
+            f"{plan.total_epsilon:.3f} > lifetime {privacy.lifetime_epsilon:g}"
         )
