@@ -87,9 +87,10 @@ def prepared_project(directory: Path, epochs: int, lifetime_epsilon: float) -> P
     # design, so its epsilon exceeds the target; the release gate would rightly refuse it.
     # The trials check the evidence, not the gate: give the policy room for the over-count.
     params["policy"]["max_epsilon"] = lifetime_epsilon
-    # One epoch trains a model no better than the majority class; the utility gate would
+    # One epoch trains a model about as good as the majority class; the utility gate would
     # rightly refuse it, and the trials check the evidence, not the model's utility.
     params["policy"]["min_lift_over_baseline"] = -1.0
+    params["policy"]["min_roc_auc"] = 0.0
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     return project
 

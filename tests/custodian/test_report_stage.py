@@ -179,9 +179,10 @@ def check_page_in_chromium(page: Path, tmp_path: Path, epsilon: float) -> None:
 
 def test_report_gates_a_real_run_waives_audits_and_renders(project: Path, tmp_path: Path) -> None:
     set_params(project, "train", epochs=1)
-    # One DP epoch leaves a model that is about the majority class (lift 0.000): the utility
-    # gate rightly refuses it. This test is about the pack, so it accepts no lift here.
-    set_params(project, "policy", min_lift_over_baseline=-0.05)
+    # One DP epoch at person level leaves a model that is about the majority class (lift
+    # 0.000, ROC AUC about 0.6): the utility gate rightly refuses it. This test is about the
+    # pack, so it accepts no lift and a weak ranking here.
+    set_params(project, "policy", min_lift_over_baseline=-0.05, min_roc_auc=0.5)
     dvc("repro", "audit", cwd=project)
     privacy = write_evaluation(project)
 
