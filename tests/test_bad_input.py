@@ -150,6 +150,17 @@ def edit_meta(change: Callable[[dict], None]) -> Callable[[Path], None]:
     return edit_yaml(CLINIC_DVC, lambda content: change(content["meta"]["custodian"]))
 
 
+def used_by_pipeline(setup: Callable[[Path], None]) -> Callable[[Path], None]:
+    """``setup``, with clinic a check reference: ingest checks only the datasets in use."""
+    reference = edit_yaml("params.yaml", lambda p: p["check"].update(references=["clinic"]))
+
+    def both(project: Path) -> None:
+        setup(project)
+        reference(project)
+
+    return both
+
+
 def edit_split(change: Callable[[pd.DataFrame], None]) -> Callable[[Path], None]:
     """Change data/split/train.csv and re-pin its provenance hash, as a forged or waived split.
 
@@ -352,14 +363,15 @@ CASES = [
     Case("meta-license-invalid-spdx", edit_meta(lambda m: m.update(license="GPL-9")), INGEST, 2,
          (CLINIC_DVC, "meta.custodian.license", "GPL-9")),
     Case("meta-license-refused-by-policy",
-         edit_meta(lambda m: m.update(license="CC-BY-ND-4.0")), INGEST, 1,
+         used_by_pipeline(edit_meta(lambda m: m.update(license="CC-BY-ND-4.0"))), INGEST, 1,
          (CLINIC_DVC, "license 'CC-BY-ND-4.0' refused", "not in policy.allowed_licenses")),
     Case("meta-unknown-column-role",
          edit_meta(lambda m: m["columns"][0].update(role="secret")), INGEST, 2,
          (CLINIC_DVC, "meta.custodian.columns.0.role")),
     Case("meta-hash-edited-by-hand", edit_meta(lambda m: m.update(sha256="0" * 63)), INGEST, 2,
          (CLINIC_DVC, "meta.custodian.sha256")),
-    Case("meta-rows-edited-by-hand", edit_meta(lambda m: m.update(rows=5)), INGEST, 2,
+    Case("meta-rows-edited-by-hand", used_by_pipeline(edit_meta(lambda m: m.update(rows=5))),
+         INGEST, 2,
          (CLINIC_DVC, "rows", "file has 4, the record says 5")),
     Case("meta-edited-read-only-command", edit_meta(lambda m: m.update(name="Clinic!")),
          ("data", "list"), 2, (CLINIC_DVC, "meta.custodian.name"), logged=False),

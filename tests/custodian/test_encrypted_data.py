@@ -40,6 +40,11 @@ def sealed(project: Path, keys: Path, plaintext: Path, monkeypatch: pytest.Monke
     use_key(monkeypatch, keys / "data.key")
     result = add_encrypted(project, plaintext)
     assert result.returncode == 0, result.stderr
+    # Ingest reads the datasets the pipeline uses: clinic is one as a check reference.
+    params_path = project / "params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    params["check"]["references"] = ["clinic"]
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     return key
 
 

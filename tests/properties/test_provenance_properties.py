@@ -17,7 +17,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from governance.errors import InputError
-from governance.provenance import ColumnRole, ColumnSpec, ColumnType, PiiCategory, Provenance
+from governance.provenance import (
+    UNRECORDED_PII,
+    ColumnRole,
+    ColumnSpec,
+    ColumnType,
+    PiiCategory,
+    Provenance,
+)
 from governance.registry import load_dvc_entry, parse_model
 
 SETTINGS = settings(max_examples=60, deadline=None)
@@ -37,15 +44,19 @@ def columns(draw) -> list[ColumnSpec]:
     specs = []
     for name, role in zip(column_names, roles, strict=False):
         low, high = sorted(draw(st.tuples(bounds, bounds)))
+        kind = draw(st.sampled_from(list(ColumnType)))
+        pii = draw(st.lists(st.sampled_from(list(PiiCategory)), max_size=2, unique=True))
+        # Free text and direct personal data record no values, so no range either.
+        private = kind is ColumnType.text or bool(UNRECORDED_PII & set(pii))
         specs.append(
             ColumnSpec(
                 name=name,
-                type=draw(st.sampled_from(list(ColumnType))),
+                type=kind,
                 role=role,
                 nullable=draw(st.booleans()),
-                minimum=low,
-                maximum=high,
-                pii=draw(st.lists(st.sampled_from(list(PiiCategory)), max_size=2, unique=True)),
+                minimum=None if private else low,
+                maximum=None if private else high,
+                pii=pii,
             )
         )
     return specs
