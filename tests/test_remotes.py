@@ -48,7 +48,13 @@ def test_sensitive_dataset_round_trips_through_a_local_remote_as_ciphertext_only
     assert add_encrypted(project, plaintext).returncode == 0
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["data"]["dataset"] = "clinic"
-    params["train"]["batch_size"] = 32  # the clinic file's 210 training rows
+    # The clinic file's 105 training patients: the pre-flight refuses a sample rate above 0.1,
+    # a delta above policy.max_delta, and slices of columns the dataset does not have.
+    params["train"]["batch_size"] = 10
+    params["privacy"]["delta"] = 1e-5
+    params["evaluate"]["slices"] = {"age": [50], "income_k": [100]}
+    params["evaluate"]["min_slice_rows"] = 5
+    params["policy"]["min_slice_rows"] = 5
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "add", "-A"], cwd=project)
 
@@ -59,6 +65,10 @@ def test_sensitive_dataset_round_trips_through_a_local_remote_as_ciphertext_only
     privacy = json.loads((project / "reports/privacy.json").read_text())
     assert privacy["dataset_sha256"] == hashlib.sha256(text.encode()).hexdigest()
 
+    # A public file tracked beside the sealed ones: the search must find its plaintext.
+    public_row = b"public,row,0123456789"
+    (project / "public.csv").write_bytes(b"a,b,c\n" + public_row + b"\n")
+    dvc("add", "public.csv", cwd=project)
     remote = tmp_path / "shared/dvc-remote"
     dvc("remote", "add", "-d", "shared", str(remote), cwd=project)
     run(["git", "add", "-A"], cwd=project)
@@ -68,9 +78,8 @@ def test_sensitive_dataset_round_trips_through_a_local_remote_as_ciphertext_only
     needles = plaintext_needles(text)
     cache, stores = project / ".dvc/cache", [project / ".dvc/cache", remote]
     assert files_containing(stores, needles) == []
-    # The search does look inside them: the public dataset is there in plaintext.
-    randhie_row = (project / "data/ingested/randhie.csv").read_text().splitlines()[1].encode()
-    assert files_containing([cache], [randhie_row]) and files_containing([remote], [randhie_row])
+    # The search does look inside them: the public file is there in plaintext.
+    assert files_containing([cache], [public_row]) and files_containing([remote], [public_row])
     # Exactly the five sealed files, each stored once, went to the remote.
     assert len(sealed_objects(remote)) == len(SEALED_OUTS)
 
