@@ -8,11 +8,19 @@ Format
     without a chain (``link=None``) holds lines that only need to be complete.
 
 Durability and concurrency
-    Writers hold ``<file>.lock`` (``flock``, through ``filelock``), read only the
-    tail, write all of an append's lines with one ``O_APPEND`` write and
-    ``fsync`` before returning (and the directory when the file is new). So a
-    record :meth:`Appender.append` returned survives a crash, and writers in
-    several processes neither interleave nor lose records.
+    Writers hold ``<file>.lock`` (``flock``), read only the tail, write all of an
+    append's lines with one ``O_APPEND`` write and ``fsync`` before returning
+    (and the directory when the file is new). So a record
+    :meth:`Appender.append` returned survives a crash, and writers in several
+    processes neither interleave nor lose records.
+
+Cost per append
+    An append is one ``fsync`` plus a handful of cheap system calls: the lock
+    file and the record file stay open between appends (each use checks, under
+    the lock, that the path still names the same regular file), and the tail a
+    writer left is reused while ``fstat`` shows the file exactly as that writer
+    left it (inode, size, modification and change times); any other writer's
+    append changes those, and the tail is read again.
 
 The torn-tail rule (the one rule for every record file)
     A crash can tear only the last line: it lacks its newline, or (in a chained
@@ -32,14 +40,18 @@ only a regular file the user owns.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import os
+import stat
+import threading
+import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
-
-import filelock
 
 from stores.errors import DamagedTail, StoreError, UnsafeStoreFile
 from stores.files import (
@@ -52,7 +64,9 @@ from stores.files import (
 
 GENESIS = "0" * 64
 _READ_CHUNK = 1 << 20
+_TAIL_FIRST = 1 << 12  # the last two lines usually fit: a record is well under 2 KiB
 _TAIL_CHUNK = 1 << 16
+_LOCK_POLL_S = 0.05
 
 
 class StoreLocked(StoreError):
@@ -140,26 +154,20 @@ class LocalRecordFile:
         self._link = link
         self._timeout = lock_timeout
         self._mode = file_mode
-        self._lock = filelock.FileLock(self.lock_path, timeout=lock_timeout)
+        self._lock = _FileLock(self.lock_path)
+        # The descriptor appends go through, and the tail the last append left (under the lock).
+        self._file = _KeptOpen()
+        self._left: tuple[_Stamp, Tail] | None = None
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the file's lock (reentrant within one process)."""
+        """Hold the file's lock (reentrant within a thread; exclusive between threads)."""
         check_store_directory(self.path.parent)
-        try:
-            self._lock.acquire()
-        except filelock.Timeout:
+        if not self._lock.acquire(self._timeout):
             raise StoreLocked(
                 f"{self.path} stayed locked for {self._timeout:g} s by another process "
                 f"({self.lock_path})"
-            ) from None
-        except OSError as exc:
-            # filelock opens the lock file with O_NOFOLLOW: a link planted there fails here.
-            if not self.lock_path.is_symlink() and self.lock_path.is_file():
-                raise
-            raise UnsafeStoreFile(
-                f"{self.lock_path}: is not a regular lock file ({exc.strerror}); refusing it"
-            ) from None
+            )
         try:
             yield
         finally:
@@ -175,11 +183,11 @@ class LocalRecordFile:
     @contextlib.contextmanager
     def writing(self) -> Iterator[Appender]:
         """Open for appending; the caller already holds :meth:`locked`."""
-        fd = open_store_file(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, self._mode)
-        try:
-            yield Appender(self, fd)
-        finally:
-            os.close(fd)
+        fd = self._file.get(
+            self.path,
+            lambda: open_store_file(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, self._mode),
+        )
+        yield Appender(self, fd)
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[Reader | None]:
@@ -193,6 +201,146 @@ class LocalRecordFile:
             yield Reader(self, fd)
         finally:
             os.close(fd)
+
+    def _tail_left(self, info: os.stat_result) -> Tail | None:
+        """The tail the last append here left, if the file is still exactly as it left it."""
+        if self._left is not None and self._left[0] == _stamp(info):
+            return self._left[1]
+        return None
+
+    def _leave(self, fd: int, tail: Tail) -> None:
+        self._left = (_stamp(os.fstat(fd)), tail)
+
+
+# What tells a file changed since a writer left it: another append changes the size and
+# both times, an edit in place the times (ctime cannot be set back by anyone).
+_Stamp = tuple[int, int, int, int, int]
+
+
+def _stamp(info: os.stat_result) -> _Stamp:
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+class _KeptOpen:
+    """A descriptor kept open between uses, reopened when the path names another file
+    (replaced, removed, a link planted) or in a forked child; closed with its owner."""
+
+    def __init__(self) -> None:
+        self._fd: int | None = None
+        self._pid = 0
+        self._close: weakref.finalize | None = None
+
+    def get(self, path: Path, open_fd: Callable[[], int]) -> int:
+        if self._fd is not None and self._pid == os.getpid() and _names(path, self._fd):
+            return self._fd
+        self.drop()
+        fd = open_fd()
+        self._fd, self._pid = fd, os.getpid()
+        self._close = weakref.finalize(self, os.close, fd)
+        return fd
+
+    def drop(self) -> None:
+        if self._close is not None:
+            # In a forked child this closes only the child's copy: the parent keeps its own.
+            self._close()
+        self._fd = self._close = None
+
+
+def _names(path: Path, fd: int) -> bool:
+    """Whether ``path`` (not followed) is the file open at ``fd``."""
+    try:
+        at_path = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (at_path.st_dev, at_path.st_ino) == (held.st_dev, held.st_ino)
+
+
+class _FileLock:
+    """``flock`` on a lock file, held through one descriptor kept open between acquisitions.
+
+    Reentrant within a thread and exclusive between threads (a mutex: threads share the
+    descriptor, and with it the ``flock``) and between processes (the ``flock``). A lock
+    file removed or replaced while a writer waited guards nothing, so the writer checks
+    after locking that the path still names its file, and starts over if not.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._mutex = threading.RLock()
+        self._depth = 0
+        self._file = _KeptOpen()
+        self._held: int | None = None
+
+    def acquire(self, timeout: float) -> bool:
+        """Take the lock, waiting at most ``timeout`` seconds (forever if negative)."""
+        deadline = None if timeout < 0 else time.monotonic() + timeout
+        if not self._mutex.acquire(timeout=-1 if deadline is None else timeout):
+            return False
+        try:
+            if self._depth == 0:
+                self._held = self._lock_file(deadline)
+                if self._held is None:
+                    self._mutex.release()
+                    return False
+        except BaseException:
+            self._mutex.release()
+            raise
+        self._depth += 1
+        return True
+
+    def release(self) -> None:
+        self._depth -= 1
+        try:
+            if self._depth == 0 and self._held is not None:
+                fcntl.flock(self._held, fcntl.LOCK_UN)
+                self._held = None
+        finally:
+            self._mutex.release()
+
+    def _lock_file(self, deadline: float | None) -> int | None:
+        """The descriptor now holding the ``flock``, or None if the deadline passed first."""
+        while True:
+            fd = self._file.get(self._path, self._open)
+            if deadline is None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            else:
+                while not _try_flock(fd):
+                    if time.monotonic() >= deadline:
+                        return None
+                    time.sleep(_LOCK_POLL_S)
+            if _names(self._path, fd):
+                return fd
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            self._file.drop()
+
+    def _open(self) -> int:
+        # As filelock did: a reader's lock may come before any writer made the directory.
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT | _LOCK_FLAGS, 0o644)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.EWOULDBLOCK):
+                raise
+            raise UnsafeStoreFile(
+                f"{self._path}: is not a regular lock file ({exc.strerror}); refusing it"
+            ) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UnsafeStoreFile(f"{self._path}: is not a regular lock file; refusing it")
+        return fd
+
+
+# A link planted as the lock file is refused (O_NOFOLLOW), a FIFO does not block the open.
+_LOCK_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _try_flock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 class Reader:
@@ -212,8 +360,11 @@ class Reader:
     def tail(self) -> Tail:
         """The end of the file: the next record's chain fields, and a torn last line if any."""
         if self._tail is None:
-            self._tail = _scan_tail(self.fd, self.size, self.store._link)
+            self._tail = self._find_tail()
         return self._tail
+
+    def _find_tail(self) -> Tail:
+        return _scan_tail(self.fd, self.size, self.store._link)
 
     def read(self, start: int, end: int) -> bytes:
         """The bytes ``[start, end)``."""
@@ -278,6 +429,16 @@ class Reader:
 class Appender(Reader):
     """An open record file that the lock holder appends to."""
 
+    def __init__(self, store: LocalRecordFile, fd: int) -> None:
+        super().__init__(store, fd)
+        self._opened = os.fstat(fd)
+
+    def _find_tail(self) -> Tail:
+        left = self.store._tail_left(self._opened)
+        if left is not None:
+            return left
+        return _scan_tail(self.fd, self._opened.st_size, self.store._link)
+
     def append(
         self,
         records: Sequence[RecordBuilder],
@@ -295,7 +456,7 @@ class Appender(Reader):
         if tail.damaged_before_torn:
             raise DamagedTail(self.damaged_tail_message())
         builders = list(records)
-        created = self.size == 0
+        created = self._opened.st_size == 0
         if tail.torn is not None:
             if guard is not None:
                 guard(tail.torn)
@@ -314,6 +475,7 @@ class Appender(Reader):
         if created:
             fsync_directory(self.store.path.parent)
         self._tail = Tail(end=tail.end + len(data), next_seq=seq, next_prev=prev)
+        self.store._leave(self.fd, self._tail)
         return lines
 
     def _set_aside(self, torn: Torn, seq: int) -> SetAside:
@@ -372,26 +534,34 @@ def _split_block(offset: int, block: bytes) -> Iterator[Line]:
 
 def _final_lines(fd: int, end: int, count: int) -> list[Line]:
     """Up to ``count`` last lines of the bytes before ``end``, reading backwards."""
-    start, window = end, b""
+    start, window, step = end, b"", _TAIL_FIRST
     while True:
-        lines = _split_lines(window, start, whole=start == 0)
-        if len(lines) >= count or start == 0:
-            return lines[-count:]
-        step = min(_TAIL_CHUNK, start)
+        lines = _last_lines(window, start, count, whole=start == 0)
+        if lines is not None:
+            return lines
+        step = min(step, start)
         start -= step
         window = os.pread(fd, step, start) + window
+        step = _TAIL_CHUNK
 
 
-def _split_lines(window: bytes, base: int, *, whole: bool) -> list[Line]:
-    parts = window.split(b"\n")
+def _last_lines(window: bytes, base: int, count: int, *, whole: bool) -> list[Line] | None:
+    """The last ``count`` lines of ``window`` (which starts at byte ``base``), or None when
+    fewer are certainly whole and the window does not start the file: read further back."""
+    if not window:
+        return [] if whole else None
+    terminated = window.endswith(b"\n")
+    stop = len(window) - terminated
     lines: list[Line] = []
-    offset = base
-    for index, part in enumerate(parts):
-        last = index == len(parts) - 1
-        # The first part of a window that does not start the file may be a line's tail.
-        if (last and not part) or (index == 0 and not whole):
-            offset += len(part) + 1
-            continue
-        lines.append(Line(offset, part, terminated=not last))
-        offset += len(part) + 1
+    while len(lines) < count:
+        cut = window.rfind(b"\n", 0, stop)
+        if cut < 0:
+            # The window's first line may be the tail of a longer one unless the file starts here.
+            if not whole:
+                return None
+            lines.append(Line(base, window[:stop], terminated))
+            break
+        lines.append(Line(base + cut + 1, window[cut + 1 : stop], terminated))
+        stop, terminated = cut, True
+    lines.reverse()
     return lines

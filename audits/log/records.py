@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -27,6 +28,8 @@ from audits.canonical import NotCanonicalizable, canonical_bytes
 from audits.keys import PublicKey
 
 ZERO_HASH = "0" * 64
+# RFC 8785 prints integers up to 2**53 exactly as their digits; beyond, canonical_bytes refuses.
+_EXACT_INTEGERS = 2**53
 CHECKPOINT_FORMAT = "custodian-audit-checkpoint/v1"
 
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
@@ -71,6 +74,11 @@ class AuditEvent(BaseModel):
             raise ValueError(str(exc)) from exc
         return value
 
+    @functools.cached_property
+    def canonical(self) -> bytes:
+        """RFC 8785 canonical JSON of the event: computed once, however many entries carry it."""
+        return canonical_bytes(self.model_dump(mode="json"))
+
 
 class AuditEntry(BaseModel):
     """One line of the log: an event with its place in the hash chain."""
@@ -87,8 +95,28 @@ class AuditEntry(BaseModel):
         return utc_text(value)
 
     def line(self) -> bytes:
-        """Canonical JSON of the entry, without the trailing newline: the bytes hashed."""
-        return canonical_bytes(self.model_dump(mode="json"))
+        """Canonical JSON of the entry, without the trailing newline: the bytes hashed.
+
+        Assembled from the event's canonical bytes: canonical JSON sorts the keys
+        (event, prev, seq, time), and the other three values need no escaping
+        (a hex hash, digits, the UTC text), so this is byte for byte
+        ``canonical_bytes(self.model_dump(mode="json"))`` at a fraction of the cost.
+        """
+        if self.seq > _EXACT_INTEGERS:
+            return canonical_bytes(self.model_dump(mode="json"))  # refuses, naming why
+        return b"".join(
+            (
+                b'{"event":',
+                self.event.canonical,
+                b',"prev":"',
+                self.prev.encode("ascii"),
+                b'","seq":',
+                str(self.seq).encode("ascii"),
+                b',"time":"',
+                utc_text(self.time).encode("ascii"),
+                b'"}',
+            )
+        )
 
 
 class TreeHead(BaseModel):
