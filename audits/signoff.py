@@ -192,20 +192,16 @@ class SignoffPredicate(_Frozen):
         return value.isoformat().replace("+00:00", "Z")
 
 
-class Statement(_Frozen):
-    """An in-toto Statement v1 whose predicate is a Custodian sign-off."""
+class InTotoStatement(_Frozen):
+    """An in-toto Statement v1: subjects, each listed once; subclasses add the predicate."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     type_: Literal["https://in-toto.io/Statement/v1"] = Field(STATEMENT_TYPE, alias="_type")
     subject: tuple[Subject, ...] = Field(min_length=1)
-    predicate_type: Literal["https://custodian.invalid/signoff/v1"] = Field(
-        PREDICATE_TYPE, alias="predicateType"
-    )
-    predicate: SignoffPredicate
 
     @model_validator(mode="after")
-    def _subjects_unique(self) -> Statement:
+    def _subjects_unique(self) -> InTotoStatement:
         names = [subject.name for subject in self.subject]
         if len(set(names)) != len(names):
             raise ValueError("each subject is listed once")
@@ -217,6 +213,15 @@ class Statement(_Frozen):
 
     def payload(self) -> bytes:
         return canonical_bytes(self.model_dump(mode="json", by_alias=True))
+
+
+class Statement(InTotoStatement):
+    """An in-toto Statement v1 whose predicate is a Custodian sign-off."""
+
+    predicate_type: Literal["https://custodian.invalid/signoff/v1"] = Field(
+        PREDICATE_TYPE, alias="predicateType"
+    )
+    predicate: SignoffPredicate
 
 
 def build_statement(artifacts: Mapping[str, str], predicate: SignoffPredicate) -> Statement:
@@ -441,23 +446,34 @@ def authenticate_signoff(name: str, data: bytes, store: KeySet) -> SignoffCandid
     except SignoffFormatError as exc:
         return Reason(code=ReasonCode.MALFORMED_SIGNOFF, message=str(exc))
     claimed = statement.predicate
-    if (claimed.role, claimed.reviewer, claimed.key_fingerprint) != (
-        key.role,
-        key.name,
-        key.fingerprint,
-    ):
+    mismatch = signer_mismatch(
+        name, (claimed.role, claimed.reviewer, claimed.key_fingerprint), key, "sign off"
+    )
+    if mismatch is not None:
+        return mismatch
+    return SignoffCandidate(file=name, statement=statement, key=key)
+
+
+def signer_mismatch(
+    name: str, claimed: tuple[KeyRole, str, str], key: TrustedKey, verb: str
+) -> Reason | None:
+    """Why the key that signed ``name`` cannot stand behind its ``claimed`` (role, person,
+    key fingerprint), or None: the claim must be the key's own, and the key a reviewer's
+    (``verb`` is what reviewers do with it: "sign off", "attest")."""
+    role, person, _fingerprint = claimed
+    if claimed != (key.role, key.name, key.fingerprint):
         return Reason(
             code=ReasonCode.WRONG_ROLE,
-            message=f"{name}: claims {claimed.reviewer!r} as {claimed.role.value}, but it is "
-            f"signed by key {key.name!r}, whose role in the trust store is {key.role.value}",
+            message=f"{name}: claims {person!r} as {role.value}, but it is signed by key "
+            f"{key.name!r}, whose role in the trust store is {key.role.value}",
         )
     if not key.role.signs_off:
         return Reason(
             code=ReasonCode.WRONG_ROLE,
             message=f"{name}: signed by the {key.role.value} key {key.name!r}; only reviewers "
-            f"sign off",
+            f"{verb}",
         )
-    return SignoffCandidate(file=name, statement=statement, key=key)
+    return None
 
 
 def _changed(signed: Mapping[str, str], current: Mapping[str, str | None]) -> list[str]:
