@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -74,11 +73,6 @@ class AuditEvent(BaseModel):
             raise ValueError(str(exc)) from exc
         return value
 
-    @functools.cached_property
-    def canonical(self) -> bytes:
-        """RFC 8785 canonical JSON of the event: computed once, however many entries carry it."""
-        return canonical_bytes(self.model_dump(mode="json"))
-
 
 class AuditEntry(BaseModel):
     """One line of the log: an event with its place in the hash chain."""
@@ -97,7 +91,8 @@ class AuditEntry(BaseModel):
     def line(self) -> bytes:
         """Canonical JSON of the entry, without the trailing newline: the bytes hashed.
 
-        Assembled from the event's canonical bytes: canonical JSON sorts the keys
+        Assembled around the event's canonical bytes (not cached on the event: a
+        ``model_copy(update=...)`` would carry a stale copy): canonical JSON sorts the keys
         (event, prev, seq, time), and the other three values need no escaping
         (a hex hash, digits, the UTC text), so this is byte for byte
         ``canonical_bytes(self.model_dump(mode="json"))`` at a fraction of the cost.
@@ -107,7 +102,7 @@ class AuditEntry(BaseModel):
         return b"".join(
             (
                 b'{"event":',
-                self.event.canonical,
+                canonical_bytes(self.event.model_dump(mode="json")),
                 b',"prev":"',
                 self.prev.encode("ascii"),
                 b'","seq":',
