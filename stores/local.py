@@ -372,7 +372,7 @@ class Reader:
 
     def lines(self, start: int, end: int) -> Iterator[Line]:
         """Lines of the bytes ``[start, end)``, in order, read in large chunks."""
-        for offset, block in self._blocks(start, end):
+        for offset, block in self.blocks(start, end):
             yield from _split_block(offset, block)
 
     def search(self, needle: bytes, start: int, end: int) -> Iterator[tuple[int, Line]]:
@@ -382,7 +382,7 @@ class Reader:
         counted, never split, so a search costs little more than reading the file.
         """
         index = 0
-        for offset, block in self._blocks(start, end):
+        for offset, block in self.blocks(start, end):
             if needle not in block:
                 index += block.count(b"\n") + (not block.endswith(b"\n"))
                 continue
@@ -391,7 +391,7 @@ class Reader:
                     yield index, line
                 index += 1
 
-    def _blocks(self, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+    def blocks(self, start: int, end: int) -> Iterator[tuple[int, bytes]]:
         """``(offset, bytes)`` of whole lines in ``[start, end)``, about a megabyte at a time;
         only the last block may end without a newline."""
         offset = position = start

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from pydantic_core import from_json
+
 from stores.local import Link
 
 _ENTRY_KEYS = frozenset({"seq", "time", "prev", "event"})
@@ -15,10 +17,7 @@ class Malformed(ValueError):
 
 def entry_link(data: bytes) -> Link:
     """``(seq, prev)`` of an entry line; :class:`Malformed` if it is not an entry."""
-    try:
-        record = json.loads(data.decode("utf-8"))
-    except ValueError as exc:
-        raise Malformed("not valid JSON") from exc
+    record = _parse(data)
     if not isinstance(record, dict) or record.keys() != _ENTRY_KEYS:
         raise Malformed("not an audit entry (expects exactly event, prev, seq, time)")
     seq, prev = record["seq"], record["prev"]
@@ -29,6 +28,23 @@ def entry_link(data: bytes) -> Link:
     if not isinstance(record["event"], dict):
         raise Malformed("event is not an object")
     return Link(seq, prev)
+
+
+def _parse(data: bytes) -> object:
+    """The JSON value of a line, as ``json.loads`` reads it.
+
+    pydantic-core's parser (jiter) reads the bytes about twice as fast; it is stricter
+    (it refuses a lone surrogate escape, which ``json.loads`` accepts), never laxer, so
+    whatever it refuses goes to ``json.loads``, which decides.
+    """
+    try:
+        return from_json(data, cache_strings=False)
+    except ValueError:
+        pass
+    try:
+        return json.loads(data.decode("utf-8"))
+    except ValueError as exc:
+        raise Malformed("not valid JSON") from exc
 
 
 def entry_link_or_none(data: bytes) -> Link | None:
