@@ -394,21 +394,22 @@ class Reader:
     def blocks(self, start: int, end: int) -> Iterator[tuple[int, bytes]]:
         """``(offset, bytes)`` of whole lines in ``[start, end)``, about a megabyte at a time;
         only the last block may end without a newline."""
-        offset = position = start
-        pending = b""
+        return read_blocks(self.fd, start, end)
+
+    def line_start_after(self, position: int, end: int) -> int:
+        """Where the first line starting at or after ``position`` starts (``end`` if none does
+        before ``end``): a place to split ``[0, end)`` into ranges of whole lines."""
+        if position <= 0:
+            return 0
         while position < end:
-            chunk = os.pread(self.fd, min(_READ_CHUNK, end - position), position)
-            if not chunk:
+            window = os.pread(self.fd, min(_TAIL_CHUNK, end - position + 1), position - 1)
+            if not window:
                 break
-            position += len(chunk)
-            data = pending + chunk
-            cut = data.rfind(b"\n") + 1
-            if cut:
-                yield offset, data[:cut]
-                offset += cut
-            pending = data[cut:]
-        if pending:
-            yield offset, pending
+            found = window.find(b"\n")
+            if found >= 0:
+                return min(position + found, end)
+            position += len(window)
+        return end
 
     def line_ending_at(self, end: int) -> Line | None:
         """The line whose newline is the byte just before ``end``, if there is one."""
@@ -501,6 +502,26 @@ class Appender(Reader):
             seq=seq,
             moved_to=moved_to,
         )
+
+
+def read_blocks(fd: int, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+    """:meth:`Reader.blocks` of the open file ``fd`` (usable where a :class:`Reader` is not,
+    e.g. in a forked worker that inherited the descriptor)."""
+    offset = position = start
+    pending = b""
+    while position < end:
+        chunk = os.pread(fd, min(_READ_CHUNK, end - position), position)
+        if not chunk:
+            break
+        position += len(chunk)
+        data = pending + chunk
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            yield offset, data[:cut]
+            offset += cut
+        pending = data[cut:]
+    if pending:
+        yield offset, pending
 
 
 def _scan_tail(fd: int, size: int, link: LinkReader | None) -> Tail:

@@ -27,8 +27,8 @@ from audits.canonical import NotCanonicalizable, canonical_bytes
 from audits.keys import PublicKey
 
 ZERO_HASH = "0" * 64
-# RFC 8785 prints integers up to 2**53 exactly as their digits; beyond, canonical_bytes refuses.
-_EXACT_INTEGERS = 2**53
+# RFC 8785 prints integers below 2**53 as their digits; from there on canonical_bytes refuses.
+_SAFE_INTEGERS_END = 2**53
 CHECKPOINT_FORMAT = "custodian-audit-checkpoint/v1"
 
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
@@ -97,7 +97,7 @@ class AuditEntry(BaseModel):
         (a hex hash, digits, the UTC text), so this is byte for byte
         ``canonical_bytes(self.model_dump(mode="json"))`` at a fraction of the cost.
         """
-        if self.seq > _EXACT_INTEGERS:
+        if self.seq >= _SAFE_INTEGERS_END:
             return canonical_bytes(self.model_dump(mode="json"))  # refuses, naming why
         return b"".join(
             (

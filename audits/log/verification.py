@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import multiprocessing
+import os
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from hashlib import sha256 as _sha256
 from pathlib import Path
@@ -23,8 +26,8 @@ from audits.log.records import (
     VerifyReport,
     first_error,
 )
-from audits.merkle import CompactRange, consistency_proof, verify_consistency
-from stores.local import Reader, Tail
+from audits.merkle import HASH_SIZE, CompactRange, consistency_proof, verify_consistency
+from stores.local import Reader, Tail, read_blocks
 
 
 class _Problems:
@@ -47,6 +50,15 @@ class _Problems:
             kind=kind, message=message, entry=entry, last_entry=last_entry, offset=offset
         )
         self._first.setdefault(kind, problem)
+
+    def first(self) -> list[Problem]:
+        """The first problem of each kind, in the order found."""
+        return list(self._first.values())
+
+    def keep_first(self, found: list[Problem]) -> None:
+        """Take problems found further on (a later range of the log): kinds not seen yet."""
+        for problem in found:
+            self._first.setdefault(problem.kind, problem)
 
     def in_order(self) -> tuple[Problem, ...]:
         """Earliest first, by the last entry a problem can be at.
@@ -75,38 +87,142 @@ def _scan_entries(
     """Check every line's form, sequence and chain; note the Merkle root at each size in ``sizes``.
 
     Hashing goes on past a bad line so that the checkpoints can still localise
-    what changed. The loop works on megabyte blocks split at newlines, with no
-    object per line: this is the whole cost of verifying a large log.
+    what changed. A large log is checked in ranges of whole lines by forked
+    workers (each line's checks need only the line and the hash of the one
+    before); the Merkle tree is then grown here from their leaf hashes, in order.
     """
     tree = CompactRange()
     roots = {0: tree.root()}
-    leaves: list[bytes] | None = [] if keep_leaves else None
-    prev = ZERO_HASH
-    index = 0
-    blocks = reader.blocks(0, end) if reader is not None else iter(())
-    for offset, block in blocks:
-        *datas, rest = block.split(b"\n")
-        if rest:  # only the last block may end without a newline
-            datas.append(rest)
-        for data in datas:
-            try:
-                seq, line_prev = entry_link(data)
-            except Malformed as exc:
-                _malformed(index, offset, exc, problems)
-            else:
-                if seq != index or line_prev != prev:
-                    _unchained(index, offset, seq, line_prev, prev, problems)
-            leaf = _sha256(b"\x00" + data).digest()  # merkle.leaf_hash, inlined
-            tree.append(leaf)
-            if leaves is not None:
-                leaves.append(leaf)
-            index += 1
-            if index in sizes:
-                roots[index] = tree.root()
-            prev = _sha256(data).hexdigest()
-            offset += len(data) + 1
+    kept: list[bytes] | None = [] if keep_leaves else None
+    if reader is not None:
+        ranges = _ranges(reader, end)
+        if len(ranges) > 1:
+            _scan_in_workers(reader, ranges, _Growth(tree, sizes, roots, kept), problems)
+        else:
+            growth = _Growth(tree, sizes, roots, kept)
+            index, prev = 0, ZERO_HASH
+            for offset, block in reader.blocks(0, end):
+                leaves: list[bytes] = []
+                index, prev = _check_block(offset, block, index, prev, problems, leaves)
+                growth.add(leaves)
     roots[tree.size] = tree.root()
-    return _Scan(count=tree.size, roots=roots, leaves=leaves)
+    return _Scan(count=tree.size, roots=roots, leaves=kept)
+
+
+# Below this size a log is checked in this process: starting workers would cost more than
+# they save (a worker checks about 100 MB a second).
+PARALLEL_MIN_BYTES = 32 << 20
+_MAX_WORKERS = 8
+
+
+def _ranges(reader: Reader, end: int) -> list[tuple[int, int]]:
+    """``[start, end)`` byte ranges of whole lines, one per worker (one range: no workers)."""
+    workers = _workers()
+    if end < PARALLEL_MIN_BYTES or workers < 2 or _FORK is None:
+        return [(0, end)]
+    cuts = sorted({reader.line_start_after(end * k // workers, end) for k in range(workers)})
+    return [(a, b) for a, b in zip(cuts, [*cuts[1:], end], strict=True) if a < b]
+
+
+def _workers() -> int:
+    return min(_MAX_WORKERS, len(os.sched_getaffinity(0)))
+
+
+# Workers are forked: they inherit the open descriptor, so they read the very file this
+# process opened (a path could name another file by then).
+_FORK = (
+    multiprocessing.get_context("fork")
+    if "fork" in multiprocessing.get_all_start_methods()
+    else None
+)
+
+
+def _scan_in_workers(
+    reader: Reader, ranges: list[tuple[int, int]], growth: _Growth, problems: _Problems
+) -> None:
+    starts = [start for start, _ in ranges]
+    ends = [stop for _, stop in ranges]
+    fds = [reader.fd] * len(ranges)
+    # The hash each range's first line must name: that of the line before it, as read here.
+    prevs = [ZERO_HASH if start == 0 else _hash_before(reader, start) for start in starts]
+    with ProcessPoolExecutor(max_workers=len(ranges), mp_context=_FORK) as pool:
+        counts = list(pool.map(_count_lines, fds, starts, ends))
+        indices = [sum(counts[:number]) for number in range(len(ranges))]
+        for found, leaves in pool.map(_scan_range, fds, starts, ends, indices, prevs):
+            problems.keep_first(found)
+            growth.add(leaves[i : i + HASH_SIZE] for i in range(0, len(leaves), HASH_SIZE))
+
+
+def _hash_before(reader: Reader, start: int) -> str:
+    line = reader.line_ending_at(start)
+    assert line is not None, "a range starts just after a newline"
+    return _sha256(line.data).hexdigest()
+
+
+def _count_lines(fd: int, start: int, end: int) -> int:
+    """Lines in ``[start, end)`` (run in a worker)."""
+    count = 0
+    for _, block in read_blocks(fd, start, end):
+        count += block.count(b"\n") + (not block.endswith(b"\n"))
+    return count
+
+
+def _scan_range(
+    fd: int, start: int, end: int, index: int, prev: str
+) -> tuple[list[Problem], bytes]:
+    """Check the lines in ``[start, end)``, the first being entry ``index`` that must name
+    ``prev`` (run in a worker): the first problem of each kind, and the leaf hashes."""
+    problems = _Problems()
+    leaves: list[bytes] = []
+    for offset, block in read_blocks(fd, start, end):
+        index, prev = _check_block(offset, block, index, prev, problems, leaves)
+    return problems.first(), b"".join(leaves)
+
+
+class _Growth:
+    """Grows the Merkle tree leaf by leaf, noting the root at each size asked for."""
+
+    def __init__(
+        self,
+        tree: CompactRange,
+        sizes: set[int],
+        roots: dict[int, bytes],
+        kept: list[bytes] | None,
+    ) -> None:
+        self._tree, self._sizes, self._roots, self._kept = tree, sizes, roots, kept
+
+    def add(self, leaves: Iterable[bytes]) -> None:
+        tree, sizes, roots, kept = self._tree, self._sizes, self._roots, self._kept
+        for leaf in leaves:
+            tree.append(leaf)
+            if tree.size in sizes:
+                roots[tree.size] = tree.root()
+            if kept is not None:
+                kept.append(leaf)
+
+
+def _check_block(
+    offset: int, block: bytes, index: int, prev: str, problems: _Problems, leaves: list[bytes]
+) -> tuple[int, str]:
+    """Check the lines of ``block`` (at byte ``offset``), the first being entry ``index`` that
+    must name ``prev``; add each line's leaf hash to ``leaves``; return the next index and
+    prev. The one loop over every line: no object per line."""
+    *datas, rest = block.split(b"\n")
+    if rest:  # only the last block may end without a newline
+        datas.append(rest)
+    for data in datas:
+        try:
+            seq, line_prev = entry_link(data)
+        except Malformed as exc:
+            _malformed(index, offset, exc, problems)
+        else:
+            if seq != index or line_prev != prev:
+                _unchained(index, offset, seq, line_prev, prev, problems)
+        leaves.append(_sha256(b"\x00" + data).digest())  # merkle.leaf_hash, inlined
+        prev = _sha256(data).hexdigest()
+        index += 1
+        offset += len(data) + 1
+    return index, prev
 
 
 def _malformed(index: int, offset: int, exc: Malformed, problems: _Problems) -> None:
