@@ -4,8 +4,9 @@ Verification of a large log runs in forked workers over ranges of whole lines;
 here the threshold is lowered so that a small log is split too, and every
 tamper kind must give the same report, problem for problem and message for
 message, as the single-process scan. Entry lines are assembled around the
-event's canonical bytes instead of canonicalising the whole entry: they must
-stay byte for byte what RFC 8785 gives.
+event's canonical bytes (through ``json.dumps`` where it agrees with RFC 8785)
+instead of canonicalising the whole entry: they must stay byte for byte what
+the rfc8785 package gives.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import pytest
 import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from audits.canonical import NotCanonicalizable, canonical_bytes
 from audits.keys import PublicKey, SigningKey
@@ -32,6 +35,7 @@ from audits.log import (
     verification,
 )
 from audits.log.lines import Malformed, entry_link
+from audits.log.records import event_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 SHA = "ab" * 32
@@ -274,3 +278,44 @@ def test_a_writer_follows_its_file_when_it_is_replaced(tmp_path: Path, signer: S
     assert len(lines) == 4
     assert json.loads(lines[3])["seq"] == 3
     assert json.loads(lines[3])["prev"] == hashlib.sha256(lines[2]).hexdigest()
+
+
+json_keys = st.text(max_size=6) | st.sampled_from(["a", "b", "\ue000", "\U0001f600", "é"])
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**54), max_value=2**54)
+    | st.floats()
+    | st.sampled_from([1e-4, 9.99e-5, 1e16 - 2, 1e16, 0.1, -0.0, 3.0, 1e21, 5e-324, 0.3 - 0.2])
+    | st.text(max_size=10)
+    | st.sampled_from(["\ud800", "\x00\x1f\x7f\u2028", '"\\/'])
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(json_keys, children, max_size=4)
+    ),
+    max_leaves=16,
+)
+
+
+def _canonical_or_refusal(value: object) -> object:
+    try:
+        return canonical_bytes(value)
+    except NotCanonicalizable as exc:
+        return ("refused", str(exc))
+    except UnicodeError as exc:
+        return ("not unicode", type(exc))
+
+
+@settings(max_examples=400, deadline=None)
+@given(json_values)
+def test_event_bytes_are_rfc8785_bytes_for_any_json_value(value: object) -> None:
+    """The reference is the rfc8785 package: json.dumps is used only where it agrees."""
+    try:
+        fast: object = event_bytes(value)
+    except NotCanonicalizable as exc:
+        fast = ("refused", str(exc))
+    except UnicodeError as exc:
+        fast = ("not unicode", type(exc))
+    assert fast == _canonical_or_refusal(value)
