@@ -262,18 +262,25 @@ class _FileLock:
     Reentrant within a thread and exclusive between threads (a mutex: threads share the
     descriptor, and with it the ``flock``) and between processes (the ``flock``). A lock
     file removed or replaced while a writer waited guards nothing, so the writer checks
-    after locking that the path still names its file, and starts over if not.
+    after locking that the path still names its file, and starts over if not. A forked
+    child starts unlocked with a descriptor of its own: what it inherited is the parent's.
     """
 
     def __init__(self, path: Path) -> None:
         self._path = path
+        self._file = _KeptOpen()
+        self._start()
+
+    def _start(self) -> None:
+        self._pid = os.getpid()
         self._mutex = threading.RLock()
         self._depth = 0
-        self._file = _KeptOpen()
         self._held: int | None = None
 
     def acquire(self, timeout: float) -> bool:
         """Take the lock, waiting at most ``timeout`` seconds (forever if negative)."""
+        if self._pid != os.getpid():
+            self._start()  # never unlock the inherited descriptor: that frees the parent's lock
         deadline = None if timeout < 0 else time.monotonic() + timeout
         if not self._mutex.acquire(timeout=-1 if deadline is None else timeout):
             return False
