@@ -26,7 +26,13 @@ from audits.log.records import (
     VerifyReport,
     first_error,
 )
-from audits.merkle import HASH_SIZE, CompactRange, consistency_proof, verify_consistency
+from audits.merkle import (
+    HASH_SIZE,
+    CompactRange,
+    consistency_proof,
+    node_hash,
+    verify_consistency,
+)
 from stores.local import Reader, Tail, read_blocks
 
 
@@ -97,7 +103,7 @@ def _scan_entries(
     if reader is not None:
         ranges = _ranges(reader, end)
         if len(ranges) > 1:
-            _scan_in_workers(reader, ranges, _Growth(tree, sizes, roots, kept), problems)
+            tree = _scan_in_workers(reader, ranges, sizes, roots, kept, problems)
         else:
             growth = _Growth(tree, sizes, roots, kept)
             index, prev = 0, ZERO_HASH
@@ -138,8 +144,14 @@ _FORK = (
 
 
 def _scan_in_workers(
-    reader: Reader, ranges: list[tuple[int, int]], growth: _Growth, problems: _Problems
-) -> None:
+    reader: Reader,
+    ranges: list[tuple[int, int]],
+    sizes: set[int],
+    roots: dict[int, bytes],
+    kept: list[bytes] | None,
+    problems: _Problems,
+) -> CompactRange:
+    """Check each range in a worker; join their Merkle subtrees here, in order."""
     starts = [start for start, _ in ranges]
     ends = [stop for _, stop in ranges]
     fds = [reader.fd] * len(ranges)
@@ -147,10 +159,22 @@ def _scan_in_workers(
     prevs = [ZERO_HASH if start == 0 else _hash_before(reader, start) for start in starts]
     with ProcessPoolExecutor(max_workers=len(ranges), mp_context=_FORK) as pool:
         counts = list(pool.map(_count_lines, fds, starts, ends))
-        indices = [sum(counts[:number]) for number in range(len(ranges))]
-        for found, leaves in pool.map(_scan_range, fds, starts, ends, indices, prevs):
+        firsts = [sum(counts[:number]) for number in range(len(ranges))]
+        wanted = [
+            sorted(size for size in sizes if first < size <= first + count)
+            for first, count in zip(firsts, counts, strict=True)
+        ]
+        keep = [kept is not None] * len(ranges)
+        results = pool.map(_scan_range, fds, starts, ends, firsts, prevs, wanted, keep)
+        size, hashes = 0, []
+        for found, subtrees, at_sizes, leaves in results:
             problems.keep_first(found)
-            growth.add(leaves[i : i + HASH_SIZE] for i in range(0, len(leaves), HASH_SIZE))
+            for at, below in at_sizes:
+                roots[at] = CompactRange(*_joined(size, hashes, below)).root()
+            size, hashes = _joined(size, hashes, subtrees)
+            if kept is not None:
+                kept.extend(leaves[i : i + HASH_SIZE] for i in range(0, len(leaves), HASH_SIZE))
+    return CompactRange(size, hashes)
 
 
 def _hash_before(reader: Reader, start: int) -> str:
@@ -167,20 +191,68 @@ def _count_lines(fd: int, start: int, end: int) -> int:
     return count
 
 
+# A range's leaves as the perfect subtrees they form: (height, hash), left to right.
+_Subtrees = list[tuple[int, bytes]]
+
+
 def _scan_range(
-    fd: int, start: int, end: int, index: int, prev: str
-) -> tuple[list[Problem], bytes]:
-    """Check the lines in ``[start, end)``, the first being entry ``index`` that must name
-    ``prev`` (run in a worker): the first problem of each kind, and the leaf hashes."""
+    fd: int, start: int, end: int, first: int, prev: str, sizes: list[int], keep: bool
+) -> tuple[list[Problem], _Subtrees, list[tuple[int, _Subtrees]], bytes]:
+    """Check the lines in ``[start, end)``, the first being entry ``first`` that must name
+    ``prev`` (run in a worker). Returns the first problem of each kind, the range's Merkle
+    subtrees, those of the range up to each size in ``sizes``, and (if ``keep``) the leaves."""
     problems = _Problems()
     leaves: list[bytes] = []
+    index = first
     for offset, block in read_blocks(fd, start, end):
         index, prev = _check_block(offset, block, index, prev, problems, leaves)
-    return problems.first(), b"".join(leaves)
+    subtrees, at_sizes = _subtrees(leaves, first, set(sizes))
+    return problems.first(), subtrees, at_sizes, b"".join(leaves) if keep else b""
+
+
+def _subtrees(
+    leaves: list[bytes], first: int, sizes: set[int]
+) -> tuple[_Subtrees, list[tuple[int, _Subtrees]]]:
+    """The perfect subtrees (RFC 9162: aligned on their size) that entries ``first``.. make,
+    merged as far as the range allows: a leaf at ``position`` completes one subtree per
+    trailing one bit of ``position``, as long as its left half lies in the range."""
+    hashes: list[bytes] = []
+    heights: list[int] = []
+    at_sizes: list[tuple[int, _Subtrees]] = []
+    for position, leaf in enumerate(leaves, start=first):
+        hashes.append(leaf)
+        heights.append(0)
+        carries, height = position, 0
+        while carries & 1 and position + 1 - (2 << height) >= first:
+            right = hashes.pop()
+            heights.pop()
+            hashes[-1] = node_hash(hashes[-1], right)
+            heights[-1] += 1
+            carries >>= 1
+            height += 1
+        if position + 1 in sizes:
+            at_sizes.append((position + 1, list(zip(heights, hashes, strict=True))))
+    return list(zip(heights, hashes, strict=True)), at_sizes
+
+
+def _joined(size: int, hashes: list[bytes], subtrees: _Subtrees) -> tuple[int, list[bytes]]:
+    """The compact range of a tree of ``size`` leaves (``hashes``) grown by ``subtrees``
+    that start where it ends (each aligned on its size, so it merges like a leaf does)."""
+    hashes = list(hashes)
+    for height, subtree in subtrees:
+        hashes.append(subtree)
+        carries = size >> height
+        while carries & 1:
+            right = hashes.pop()
+            hashes[-1] = node_hash(hashes[-1], right)
+            carries >>= 1
+        size += 1 << height
+    return size, hashes
 
 
 class _Growth:
-    """Grows the Merkle tree leaf by leaf, noting the root at each size asked for."""
+    """Grows the Merkle tree leaf by leaf (in one process), noting the root at each size asked
+    for."""
 
     def __init__(
         self,

@@ -36,6 +36,7 @@ from audits.log import (
 )
 from audits.log.lines import Malformed, entry_link
 from audits.log.records import event_bytes
+from audits.merkle import CompactRange
 
 REPO = Path(__file__).resolve().parents[2]
 SHA = "ab" * 32
@@ -149,9 +150,9 @@ def test_parallel_verification_reports_exactly_what_one_process_does(
     ran: list[int] = []
     in_workers = verification._scan_in_workers
 
-    def counted(reader, ranges, growth, problems) -> None:  # noqa: ANN001
+    def counted(reader, ranges, *rest):  # noqa: ANN001, ANN002, ANN202
         ran.append(len(ranges))
-        in_workers(reader, ranges, growth, problems)
+        return in_workers(reader, ranges, *rest)
 
     monkeypatch.setattr(verification, "PARALLEL_MIN_BYTES", 0)
     monkeypatch.setattr(verification, "_workers", lambda: 3)
@@ -319,3 +320,35 @@ def test_event_bytes_are_rfc8785_bytes_for_any_json_value(value: object) -> None
     except UnicodeError as exc:
         fast = ("not unicode", type(exc))
     assert fast == _canonical_or_refusal(value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=80).flatmap(
+        lambda n: st.tuples(
+            st.just(n),
+            st.lists(st.integers(min_value=1, max_value=n - 1), max_size=5)
+            if n > 1
+            else st.just([]),
+            st.sets(st.integers(min_value=1, max_value=n), max_size=6),
+        )
+    )
+)
+def test_subtrees_of_ranges_join_into_the_tree_of_all_leaves(case: tuple) -> None:
+    """The reference is ``CompactRange`` fed leaf by leaf (RFC 9162 roots at every size)."""
+    count, cuts, sizes = case
+    leaves = [hashlib.sha256(str(number).encode()).digest() for number in range(count)]
+    reference, expected = CompactRange(), {}
+    for leaf in leaves:
+        reference.append(leaf)
+        if reference.size in sizes:
+            expected[reference.size] = reference.root()
+    bounds = sorted({0, *cuts, count})
+    size, hashes, found = 0, [], {}
+    for first, stop in zip(bounds, bounds[1:], strict=False):
+        subtrees, at_sizes = verification._subtrees(leaves[first:stop], first, sizes)
+        for at, below in at_sizes:
+            found[at] = CompactRange(*verification._joined(size, hashes, below)).root()
+        size, hashes = verification._joined(size, hashes, subtrees)
+    assert found == expected
+    assert CompactRange(size, hashes).root() == reference.root()
