@@ -95,7 +95,7 @@ def _scan_entries(
     Hashing goes on past a bad line so that the checkpoints can still localise
     what changed. A large log is checked in ranges of whole lines by forked
     workers (each line's checks need only the line and the hash of the one
-    before); the Merkle tree is then grown here from their leaf hashes, in order.
+    before), whose Merkle subtrees are then joined here, in order.
     """
     tree = CompactRange()
     roots = {0: tree.root()}
@@ -131,7 +131,8 @@ def _ranges(reader: Reader, end: int) -> list[tuple[int, int]]:
 
 
 def _workers() -> int:
-    return min(_MAX_WORKERS, len(os.sched_getaffinity(0)))
+    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return min(_MAX_WORKERS, len(usable) if usable is not None else os.cpu_count() or 1)
 
 
 # Workers are forked: they inherit the open descriptor, so they read the very file this
