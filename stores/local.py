@@ -175,8 +175,8 @@ class LocalRecordFile:
 
     @contextlib.contextmanager
     def appending(self) -> Iterator[Appender]:
-        """Lock, then open for appending (creating the file and its directory if needed)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Lock, then open for appending (creating the file and its directory if needed:
+        the lock file is created first, and its directory with it)."""
         with self.locked(), self.writing() as appender:
             yield appender
 
@@ -228,14 +228,35 @@ class _KeptOpen:
     def __init__(self) -> None:
         self._fd: int | None = None
         self._pid = 0
+        self._file: tuple[int, int] | None = None  # (device, inode) of what is open
         self._close: weakref.finalize | None = None
 
     def get(self, path: Path, open_fd: Callable[[], int]) -> int:
-        if self._fd is not None and self._pid == os.getpid() and _names(path, self._fd):
+        """The kept descriptor if ``path`` still names its file, else a new one."""
+        if self._fd is not None and self._pid == os.getpid() and self.names(path):
             return self._fd
+        return self._reopen(open_fd)
+
+    def kept(self, open_fd: Callable[[], int]) -> int:
+        """The kept descriptor whatever ``path`` names now (the caller checks :meth:`names`
+        when it matters), or a new one in a new process."""
+        if self._fd is not None and self._pid == os.getpid():
+            return self._fd
+        return self._reopen(open_fd)
+
+    def names(self, path: Path) -> bool:
+        """Whether ``path`` (not followed) names the file open here."""
+        try:
+            info = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return (info.st_dev, info.st_ino) == self._file
+
+    def _reopen(self, open_fd: Callable[[], int]) -> int:
         self.drop()
         fd = open_fd()
-        self._fd, self._pid = fd, os.getpid()
+        info = os.fstat(fd)
+        self._fd, self._pid, self._file = fd, os.getpid(), (info.st_dev, info.st_ino)
         self._close = weakref.finalize(self, os.close, fd)
         return fd
 
@@ -243,17 +264,7 @@ class _KeptOpen:
         if self._close is not None:
             # In a forked child this closes only the child's copy: the parent keeps its own.
             self._close()
-        self._fd = self._close = None
-
-
-def _names(path: Path, fd: int) -> bool:
-    """Whether ``path`` (not followed) is the file open at ``fd``."""
-    try:
-        at_path = os.stat(path, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    held = os.fstat(fd)
-    return (at_path.st_dev, at_path.st_ino) == (held.st_dev, held.st_ino)
+        self._fd = self._close = self._file = None
 
 
 class _FileLock:
@@ -308,7 +319,8 @@ class _FileLock:
     def _lock_file(self, deadline: float | None) -> int | None:
         """The descriptor now holding the ``flock``, or None if the deadline passed first."""
         while True:
-            fd = self._file.get(self._path, self._open)
+            # Checked once locked: a file replaced while this writer waited guards nothing.
+            fd = self._file.kept(self._open)
             if deadline is None:
                 fcntl.flock(fd, fcntl.LOCK_EX)
             else:
@@ -316,7 +328,7 @@ class _FileLock:
                     if time.monotonic() >= deadline:
                         return None
                     time.sleep(_LOCK_POLL_S)
-            if _names(self._path, fd):
+            if self._file.names(self._path):
                 return fd
             fcntl.flock(fd, fcntl.LOCK_UN)
             self._file.drop()
