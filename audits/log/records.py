@@ -134,18 +134,22 @@ def event_bytes(value: JsonValue) -> bytes:
 
 
 def _plain_json(value: object) -> bool:
-    if isinstance(value, str | bool) or value is None:
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
         return True
-    if type(value) is int:
-        return -_SAFE_INTEGERS_END < value < _SAFE_INTEGERS_END
-    if type(value) is float:
-        return 1e-4 <= abs(value) < 1e16 and not value.is_integer()
-    if type(value) is dict:
-        return all(
-            type(key) is str and key.isascii() and _plain_json(item) for key, item in value.items()
-        )
-    if type(value) is list:
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii():
+                return False
+            if type(item) is not str and not _plain_json(item):  # strings: most values
+                return False
+        return True
+    if kind is list:
         return all(_plain_json(item) for item in value)
+    if kind is int:
+        return -_SAFE_INTEGERS_END < value < _SAFE_INTEGERS_END
+    if kind is float:
+        return 1e-4 <= abs(value) < 1e16 and not value.is_integer()
     return False
 
 
