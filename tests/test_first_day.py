@@ -45,6 +45,7 @@ SMALL_DATA = {
     "  dataset: randhie ": "  dataset: clinic ",
     "  batch_size: 400 ": "  batch_size: 16 ",
     "  epochs: 12\n": "  epochs: 2\n",
+    "  hidden: [32] ": "  hidden: [64, 64] ",
     "  delta: null ": "  delta: 1.0e-5 ",
     "  min_slice_rows: 30 ": "  min_slice_rows: 10 ",
 }
