@@ -140,6 +140,14 @@ def test_readme_command_blocks_pass_as_written_in_a_fresh_clone(tmp_path: Path) 
     assert "Running stage 'report'" in make_run.stdout
     assert run(["git", "status", "--short"], cwd=clone).stdout == stated_status(readme)
 
+    # The failure: a registration `data add` staged, then dropped. Dropped the way
+    # the README's limits say, `dvc exp run` neither conflicts nor brings it back.
+    dropped = clone / "datasets" / "dropped.csv.dvc"
+    dropped.write_text("outs: []\n", encoding="utf-8")
+    run(["git", "add", str(dropped)], cwd=clone)
+    assert "git rm -f datasets/NAME.csv.dvc" in readme
+    run(["git", "rm", "-qf", str(dropped)], cwd=clone)
+
     for block in blocks[1:]:
         result = new_shell(block, clone, home)
         output = result.stdout + result.stderr
@@ -176,3 +184,4 @@ def exp_run(block: Block, clone: Path, params_before: str, output: str) -> None:
     # The experiment's results are in the workspace, and nothing else came back.
     status = run(["git", "status", "--short"], cwd=clone).stdout
     assert status == " M dvc.lock\n M params.yaml\n", status
+    assert not (clone / "datasets" / "dropped.csv.dvc").exists()
