@@ -131,8 +131,11 @@ class Project:
 
     def audit_log(self, path: Path | None = None) -> AuditLog:
         """The project's audit log, or the log at ``path`` with its checkpoint beside it."""
-        log_path = self.audit_log_path if path is None else path
-        return AuditLog(log_path, log_path.parent / "checkpoint.json")
+        if path is None:
+            # The project's own log follows the checkout's store (.custodian/store.toml).
+            path = self.audit_log_path
+            return AuditLog(path, path.parent / "checkpoint.json", store_dir=self.evidence_dir)
+        return AuditLog(path, path.parent / "checkpoint.json")
 
     def trust_store(self) -> TrustStore:
         """The committed trust store: reviewers' public keys."""
