@@ -27,6 +27,9 @@ Project root
       which sign this checkout's log. The log is local, so the keys that sign it
       are too: committing them would make every clone trust every machine that
       ever ran the pipeline, and dirty ``git status`` after each ``make run``;
+    - ``store.toml`` (optional): a shared PostgreSQL store (:mod:`stores.config`). With
+      it, the audit log, its checkpoints, the local trust store and the privacy ledger
+      are record streams in the server instead of the files above;
     - ``privacy-ledger.jsonl``: the privacy budget ledger.
 ``$CUSTODIAN_HOME`` (default ``~/.config/custodian``)
     ``keys/<name>.pem``: private keys, mode 0600, never inside the project.
@@ -164,7 +167,9 @@ class Project:
 
     def local_trust_store(self) -> TrustStore:
         """The local trust store: the pipeline keys that sign this checkout's audit log."""
-        return TrustStore(self.evidence_dir / TRUST_DIR)
+        # It follows the checkout's store: with a shared server, every clone trusts every
+        # pipeline key that signs the shared log.
+        return TrustStore(self.evidence_dir / TRUST_DIR, store_dir=self.evidence_dir)
 
     def trust_store_for(self, role: KeyRole) -> TrustStore:
         """Where a key of ``role`` is trusted: a person's in the project, the pipeline's locally."""
