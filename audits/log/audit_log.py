@@ -141,7 +141,7 @@ class AuditLog:
             state = self._read_state()
             if state is not None and state.log_bytes > end:
                 raise TamperDetected(
-                    f"{self.path} holds {end} intact bytes but its signed checkpoint "
+                    f"{self.where} holds {end} intact bytes but its signed checkpoint "
                     f"covers {state.log_bytes}: the log was truncated; refusing to sign"
                 )
             tree, start, prev = self._resume(reader, state, trusted)
@@ -187,7 +187,8 @@ class AuditLog:
                     return None
                 if reader is not None and (reader.tail.end or reader.tail.torn is not None):
                     raise NewTreeRefused(
-                        f"{self.path} holds entries but {self.checkpoint_path} is missing: "
+                        f"{self.where} holds entries but {self._store.checkpoint_label} "
+                        f"is missing: "
                         f"signing them now would vouch for whatever they say; restore the "
                         f"checkpoint files, or have a person adopt the log "
                         f"(custodian audit adopt --reason TEXT)"
@@ -196,7 +197,7 @@ class AuditLog:
             if named:
                 largest = max(named, key=lambda head: head.tree_size)
                 raise NewTreeRefused(
-                    f"{self.path} is empty but committed checkpoints witness a log of "
+                    f"{self.where} is empty but committed checkpoints witness a log of "
                     f"{largest.tree_size} entries (root {largest.root_hash[:16]}...): the log "
                     f"was deleted; restore it, or have a person adopt a new one "
                     f"(custodian audit adopt --reason TEXT)"
@@ -227,7 +228,7 @@ class AuditLog:
         with self._store.locked():
             state = self._read_state()
         if state is None:
-            raise NoCheckpoint(f"no signed checkpoint at {self.checkpoint_path} yet")
+            raise NoCheckpoint(f"no signed checkpoint at {self._store.checkpoint_label} yet")
         atomic_write_json(out_path, state.checkpoint.model_dump(mode="json"))
         return state.checkpoint
 
@@ -250,7 +251,7 @@ class AuditLog:
                     yield AuditEntry.model_validate_json(line.data)
                 except ValidationError as exc:
                     raise LogFormatError(
-                        f"{self.path}: entry {index} (byte {line.offset}) is not an audit "
+                        f"{self.where}: entry {index} (byte {line.offset}) is not an audit "
                         f"entry: {first_error(exc)}"
                     ) from exc
 
@@ -335,7 +336,7 @@ class AuditLog:
         state = self._read_state()
         if state is not None and torn.offset < state.log_bytes:
             raise TamperDetected(
-                f"{self.path}: damaged bytes at offset {torn.offset} lie inside the "
+                f"{self.where}: damaged bytes at offset {torn.offset} lie inside the "
                 f"{state.log_bytes} bytes a signed checkpoint covers; that is not a crash, "
                 f"refusing to repair (run verify)"
             )
@@ -352,7 +353,8 @@ class AuditLog:
                 # Written only after the checkpoint file, so this is no crash:
                 # starting afresh would sign whatever the log holds now.
                 raise TamperDetected(
-                    f"{self.checkpoint_path} is missing but {self.history_path.name} holds "
+                    f"{self._store.checkpoint_label} is missing but "
+                    f"{self._store.history_label} holds "
                     f"signed checkpoints; restore it (run verify) before signing again"
                 )
             return CompactRange(), 0, ZERO_HASH
@@ -360,22 +362,24 @@ class AuditLog:
         status = state.checkpoint.signature_status(trusted)
         if status is not SignatureStatus.VALID:
             raise UntrustedCheckpoint(
-                f"{self.checkpoint_path}: {status.value.replace('_', ' ')} "
+                f"{self._store.checkpoint_label}: {status.value.replace('_', ' ')} "
                 f"(signer {head.key_fingerprint}); refusing to extend it"
             )
         try:
             tree = CompactRange(head.tree_size, [bytes.fromhex(h) for h in state.compact_range])
         except ValueError as exc:
-            raise TamperDetected(f"{self.checkpoint_path}: {exc}") from exc
+            raise TamperDetected(f"{self._store.checkpoint_label}: {exc}") from exc
         if tree.root().hex() != head.root_hash:
-            raise TamperDetected(f"{self.checkpoint_path}: compact range does not match its root")
+            raise TamperDetected(
+                f"{self._store.checkpoint_label}: compact range does not match its root"
+            )
         if head.tree_size == 0:
             return tree, 0, ZERO_HASH
         last = reader.line_ending_at(state.log_bytes) if reader is not None else None
         link = entry_link_or_none(last.data) if last is not None else None
         if last is None or link is None or link.seq != head.tree_size - 1:
             raise TamperDetected(
-                f"{self.path}: entry {head.tree_size - 1} no longer ends at byte "
+                f"{self.where}: entry {head.tree_size - 1} no longer ends at byte "
                 f"{state.log_bytes}, where the signed checkpoint says it does; refusing to sign"
             )
         return tree, state.log_bytes, sha256_hex(last.data)
@@ -388,7 +392,7 @@ class AuditLog:
             return CheckpointState.model_validate_json(data)
         except ValidationError as exc:
             raise CheckpointFormatError(
-                f"{self.checkpoint_path} is not a checkpoint: {first_error(exc)}"
+                f"{self._store.checkpoint_label} is not a checkpoint: {first_error(exc)}"
             ) from exc
 
 
@@ -396,7 +400,19 @@ class _LogStore(Protocol):
     """Where an :class:`AuditLog`'s lines and checkpoints are kept."""
 
     @property
-    def label(self) -> str: ...
+    def label(self) -> str:
+        """Where the lines live, for messages: a path or a server stream."""
+        ...
+
+    @property
+    def checkpoint_label(self) -> str:
+        """Where the current checkpoint lives, for messages."""
+        ...
+
+    @property
+    def history_label(self) -> str:
+        """Where the signed-head history lives, for messages."""
+        ...
 
     def locked(self) -> contextlib.AbstractContextManager[None]:
         """Hold the log exclusively (reentrant): nobody appends or checkpoints meanwhile."""
@@ -448,6 +464,14 @@ class _FileStore:
     @property
     def label(self) -> str:
         return str(self._log.path)
+
+    @property
+    def checkpoint_label(self) -> str:
+        return str(self._log.checkpoint_path)
+
+    @property
+    def history_label(self) -> str:
+        return self._log.history_path.name
 
     def locked(self) -> contextlib.AbstractContextManager[None]:
         return self._lines.locked()
@@ -515,6 +539,14 @@ class _ServerStore:
     @property
     def label(self) -> str:
         return self._lines.label
+
+    @property
+    def checkpoint_label(self) -> str:
+        return self._states.label
+
+    @property
+    def history_label(self) -> str:
+        return self._history.label
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
