@@ -46,6 +46,13 @@ def test_use_init_migrate_status(pg_server: pgserver.Server, tmp_path: Path) -> 
 
     init = _custodian(root, "store", "init", "--url", pg_server.url(), "--project", "cli")
     assert init.returncode == 0, init.stderr
+    # Before `store use`, status reads the local files: the log's checkpoint file.
+    local = json.loads(_custodian(root, "store", "status", "--json").stdout)
+    local_log = root / ".custodian" / "audit" / "log.jsonl"
+    assert local["backend"] == "local" and local["audit_log"] == str(local_log)
+    signed = json.loads((local_log.parent / "checkpoint.json").read_text())["checkpoint"]
+    assert local["last_checkpoint"]["root_hash"] == signed["tree_head"]["root_hash"]
+    assert local["last_checkpoint"]["tree_size"] == len(local_log.read_bytes().splitlines())
     with psycopg.connect(pg_server.url(), autocommit=True) as conn:
         conn.execute(
             sql.SQL("CREATE ROLE cli_trainer LOGIN IN ROLE {}").format(
