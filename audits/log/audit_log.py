@@ -456,7 +456,6 @@ class _FileStore:
         assert isinstance(stream, LocalStream)
         del root
         self._log = log
-        self._stream = stream
         self._lines = stream.file
         # Written under the log's lock: it has no lock of its own.
         self._history = LocalRecordFile(log.history_path, None)
@@ -491,9 +490,9 @@ class _FileStore:
     def append(
         self, records: Sequence[RecordBuilder], recovery: RecoveryBuilder, guard: TornGuard
     ) -> list[bytes]:
-        self._log.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._stream.session() as session:
-            return session.append(records, recovery=recovery, guard=guard)
+        # The record file's own append path, as before the store existed.
+        with self._lines.appending() as appender:
+            return appender.append(records, recovery=recovery, guard=guard)
 
     def state_bytes(self) -> bytes | None:
         return read_store_file(self._log.checkpoint_path)
