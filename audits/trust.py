@@ -196,6 +196,11 @@ class TrustStore:
     def __repr__(self) -> str:
         return f"TrustStore({str(self.directory)!r})"
 
+    @property
+    def where(self) -> str:
+        """Where the store lives, for messages: its directory, or a server stream."""
+        return self._stream.label if self._stream is not None else str(self.directory)
+
     # ---- reading
 
     def entries(self) -> tuple[TrustedKey, ...]:
@@ -207,7 +212,7 @@ class TrustStore:
         for entry in self.entries():
             if entry.name == name:
                 return entry
-        raise UnknownKeyName(f"no key named {name!r} in the trust store {self.directory}")
+        raise UnknownKeyName(f"no key named {name!r} in the trust store {self.where}")
 
     def by_fingerprint(self, fingerprint: str) -> TrustedKey | None:
         """The record of the key with ``fingerprint``, revoked or not, if the store has one."""
@@ -273,7 +278,7 @@ class TrustStore:
         with self._changing() as index:
             matches = [entry for entry in index.keys if entry.name == name]
             if not matches:
-                raise UnknownKeyName(f"no key named {name!r} in the trust store {self.directory}")
+                raise UnknownKeyName(f"no key named {name!r} in the trust store {self.where}")
             if matches[0].revoked:
                 raise KeyAlreadyRevoked(f"key {name!r} is already revoked")
             revoked = matches[0].model_copy(
@@ -370,6 +375,7 @@ class _EventStream:
 
     def __init__(self, stream: RecordStream) -> None:
         self._stream = stream
+        self.label = stream.label
         self._session: StreamSession | None = None
         self._pems: dict[str, tuple[str, bytes]] = {}
 
