@@ -34,8 +34,13 @@ from governance.checks.leakage import label_analysis
 from governance.checks.registry import DETECTORS
 from governance.checks.scan import prepare_scan, run_detectors
 
+# ``note`` is declared free text (never trained on), so its PII is a warning.
 CONFIG = CheckConfig(
-    label="label", id_column="person", time_column="day", sensitive_columns=("age",)
+    label="label",
+    id_column="person",
+    time_column="day",
+    sensitive_columns=("age",),
+    text_columns=("note",),
 )
 GOAL_SECONDS = 10.0
 GOAL_RSS_MIB = 1024.0
