@@ -45,13 +45,13 @@ from pydantic import (
     model_validator,
 )
 
-from audits.canonical import canonical_bytes, canonical_sha256
+from audits.canonical import canonical_sha256
 from audits.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, sign_envelope
 from audits.keys import SigningKey
 from audits.nist import Attested, Catalog, Subcategory, SubcategoryId
 from audits.signoff import (
-    STATEMENT_TYPE,
     Digest,
+    InTotoStatement,
     Reason,
     ReasonCode,
     SignoffError,
@@ -95,13 +95,9 @@ class AttestationPredicate(_Frozen):
         return value.isoformat().replace("+00:00", "Z")
 
 
-class AttestationStatement(_Frozen):
+class AttestationStatement(InTotoStatement):
     """An in-toto Statement v1 whose predicate is a Custodian attestation."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
-
-    type_: Literal["https://in-toto.io/Statement/v1"] = Field(STATEMENT_TYPE, alias="_type")
-    subject: tuple[Subject, ...] = Field(min_length=1)
     predicate_type: Literal["https://custodian.invalid/attestation/v1"] = Field(
         PREDICATE_TYPE, alias="predicateType"
     )
@@ -109,18 +105,9 @@ class AttestationStatement(_Frozen):
 
     @model_validator(mode="after")
     def _names_its_subcategory(self) -> AttestationStatement:
-        names = [subject.name for subject in self.subject]
-        if len(set(names)) != len(names):
-            raise ValueError("each subject is listed once")
-        if SUBJECT_PREFIX + self.predicate.subcategory not in names:
+        if SUBJECT_PREFIX + self.predicate.subcategory not in self.digests():
             raise ValueError("the subjects do not include the subcategory the predicate names")
         return self
-
-    def digests(self) -> dict[str, str]:
-        return {subject.name: subject.digest.sha256 for subject in self.subject}
-
-    def payload(self) -> bytes:
-        return canonical_bytes(self.model_dump(mode="json", by_alias=True))
 
 
 def subcategory_digest(item: Subcategory) -> str:

@@ -192,20 +192,16 @@ class SignoffPredicate(_Frozen):
         return value.isoformat().replace("+00:00", "Z")
 
 
-class Statement(_Frozen):
-    """An in-toto Statement v1 whose predicate is a Custodian sign-off."""
+class InTotoStatement(_Frozen):
+    """An in-toto Statement v1: subjects, each listed once; subclasses add the predicate."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     type_: Literal["https://in-toto.io/Statement/v1"] = Field(STATEMENT_TYPE, alias="_type")
     subject: tuple[Subject, ...] = Field(min_length=1)
-    predicate_type: Literal["https://custodian.invalid/signoff/v1"] = Field(
-        PREDICATE_TYPE, alias="predicateType"
-    )
-    predicate: SignoffPredicate
 
     @model_validator(mode="after")
-    def _subjects_unique(self) -> Statement:
+    def _subjects_unique(self) -> InTotoStatement:
         names = [subject.name for subject in self.subject]
         if len(set(names)) != len(names):
             raise ValueError("each subject is listed once")
@@ -217,6 +213,15 @@ class Statement(_Frozen):
 
     def payload(self) -> bytes:
         return canonical_bytes(self.model_dump(mode="json", by_alias=True))
+
+
+class Statement(InTotoStatement):
+    """An in-toto Statement v1 whose predicate is a Custodian sign-off."""
+
+    predicate_type: Literal["https://custodian.invalid/signoff/v1"] = Field(
+        PREDICATE_TYPE, alias="predicateType"
+    )
+    predicate: SignoffPredicate
 
 
 def build_statement(artifacts: Mapping[str, str], predicate: SignoffPredicate) -> Statement:

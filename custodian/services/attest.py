@@ -11,7 +11,6 @@ names.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,13 +28,12 @@ from audits.attestation import (
     sign_attestation,
 )
 from audits.errors import AuditError
-from audits.files import atomic_write_text
 from audits.manifest import sha256_file
 from audits.nist import Catalog, load_catalog
 from audits.trust import TrustedKey
 from custodian.project import Project
 from custodian.services import trail
-from custodian.services.signoffs import reviewer_key
+from custodian.services.signoffs import reviewer_key, write_envelope
 
 ATTESTATION_PATTERN = "*.dsse.json"
 
@@ -80,14 +78,10 @@ def attest(project: Project, subcategory: str, name: str, note: str | None) -> A
     )
     subjects = {subject: digest for subject, digest in wanted.items() if digest is not None}
     text = envelope_json(sign_attestation(subjects, predicate, key))
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    stamp = predicate.signed_at.strftime("%Y%m%dT%H%M%SZ")
     slug = re.sub(r"[^A-Za-z0-9]+", "-", item.id).strip("-")
-    path = project.attestation_dir / f"{slug}-{entry.name}-{stamp}-{digest[:8]}.dsse.json"
-    atomic_write_text(path, text)
-
-    relative = path.relative_to(project.root).as_posix()
-    active.record_outputs({relative: digest})
+    relative, _ = write_envelope(
+        project, project.attestation_dir, f"{slug}-{entry.name}", predicate.signed_at, text
+    )
     active.decision(
         {
             "attestation": {

@@ -106,13 +106,9 @@ def sign(project: Project, name: str, note: str | None) -> SignedOff:
     )
     statement = build_statement({k: v for k, v in artifacts.items() if v is not None}, predicate)
     text = envelope_json(sign_statement(statement, key))
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    stamp = predicate.signed_at.strftime("%Y%m%dT%H%M%SZ")
-    path = project.signoff_dir / f"{entry.name}-{stamp}-{digest[:8]}.dsse.json"
-    atomic_write_text(path, text)
-
-    relative = path.relative_to(project.root).as_posix()
-    active.record_outputs({relative: digest})
+    relative, digest = write_envelope(
+        project, project.signoff_dir, entry.name, predicate.signed_at, text
+    )
     active.decision(
         {
             "signoff": {
@@ -131,6 +127,21 @@ def sign(project: Project, name: str, note: str | None) -> SignedOff:
         subjects=len(statement.subject),
         gates=len(compliance.gates),
     )
+
+
+def write_envelope(
+    project: Project, directory: Path, prefix: str, signed_at: datetime, text: str
+) -> tuple[str, str]:
+    """Write a signed envelope atomically as ``<prefix>-<time>-<digest[:8]>.dsse.json`` in
+    ``directory`` and record it as an output of the current run; its relative path and
+    SHA-256. (The digest in the name keeps two envelopes signed in one second apart.)"""
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    stamp = signed_at.strftime("%Y%m%dT%H%M%SZ")
+    path = directory / f"{prefix}-{stamp}-{digest[:8]}.dsse.json"
+    atomic_write_text(path, text)
+    relative = path.relative_to(project.root).as_posix()
+    trail.current().record_outputs({relative: digest})
+    return relative, digest
 
 
 def current_artifacts(project: Project) -> dict[str, str | None]:

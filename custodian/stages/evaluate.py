@@ -8,8 +8,9 @@ intervals, robustness to feature noise and missing values); where
 the same split in this run and take the difference (the privacy cost, overall and per
 slice), else measure what is left against the baseline; run
 membership inference on the released model (training vs test records); then audit the
-privacy guarantee empirically with the one-run canary audit (:mod:`privacy.empirical`),
-which fails loudly if its lower bound exceeds the accountant's epsilon.
+privacy guarantee empirically with the one-run canary audit
+(:mod:`custodian.stages.privacy_audit`), which fails loudly if its lower bound exceeds the
+accountant's epsilon.
 
 What is released and what is not
     The reference model is internal evidence: its weights are never written, and the
@@ -25,12 +26,10 @@ What is released and what is not
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -39,28 +38,23 @@ import pandas as pd
 from audits.files import atomic_write_json
 from custodian.outputs import MetricsReport, PrivacyReport
 from custodian.params import (
-    PARAMS_FILE,
-    AuditMode,
     EvaluateParams,
     PrivacyParams,
     TrainParams,
 )
 from custodian.services.datasets import load_dataset
 from custodian.services.dp_runs import (
-    charged_train_dp,
-    dataset_spent,
     feature_spec,
-    finished_run,
-    mark_finished,
     model_config,
     train_config,
 )
 from custodian.services.preflight import slice_specs
+from custodian.stages.privacy_audit import AuditInputs, run_audit
 from governance.errors import InputError
 from governance.provenance import ColumnRole as SchemaRole
 from governance.provenance import Provenance
-from privacy.empirical import audit_one_run, check_bound_below, membership_inference
-from training.canaries import GradientCanaries, draw_canaries, loss_scores, with_canaries
+from privacy.empirical import membership_inference
+from training.canaries import loss_scores
 from training.checkpoint import load_model
 from training.evaluation import (
     BinaryMetrics,
@@ -87,9 +81,6 @@ from training.trainer import train_non_private
 
 # The report's membership-inference TPR is at this false-positive rate (its key says 1%).
 MIA_FPR = 0.01
-# The audit run's result, kept in its run directory so that an evaluate rerun that does
-# not change the run's mechanism reuses it (plain JSON; nothing is unpickled).
-AUDIT_RESULT = "audit.json"
 # The metrics whose reference-minus-DP difference is the privacy cost.
 COST_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "f1", "log_loss")
 
@@ -206,7 +197,20 @@ def run(
         loss_scores(model, inputs.train), loss_scores(model, inputs.test), MIA_FPR
     )
     timer = time.monotonic()
-    audit = _AUDITS[params.audit.mode](inputs, production)
+    audit = run_audit(
+        AuditInputs(
+            record=inputs.record,
+            columns=inputs.columns,
+            label=inputs.label,
+            train=inputs.train,
+            val=inputs.val,
+            test=inputs.test,
+            settings=params.audit,
+            train_params=inputs.train_params,
+            privacy=inputs.privacy,
+        ),
+        production,
+    )
     audit_seconds = time.monotonic() - timer
 
     report = MetricsReport(
@@ -506,229 +510,3 @@ def _difference(reference: float | None, dp: float | None) -> float | None:
 
 def _positive_probability(model: Mlp, table: EncodedTable) -> np.ndarray:
     return predict_proba(model, table.features)[:, 1].double().numpy()
-
-
-# --------------------------------------------------------------------------- the audit
-
-
-def _reused_audit(
-    inputs: _Inputs,
-    production: PrivacyReport,
-    train: EncodedTable,
-    identity: Mapping[str, object],
-) -> dict[str, Any] | None:
-    """The result of a finished audit run with this identity, the spend read afresh."""
-    done = finished_run(
-        train, inputs.train_params, inputs.privacy, purpose="audit", identity=identity
-    )
-    if done is None or not (done / AUDIT_RESULT).is_file():
-        return None
-    reused = json.loads((done / AUDIT_RESULT).read_text(encoding="utf-8"))
-    spent = dataset_spent(
-        inputs.record.source_sha256,
-        production.delta,
-        inputs.privacy.accountant,
-        inputs.record.population,
-    )
-    return {
-        **reused,
-        "production_epsilon": production.epsilon,
-        "spent_epsilon_after": spent,
-        "reused": True,
-    }
-
-
-def _audit_separate_run(inputs: _Inputs, production: PrivacyReport) -> dict[str, Any]:
-    """A second DP run, production settings, on train plus canaries; charged to the budget."""
-    settings = inputs.params.audit
-    rng = np.random.default_rng(settings.seed)
-    canaries = draw_canaries(
-        inputs.columns,
-        inputs.label,
-        settings.canaries,
-        rng,
-        include_sensitive=inputs.train_params.include_sensitive,
-    )
-    dataset_sha256 = inputs.record.source_sha256
-    audit_train = with_canaries(inputs.train, canaries)
-    identity = {
-        "dataset": dataset_sha256,
-        "train": inputs.record.sha256,
-        "train_params": inputs.train_params.model_dump(),
-        "privacy": inputs.privacy.model_dump(),
-        "audit": settings.model_dump(mode="json"),
-    }
-    # Only a change to the audit run's mechanism (its data, training, privacy or audit
-    # settings) pays for a new run; a change to the slices or the robustness settings
-    # reuses the finished run's result, with the dataset's spend read afresh.
-    reused = _reused_audit(inputs, production, audit_train, identity)
-    if reused is not None:
-        return reused
-    run = charged_train_dp(
-        audit_train,
-        inputs.val,
-        inputs.train_params,
-        inputs.privacy,
-        dataset_sha256=dataset_sha256,
-        population=inputs.record.population,
-        purpose="audit",
-        identity=identity,
-        device=resolve_device(inputs.train_params.device),
-    )
-    result = run.result
-    scores = loss_scores(result.model, canaries.table)
-    audit = audit_one_run(
-        scores,
-        canaries.included,
-        positive=settings.positive_guesses,
-        negative=settings.negative_guesses,
-        delta=run.dp.delta,
-        confidence=settings.confidence,
-    )
-    check_bound_below(audit.epsilon_lower_bound, result.epsilon, f"audit run {run.run_id}")
-    canary_mia = membership_inference(
-        scores[canaries.included], scores[~canaries.included], MIA_FPR
-    )
-    audit_accuracy = binary_metrics(
-        inputs.test.labels.numpy(), _positive_probability(result.model, inputs.test)
-    ).accuracy
-    result_json = {
-        "mode": AuditMode.SEPARATE_RUN.value,
-        "audited": _AUDITED,
-        "meaning": _MEANING,
-        "score": "black-box: minus the canary's cross-entropy loss under its label",
-        "epsilon_lower_bound": audit.epsilon_lower_bound,
-        "confidence": audit.confidence,
-        "canaries": audit.canaries,
-        "canaries_included": audit.included,
-        "guesses": audit.guesses,
-        "correct_guesses": audit.correct,
-        "delta": audit.delta,
-        "accountant_epsilon": result.epsilon,
-        "production_epsilon": production.epsilon,
-        "run_id": run.run_id,
-        "noise_multiplier": run.dp.noise_multiplier,
-        "steps": result.accounted_steps,
-        "canary_mia_auc": canary_mia.auc,
-        "audit_model_test_accuracy": audit_accuracy,
-        "spent_epsilon_after": dataset_spent(
-            dataset_sha256, production.delta, run.dp.accountant.value, inputs.record.population
-        ),
-        "released": False,
-    }
-    atomic_write_json(run.run_dir / AUDIT_RESULT, result_json)
-    mark_finished(run)
-    return result_json
-
-
-def _audit_white_box(inputs: _Inputs, production: PrivacyReport) -> dict[str, Any]:
-    """A second DP run, production settings, with gradient canaries in its clipped sums."""
-    settings = inputs.params.audit
-    config = model_config(inputs.train_params)
-    parameters = sum(p.numel() for p in Mlp(config, inputs.train.width).parameters())
-    if settings.canaries > parameters:
-        raise InputError(
-            f"{PARAMS_FILE}: evaluate.audit.canaries: {settings.canaries} gradient canaries "
-            f"need as many distinct parameters; the model has {parameters}"
-        )
-    canaries = GradientCanaries.draw(
-        settings.canaries, parameters, np.random.default_rng(settings.seed)
-    )
-    dataset_sha256 = inputs.record.source_sha256
-    identity = {
-        "dataset": dataset_sha256,
-        "train": inputs.record.sha256,
-        "train_params": inputs.train_params.model_dump(),
-        "privacy": inputs.privacy.model_dump(),
-        "audit": settings.model_dump(mode="json"),
-    }
-    reused = _reused_audit(inputs, production, inputs.train, identity)
-    if reused is not None:
-        return reused
-    run = charged_train_dp(
-        inputs.train,
-        inputs.val,
-        inputs.train_params,
-        inputs.privacy,
-        dataset_sha256=dataset_sha256,
-        population=inputs.record.population,
-        purpose="audit",
-        identity=identity,
-        device=resolve_device(inputs.train_params.device),
-        canaries=canaries,
-    )
-    result = run.result
-    audit = audit_one_run(
-        canaries.scores(run.dp.noise_multiplier),
-        canaries.included,
-        positive=settings.positive_guesses,
-        negative=settings.negative_guesses,
-        delta=run.dp.delta,
-        confidence=settings.confidence,
-    )
-    check_bound_below(audit.epsilon_lower_bound, result.epsilon, f"audit run {run.run_id}")
-    result_json = {
-        "mode": AuditMode.WHITE_BOX.value,
-        "audited": _AUDITED
-        + (
-            "; white-box: each canary is a gradient of norm max_grad_norm on one parameter, "
-            "added to the clipped sum whenever the canary is included and sampled, and "
-            "scored from every step's noisy sum less the other records' contributions (an "
-            "adversary who knows them, as DP allows): this tests sampling, noise and "
-            "accounting, not the clipping of real records"
-        ),
-        "meaning": _MEANING,
-        "score": "white-box: summed per-step log-likelihood ratio of the subsampled Gaussian",
-        "epsilon_lower_bound": audit.epsilon_lower_bound,
-        "confidence": audit.confidence,
-        "canaries": audit.canaries,
-        "canaries_included": audit.included,
-        "guesses": audit.guesses,
-        "correct_guesses": audit.correct,
-        "delta": audit.delta,
-        "accountant_epsilon": result.epsilon,
-        "production_epsilon": production.epsilon,
-        "run_id": run.run_id,
-        "noise_multiplier": run.dp.noise_multiplier,
-        "steps": result.accounted_steps,
-        "steps_scored": canaries.steps,
-        "spent_epsilon_after": dataset_spent(
-            dataset_sha256, production.delta, run.dp.accountant.value, inputs.record.population
-        ),
-        "released": False,
-    }
-    atomic_write_json(run.run_dir / AUDIT_RESULT, result_json)
-    mark_finished(run)
-    return result_json
-
-
-_AUDITED = (
-    "the DP-SGD training mechanism at these settings, in a separate run with the production "
-    "train and privacy settings on the training split (charged to the budget, never "
-    "released); not the released model's weights"
-)
-_MEANING = (
-    "with the stated confidence, the mechanism is not (epsilon, delta)-DP for any epsilon "
-    "below epsilon_lower_bound; it must never exceed accountant_epsilon"
-)
-
-
-def _audit_disabled(inputs: _Inputs, production: PrivacyReport) -> dict[str, Any]:
-    return {
-        "mode": AuditMode.DISABLED.value,
-        "epsilon_lower_bound": None,
-        "confidence": inputs.params.audit.confidence,
-        "canaries": 0,
-        "delta": production.delta,
-        "accountant_epsilon": production.epsilon,
-        "production_epsilon": production.epsilon,
-    }
-
-
-_AUDITS: Mapping[AuditMode, Callable[[_Inputs, PrivacyReport], dict[str, Any]]] = MappingProxyType(
-    {
-        AuditMode.SEPARATE_RUN: _audit_separate_run,
-        AuditMode.WHITE_BOX: _audit_white_box,
-        AuditMode.DISABLED: _audit_disabled,
-    }
-)
