@@ -23,8 +23,9 @@ import pyarrow.compute as pc
 
 from governance.checks.config import CheckConfig
 from governance.checks.similarity import (
+    BandTables,
     NumericIndex,
-    TextIndex,
+    TextLsh,
     lowered,
     mix64,
     string_hashes,
@@ -43,6 +44,10 @@ _NUMBER_START = frozenset("+-.0123456789")
 _NOT_PLAIN = r"[\t\n\x0b\x0c\r\x1c-\x1f]|  |^[ +\-.0-9]| $"
 # Enough values to tell free text from categories without reading a million rows.
 _KIND_SAMPLE = 2000
+# Train rows hashed into words at a time by the text search: bounds its memory
+# to tens of MB (a million 12-word rows would take ~100 MB of word hashes at once).
+_TEXT_CHUNK_ROWS = 100_000
+_ALL = slice(None)
 
 
 class ColumnKind(StrEnum):
@@ -135,16 +140,53 @@ class NumericNear:
 
 @dataclass(frozen=True, eq=False)
 class TextNear:
-    """Most similar train row by word-set Jaccard over the text columns."""
+    """Most similar train row by word-set Jaccard over the text columns.
+
+    Train is streamed once, in chunks, past the buckets of every frame asked
+    about (test and the references), so the search holds one chunk of train's
+    words at a time; the matches are kept per frame.
+    """
 
     columns: tuple[str, ...]
-    min_words: int
-    index: TextIndex
+    found: Mapping[int, tuple[np.ndarray, np.ndarray, np.ndarray]]  # id(frame) -> its matches
+
+    @classmethod
+    def search(
+        cls,
+        train: HashedFrame,
+        frames: Sequence[HashedFrame],
+        columns: tuple[str, ...],
+        config: CheckConfig,
+    ) -> TextNear:
+        lsh = TextLsh.seeded(
+            config.text_jaccard, config.text_minhash_bands, config.text_minhash_rows, config.seed
+        )
+        queries = []
+        for frame in frames:
+            offsets, words = _words(frame.frame, columns)
+            rows = np.flatnonzero(np.diff(offsets) >= config.text_min_words)
+            queries.append((offsets, words, rows))
+        signatures = [lsh.signatures(*query) for query in queries]
+        tables = BandTables(np.concatenate(signatures))
+        for start in range(0, len(train), _TEXT_CHUNK_ROWS):
+            offsets, words = _words(train.frame, columns, slice(start, start + _TEXT_CHUNK_ROWS))
+            rows = np.flatnonzero(np.diff(offsets) >= config.text_min_words)
+            tables.offer(start + rows, lsh.signatures(offsets, words, rows))
+        candidates = tables.candidates()
+        # Only the candidate train rows' words are needed to verify the pairs.
+        train_rows = np.unique(candidates[:, 1])
+        train_words = (*_words(train.frame, columns, train_rows), train_rows)
+        found = {}
+        bounds = np.cumsum([0, *(len(s) for s in signatures)])
+        for frame, query, first, stop in zip(frames, queries, bounds[:-1], bounds[1:], strict=True):
+            mine = candidates[(candidates[:, 0] >= first) & (candidates[:, 0] < stop)]
+            mine = mine - np.array([first, 0])
+            found[id(frame)] = lsh.best(query, mine, train_words)
+        return cls(columns, found)
 
     def match(self, frame: HashedFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(rows of ``frame``, best train rows, Jaccard) for rows at or above the threshold."""
-        offsets, words = _words(frame, self.columns)
-        return self.index.match(offsets, words, np.diff(offsets) >= self.min_words)
+        return self.found[id(frame)]
 
 
 @dataclass(frozen=True, eq=False)
@@ -205,22 +247,16 @@ class ScanContext:
 
     @cached_property
     def text_near(self) -> TextNear | None:
-        """The train-side MinHash index over the text columns; None without text columns."""
+        """Text near-duplicates of test and the references; None without text columns."""
         columns = self.roles.of_kind(ColumnKind.text)
         if not columns:
             return None
-        config = self.config
-        offsets, words = _words(self.train, columns)
-        index = TextIndex.build(
-            offsets,
-            words,
-            np.diff(offsets) >= config.text_min_words,
-            threshold=config.text_jaccard,
-            bands=config.text_minhash_bands,
-            rows_per_band=config.text_minhash_rows,
-            seed=config.seed,
-        )
-        return TextNear(columns, config.text_min_words, index)
+        frames = [
+            frame
+            for frame in (self.test, *self.references.values())
+            if set(frame.feature_columns).issuperset(columns)
+        ]
+        return TextNear.search(self.train, frames, columns, self.config)
 
 
 def prepare(
@@ -446,14 +482,17 @@ def _times(
     return parsed[0], parsed[1]
 
 
-def _words(frame: HashedFrame, columns: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Word hashes of the text columns per row, as CSR (offsets, hashes)."""
-    per_column = [word_hashes(frame.frame[c]) for c in columns]
+def _words(
+    frame: pd.DataFrame, columns: Sequence[str], rows: slice | np.ndarray = _ALL
+) -> tuple[np.ndarray, np.ndarray]:
+    """Word hashes of the text columns per row (of ``rows`` if given), as CSR (offsets, hashes)."""
+    per_column = [word_hashes(frame[c].iloc[rows]) for c in columns]
     if len(per_column) == 1:
         return per_column[0]
+    n = len(per_column[0][0]) - 1
     # A word in one column is not the same word in another: salt by column.
-    rows = np.concatenate([np.repeat(np.arange(len(frame)), np.diff(o)) for o, _ in per_column])
+    owner = np.concatenate([np.repeat(np.arange(n), np.diff(o)) for o, _ in per_column])
     hashes = np.concatenate([mix64(h ^ np.uint64(i)) for i, (_, h) in enumerate(per_column)])
-    order = np.argsort(rows, kind="stable")
-    counts = np.bincount(rows, minlength=len(frame))
+    order = np.argsort(owner, kind="stable")
+    counts = np.bincount(owner, minlength=n)
     return np.concatenate([[0], np.cumsum(counts)]), hashes[order]

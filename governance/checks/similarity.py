@@ -320,80 +320,122 @@ def _tolerance(
 
 
 @dataclass(frozen=True, eq=False)
-class TextIndex:
-    """MinHash LSH over train word sets; candidates are verified by exact Jaccard.
+class TextLsh:
+    """MinHash LSH over word sets; candidates are verified by exact Jaccard.
 
     Each band hashes ``rows_per_band`` min-hashes; a query shares a band bucket
     with a train row of Jaccard J with probability 1 - (1 - J^r)^b, so pairs
     above the threshold are found with high probability and others are rarely
-    looked at. Per bucket only one train row is tried: the best match for a
-    query is still found through another band unless other train rows crowd
-    every one of its buckets.
+    looked at. Per bucket only one train row is tried, the first (lowest row)
+    train row that falls in it: the best match for a query is still found
+    through another band unless other train rows crowd every one of its buckets.
+
+    The tables hold the queries' buckets, not train's: train is streamed
+    through them in chunks (see :meth:`BandTables.offer`), so its word hashes
+    and signatures are never all in memory at once.
     """
 
     threshold: float
     multipliers: np.ndarray  # (bands, rows_per_band) odd uint64: one permutation per min-hash
-    buckets: tuple[tuple[np.ndarray, np.ndarray], ...]  # per band: sorted hashes, train rows
-    offsets: np.ndarray
-    words: np.ndarray
 
     @classmethod
-    def build(
-        cls,
-        offsets: np.ndarray,
-        words: np.ndarray,
-        eligible: np.ndarray,
-        *,
-        threshold: float,
-        bands: int,
-        rows_per_band: int,
-        seed: int,
-    ) -> TextIndex:
+    def seeded(cls, threshold: float, bands: int, rows_per_band: int, seed: int) -> TextLsh:
         random = np.random.default_rng(seed).bytes(bands * rows_per_band * 8)
         multipliers = np.frombuffer(random, dtype=np.uint64).reshape(bands, rows_per_band) | _U(1)
-        rows = np.flatnonzero(eligible)
-        signatures = _band_hashes(offsets, words, rows, multipliers)
-        buckets = []
-        for band in range(bands):
-            order = np.argsort(signatures[:, band])
-            buckets.append((signatures[order, band], rows[order]))
-        return cls(threshold, multipliers, tuple(buckets), offsets, words)
+        return cls(threshold, multipliers)
 
-    def match(
-        self, offsets: np.ndarray, words: np.ndarray, eligible: np.ndarray
+    def signatures(self, offsets: np.ndarray, words: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """One hash per (row, band) of the band's min-hashes; ``rows`` must have words."""
+        return _band_hashes(offsets, words, rows, self.multipliers)
+
+    def best(
+        self,
+        query: tuple[np.ndarray, np.ndarray, np.ndarray],
+        candidates: np.ndarray,
+        train: tuple[np.ndarray, np.ndarray, np.ndarray],
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(query rows, most similar train rows, Jaccard) for queries at or above threshold."""
-        rows = np.flatnonzero(eligible)
-        signatures = _band_hashes(offsets, words, rows, self.multipliers)
-        queries, candidates = [], []
-        for band, (hashes, train_rows) in enumerate(self.buckets):
-            if not len(hashes):
-                continue
-            # The leftmost train row of the bucket stands for all of it.
-            position = np.minimum(np.searchsorted(hashes, signatures[:, band]), len(hashes) - 1)
-            hit = hashes[position] == signatures[:, band]
-            queries.append(rows[hit])
-            candidates.append(train_rows[position[hit]])
-        if not queries:
+        """(query rows, most similar train rows, Jaccard) for queries at or above threshold.
+
+        ``query`` is (offsets, words, rows): the rows that have signatures;
+        ``candidates`` (rows of it, train rows) pairs, e.g. from
+        :meth:`BandTables.candidates`; ``train`` is (offsets, words, rows):
+        the words of at least the candidate train rows, ``rows`` sorted.
+        """
+        if not len(candidates):
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0)
-        pairs = np.unique(
-            np.column_stack([np.concatenate(queries), np.concatenate(candidates)]), axis=0
+        offsets, words, rows = query
+        train_offsets, train_words, train_rows = train
+        pairs = np.unique(np.column_stack([rows[candidates[:, 0]], candidates[:, 1]]), axis=0)
+        query_rows, train_of = pairs[:, 0], pairs[:, 1]
+        similarity = _jaccard(
+            offsets,
+            words,
+            query_rows,
+            train_offsets,
+            train_words,
+            np.searchsorted(train_rows, train_of),
         )
-        query, train = pairs[:, 0], pairs[:, 1]
-        similarity = _jaccard(offsets, words, query, self.offsets, self.words, train)
         keep = similarity >= self.threshold
-        query, train, similarity = query[keep], train[keep], similarity[keep]
-        best = np.lexsort((-similarity, query))
+        query_rows, train_of, similarity = query_rows[keep], train_of[keep], similarity[keep]
+        best = np.lexsort((-similarity, query_rows))
         first = np.ones(len(best), dtype=bool)
-        first[1:] = query[best][1:] != query[best][:-1]
+        first[1:] = query_rows[best][1:] != query_rows[best][:-1]
         best = best[first]
-        return query[best], train[best], similarity[best]
+        return query_rows[best], train_of[best], similarity[best]
+
+
+class BandTables:
+    """Per band, the distinct band hashes of the queries and the first train row in each bucket.
+
+    Train rows are offered in ascending order, chunk by chunk; a bucket keeps
+    the first train row that reaches it. A bit filter per band (2^24 bits, 2
+    MiB) turns away almost every train row before the hash-table lookup.
+    """
+
+    _FILTER_BITS = 24
+
+    def __init__(self, signatures: np.ndarray) -> None:
+        self._codes, self._tables, self._filters, self._first = [], [], [], []
+        mask = _U((1 << self._FILTER_BITS) - 1)
+        for band in range(signatures.shape[1]):
+            codes, uniques = pd.factorize(signatures[:, band])
+            bits = np.zeros(1 << (self._FILTER_BITS - 3), dtype=np.uint8)
+            low = (uniques & mask).astype(np.int64)
+            np.bitwise_or.at(bits, low >> 3, (1 << (low & 7)).astype(np.uint8))
+            self._codes.append(codes)
+            self._tables.append(pd.Index(uniques))
+            self._filters.append(bits)
+            self._first.append(np.full(len(uniques), -1, dtype=np.int64))
+
+    def offer(self, rows: np.ndarray, signatures: np.ndarray) -> None:
+        """Train ``rows`` (ascending, after every row offered before) and their signatures."""
+        mask = _U((1 << self._FILTER_BITS) - 1)
+        for band, (table, bits, first) in enumerate(
+            zip(self._tables, self._filters, self._first, strict=True)
+        ):
+            band_hashes = signatures[:, band]
+            low = (band_hashes & mask).astype(np.int64)
+            maybe = np.flatnonzero((bits[low >> 3] >> (low & 7).astype(np.uint8)) & 1)
+            position = table.get_indexer(band_hashes[maybe])
+            hit = position >= 0
+            position, train_rows = position[hit], rows[maybe[hit]]
+            new = first[position] < 0
+            buckets, earliest = np.unique(position[new], return_index=True)
+            first[buckets] = train_rows[new][earliest]
+
+    def candidates(self) -> np.ndarray:
+        """(query, train row) pairs, one per band whose bucket a train row reached."""
+        pairs = []
+        for codes, first in zip(self._codes, self._first, strict=True):
+            train_rows = first[codes]
+            found = np.flatnonzero(train_rows >= 0)
+            pairs.append(np.column_stack([found, train_rows[found]]))
+        return np.concatenate(pairs) if pairs else np.empty((0, 2), dtype=np.int64)
 
 
 def _band_hashes(
     offsets: np.ndarray, words: np.ndarray, rows: np.ndarray, multipliers: np.ndarray
 ) -> np.ndarray:
-    """One hash per (row, band) of the band's min-hashes; ``rows`` must have words."""
     out = np.empty((len(rows), multipliers.shape[0]), dtype=np.uint64)
     if not len(rows):
         return out
