@@ -48,6 +48,8 @@ _KIND_SAMPLE = 2000
 # to tens of MB (a million 12-word rows would take ~100 MB of word hashes at once).
 _TEXT_CHUNK_ROWS = 100_000
 _ALL = slice(None)
+# Free-text rows hashed at a time (see ``_text_cells``).
+_CELL_CHUNK_ROWS = 200_000
 
 
 class ColumnKind(StrEnum):
@@ -393,7 +395,23 @@ def _string_cells(series: pd.Series, decimals: int) -> tuple[np.ndarray, None]:
     return np.where(codes >= 0, unique_hashes[np.maximum(codes, 0)], NULL_HASH), None
 
 
-def _canonical_array(uniques: pd.Index, decimals: int) -> pa.LargeStringArray:
+def _text_cells(series: pd.Series, decimals: int) -> tuple[np.ndarray, None]:
+    """(cell hashes, None): free text is mostly distinct, so it is hashed row by row.
+
+    Factorising first would cost a hash table over every value for few
+    repeats; chunks bound the temporary copies. A value hashes as it would
+    through ``_string_cells``.
+    """
+    hashes = np.full(len(series), NULL_HASH, dtype=np.uint64)
+    for start in range(0, len(series), _CELL_CHUNK_ROWS):
+        chunk = series.iloc[start : start + _CELL_CHUNK_ROWS]
+        present = np.flatnonzero(chunk.notna().to_numpy())
+        offsets, data = utf8_buffer(_canonical_array(chunk.iloc[present], decimals))
+        hashes[start + present] = string_hashes(offsets, lowered(data))
+    return hashes, None
+
+
+def _canonical_array(uniques: pd.Index | pd.Series, decimals: int) -> pa.LargeStringArray:
     """The values, ``_canonical`` but for casefolding where that is all they need.
 
     Plain values (ASCII, single spaces between words and none at either end,
@@ -418,7 +436,7 @@ _CELLS: dict[ColumnKind, Callable[[pd.Series, int], tuple[np.ndarray, np.ndarray
     ColumnKind.numeric: _numeric_cells,
     ColumnKind.datetime: _datetime_cells,
     ColumnKind.category: _string_cells,
-    ColumnKind.text: _string_cells,
+    ColumnKind.text: _text_cells,
 }
 
 
