@@ -238,7 +238,9 @@ class NumericIndex:
     keys: pd.Index
     spacing: float
     tolerance: float | None  # None: too few distinct neighbours to say what is "near"
-    points: np.ndarray  # train points at full dimension
+    # Train points at full dimension when the tree holds projections; without
+    # a projection they are the tree's own coordinates (less the key), not copied.
+    points: np.ndarray | None
     axes: np.ndarray | None  # orthonormal rows projected onto; None: no projection
 
     @classmethod
@@ -259,8 +261,10 @@ class NumericIndex:
         spread = float(np.sqrt(np.sum(np.ptp(projected, axis=0) ** 2))) if len(points) else 0.0
         spacing = 2.0 ** math.ceil(math.log2(2.0 * spread + 1.0))
         tree = cKDTree(np.column_stack([projected, codes * spacing]))
+        del projected
         tolerance = _tolerance(tree, spacing, background_rate, sample, seed)
-        return cls(tree, pd.Index(uniques), spacing, tolerance, points, axes)
+        kept = None if axes is None else points
+        return cls(tree, pd.Index(uniques), spacing, tolerance, kept, axes)
 
     def match(self, points: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(query rows, nearest train rows) for queries strictly within tolerance."""
@@ -278,7 +282,8 @@ class NumericIndex:
         )
         query, rank = np.nonzero(nearest < self.tree.n)  # missing neighbours come back as n
         train = nearest[query, rank]
-        distance = np.sqrt(((self.points[train] - queries[query]) ** 2).sum(axis=1))
+        candidates = self.tree.data[train, :-1] if self.points is None else self.points[train]
+        distance = np.sqrt(((candidates - queries[query]) ** 2).sum(axis=1))
         close = distance < self.tolerance
         query, train, distance = query[close], train[close], distance[close]
         best = np.lexsort((distance, query))
