@@ -8,8 +8,10 @@ of every finding type planted, plus a 10,000-row reference set. The label is
 given away by two columns together (``refund + rebate > 0``, a multi-column
 leak for the boosted-tree check), and ``plan`` is set by the sensitive ``age``
 (a proxy). Time and peak memory are reported per phase: preparing
-(normalising and hashing every cell), the two shared similarity indexes,
-the label analysis (single columns and the model) and each detector. Times
+(normalising and hashing every cell), the numeric similarity index, the text
+search (train streamed, in chunks, past the MinHash/LSH buckets of test and
+the references, whose matches the near-duplicate and contamination detectors
+then read), the label analysis (single columns and the model) and each detector. Times
 come from an untraced pass; memory from a second pass under ``tracemalloc`` (Python and
 numpy allocations; scipy's KD-tree nodes are allocated in C++ and not traced),
 and the process's peak RSS is printed at the end.
@@ -193,7 +195,7 @@ def phases(
     steps: list[tuple[str, Callable[[dict[str, ScanContext]], object]]] = [
         ("prepare (normalise + hash)", prepare),
         ("index: numeric KD-tree", lambda s: s["ctx"].numeric_near),
-        ("index: text MinHash/LSH", lambda s: s["ctx"].text_near),
+        ("text search: MinHash/LSH", lambda s: s["ctx"].text_near),
         # Single-column scores and the boosted-tree model on a bounded sample;
         # target_leakage reports it, and the duplicate checks leave out what it finds.
         ("label analysis (model)", lambda s: label_analysis(s["ctx"])),
