@@ -107,7 +107,9 @@ def main() -> None:
             f"{'':>8}{medians[name][1]:>10.2f} ({min(cpus):.2f}-{max(cpus):.2f})"
         )
     base, new = medians[args.ref], medians["this tree"]
-    print(f"ratio {args.ref} / this tree: wall {base[0] / new[0]:.2f}x, CPU {base[1] / new[1]:.2f}x")
+    print(
+        f"ratio {args.ref} / this tree: wall {base[0] / new[0]:.2f}x, CPU {base[1] / new[1]:.2f}x"
+    )
     peaks = {name: _traced_peak(module, data) for name, module in variants.items()}
     print(
         "traced peak (tracemalloc, Python and numpy allocations): "
@@ -116,7 +118,26 @@ def main() -> None:
     same = findings[args.ref] == findings["this tree"]
     print(f"findings identical, rows included: {same}")
     if not same:
+        _print_differences(findings[args.ref], findings["this tree"])
         sys.exit(1)
+
+
+def _print_differences(theirs: list[dict], ours: list[dict]) -> None:
+    if len(theirs) != len(ours):
+        print(f"  {len(theirs)} findings against {len(ours)}")
+    for old, new in zip(theirs, ours, strict=False):
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                a, b = old.get(key), new.get(key)
+                if isinstance(a, list) and isinstance(b, list):
+                    gone, added = (
+                        sorted(set(map(str, a)) - set(map(str, b)))[:10],
+                        sorted(set(map(str, b)) - set(map(str, a)))[:10],
+                    )
+                    shown = f"only in theirs {gone}, only in ours {added} (first 10 each)"
+                else:
+                    shown = f"{str(a)[:200]!r} -> {str(b)[:200]!r}"
+                print(f"  {old.get('type')} {old.get('columns')}: {key}: {shown}")
 
 
 if __name__ == "__main__":
