@@ -28,7 +28,7 @@ _GOLDEN = _U(0x9E3779B97F4A7C15)
 # Bounds the temporary arrays of word hashing to a few hundred MB.
 _CHUNK_ROWS = 100_000
 # The same bound for text read in place, in bytes.
-_CHUNK_BYTES = 16 << 20
+_CHUNK_BYTES = 4 << 20
 # Neighbours looked at per sampled row to find its nearest non-identical row.
 _NEIGHBOURS = 8
 # Distances to the nearest other row are read at these quantiles (well
