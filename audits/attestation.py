@@ -58,6 +58,7 @@ from audits.signoff import (
     Subject,
     Text,
     first_error,
+    signer_mismatch,
     verify_envelope,
 )
 from audits.trust import Fingerprint, KeyName, KeyRole, KeySet, TrustedKey
@@ -282,20 +283,9 @@ def _authenticate(
             message=f"{name}: not an attestation statement: {first_error(exc)}",
         )
     claimed = statement.predicate
-    if (claimed.role, claimed.attester, claimed.key_fingerprint) != (
-        key.role,
-        key.name,
-        key.fingerprint,
-    ):
-        return Reason(
-            code=ReasonCode.WRONG_ROLE,
-            message=f"{name}: claims {claimed.attester!r} as {claimed.role.value}, but it is "
-            f"signed by key {key.name!r} ({key.role.value} in the trust store)",
-        )
-    if not key.role.signs_off:
-        return Reason(
-            code=ReasonCode.WRONG_ROLE,
-            message=f"{name}: signed by the {key.role.value} key {key.name!r}; only reviewers "
-            f"attest",
-        )
+    mismatch = signer_mismatch(
+        name, (claimed.role, claimed.attester, claimed.key_fingerprint), key, "attest"
+    )
+    if mismatch is not None:
+        return mismatch
     return statement, key

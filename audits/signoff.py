@@ -446,23 +446,34 @@ def authenticate_signoff(name: str, data: bytes, store: KeySet) -> SignoffCandid
     except SignoffFormatError as exc:
         return Reason(code=ReasonCode.MALFORMED_SIGNOFF, message=str(exc))
     claimed = statement.predicate
-    if (claimed.role, claimed.reviewer, claimed.key_fingerprint) != (
-        key.role,
-        key.name,
-        key.fingerprint,
-    ):
+    mismatch = signer_mismatch(
+        name, (claimed.role, claimed.reviewer, claimed.key_fingerprint), key, "sign off"
+    )
+    if mismatch is not None:
+        return mismatch
+    return SignoffCandidate(file=name, statement=statement, key=key)
+
+
+def signer_mismatch(
+    name: str, claimed: tuple[KeyRole, str, str], key: TrustedKey, verb: str
+) -> Reason | None:
+    """Why the key that signed ``name`` cannot stand behind its ``claimed`` (role, person,
+    key fingerprint), or None: the claim must be the key's own, and the key a reviewer's
+    (``verb`` is what reviewers do with it: "sign off", "attest")."""
+    role, person, _fingerprint = claimed
+    if claimed != (key.role, key.name, key.fingerprint):
         return Reason(
             code=ReasonCode.WRONG_ROLE,
-            message=f"{name}: claims {claimed.reviewer!r} as {claimed.role.value}, but it is "
-            f"signed by key {key.name!r}, whose role in the trust store is {key.role.value}",
+            message=f"{name}: claims {person!r} as {role.value}, but it is signed by key "
+            f"{key.name!r}, whose role in the trust store is {key.role.value}",
         )
     if not key.role.signs_off:
         return Reason(
             code=ReasonCode.WRONG_ROLE,
             message=f"{name}: signed by the {key.role.value} key {key.name!r}; only reviewers "
-            f"sign off",
+            f"{verb}",
         )
-    return SignoffCandidate(file=name, statement=statement, key=key)
+    return None
 
 
 def _changed(signed: Mapping[str, str], current: Mapping[str, str | None]) -> list[str]:

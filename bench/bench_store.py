@@ -9,7 +9,8 @@ a Unix socket, ``fsync`` and ``synchronous_commit`` on, as printed). Each append
 session (a lock or a transaction) and returns only once durable. A reservation is
 :meth:`privacy.ledger.LedgerRun.record_steps` with a lifetime budget: read and verify
 the ledger, compose the spend, append. The race starts N trainer processes at once,
-each reserving steps one block at a time on the same dataset.
+each reserving steps one block at a time on the same dataset. The reference is the
+server's own limit: bare one-row durable commits on one connection.
 """
 
 from __future__ import annotations
@@ -45,6 +46,18 @@ def _link(line: bytes) -> Link | None:
 
 def _record(seq: int, prev: str) -> bytes:
     return json.dumps({"prev": prev, "seq": seq, "payload": "x" * 200}, sort_keys=True).encode()
+
+
+def bare_commits_per_s(server: pgserver.Server, count: int) -> float:
+    """The server's own limit: one-row INSERTs of a record-sized line, each its own
+    durable commit, on one connection (no chain, no lock, no trigger)."""
+    with psycopg.connect(server.url(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE bare_commits (id bigserial PRIMARY KEY, line bytea)")
+        line = _record(0, "0" * 64)
+        start = time.perf_counter()
+        for _ in range(count):
+            conn.execute("INSERT INTO bare_commits (line) VALUES (%s)", (line,))
+        return count / (time.perf_counter() - start)
 
 
 def appends_per_s(directory: Path, count: int) -> float:
@@ -171,6 +184,7 @@ def main() -> None:
         local = root / "local" / ".custodian"
         local.mkdir(parents=True)
         directories = {"local": local, "postgresql": _postgres_dir(server, root)}
+        bare = bare_commits_per_s(server, args.appends)
         for backend, directory in directories.items():
             results[backend] = {
                 "durable_appends_per_s": appends_per_s(directory, args.appends),
@@ -181,6 +195,7 @@ def main() -> None:
                 "race": race(directory, args.trainers, args.per_trainer),
             }
     results["postgresql"]["server"] = settings
+    results["postgresql"]["bare_commits_per_s"] = bare
     if args.json:
         print(json.dumps(results, indent=2))
         return
@@ -188,6 +203,11 @@ def main() -> None:
         f"server: PostgreSQL {settings['server_version']}, fsync {settings['fsync']}, "
         f"synchronous_commit {settings['synchronous_commit']}, "
         f"commit_delay {settings['commit_delay']} us"
+    )
+    appends = float(results["postgresql"]["durable_appends_per_s"])
+    print(
+        f"{'bare_commits_per_s':32s} postgresql {bare:9.1f}  "
+        f"(durable appends / bare commits {appends / bare:.2f})"
     )
     metrics = ("durable_appends_per_s", "concurrent_durable_appends_per_s", "reservations_per_s")
     for metric in metrics:

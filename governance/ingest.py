@@ -12,7 +12,7 @@ import importlib.metadata
 from dataclasses import dataclass
 
 from governance.errors import InputError, PolicyViolation
-from governance.licenses import IntendedUse, evaluate_license
+from governance.licenses import IntendedUse, Obligation, evaluate_license
 from governance.provenance import Provenance, SourceDeclaration
 from governance.registry import RegisteredDataset
 from governance.storage import KeyProvider, unseal
@@ -29,6 +29,17 @@ class LicensePolicy:
     allowed: frozenset[str]
     approved_refs: dict[str, str]
 
+    def obligations(self, expression: str, dataset: str) -> frozenset[Obligation]:
+        """What ``dataset``'s license ``expression`` obliges its users to; refused
+        (:class:`PolicyViolation`) where this policy does not allow it."""
+        return evaluate_license(
+            expression,
+            dataset=dataset,
+            intended_use=self.intended_use,
+            allowed=self.allowed,
+            approved_refs=self.approved_refs,
+        )
+
 
 @dataclass(frozen=True)
 class IngestedDataset:
@@ -39,13 +50,7 @@ class IngestedDataset:
 def ingest(entry: RegisteredDataset, policy: LicensePolicy, key: KeyProvider) -> IngestedDataset:
     record = entry.record
     try:
-        obligations = evaluate_license(
-            record.license,
-            dataset=record.name,
-            intended_use=policy.intended_use,
-            allowed=policy.allowed,
-            approved_refs=policy.approved_refs,
-        )
+        obligations = policy.obligations(record.license, record.name)
     except PolicyViolation as err:
         raise PolicyViolation(f"{entry.declared_in}: {err}") from None
     where = str(entry.data_path or record.source)

@@ -24,7 +24,6 @@ from custodian.project import Project
 from custodian.services.datasets import data_key, license_policy
 from governance.errors import InputError, PolicyViolation
 from governance.ingest import ProvenanceMismatch
-from governance.licenses import evaluate_license
 from governance.populations import identifier_digests, overlaps
 from governance.provenance import ColumnRole, Encryption, Provenance
 from governance.registry import (
@@ -128,13 +127,7 @@ def register(
     # Refused here rather than at ingest, before anything is tracked or staged.
     policy = license_policy(load_section(PolicyParams, "policy"))
     try:
-        evaluate_license(
-            record.license,
-            dataset=record.name,
-            intended_use=policy.intended_use,
-            allowed=policy.allowed,
-            approved_refs=policy.approved_refs,
-        )
+        policy.obligations(record.license, record.name)
     except PolicyViolation as err:
         raise PolicyViolation(f"--license: {err}") from None
     tracked = registry / f"{record.name}.csv{SEALED_SUFFIX}" if encrypt else path

@@ -54,10 +54,9 @@ from custodian.project import Project
 from custodian.services import trail
 from custodian.services.attest import review_project_attestations
 from custodian.services.audit_log import verify_log
-from custodian.services.datasets import load_record
+from custodian.services.datasets import license_policy, load_record
 from custodian.services.manifests import artifact_differences, load_manifest
 from governance.errors import GovernanceError, InputError
-from governance.licenses import evaluate_license
 
 MODEL_CARD = "model_card.md"
 DATASHEETS = "datasheets"
@@ -289,16 +288,11 @@ def _lifetime_verdict(project: Project, privacy: Mapping[str, Any], lifetime: fl
 
 def _license_verdict(loaded: Loaded, policy: PolicyParams) -> g.Verdict:
     records = [*loaded.datasets.values(), *loaded.splits.values()]
+    licenses = license_policy(policy)
     refused = []
     for record in records:
         try:
-            evaluate_license(
-                record["license"],
-                dataset=record["name"],
-                intended_use=policy.intended_use,
-                allowed=frozenset(policy.allowed_licenses),
-                approved_refs=dict(policy.approved_license_refs),
-            )
+            licenses.obligations(record["license"], record["name"])
         except GovernanceError as exc:
             refused.append(str(exc))
     if refused:
