@@ -100,15 +100,22 @@ def value_chunks(offsets: np.ndarray, target_bytes: int) -> Iterator[tuple[int, 
 
 
 def spans(mask: np.ndarray, local_offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(starts, ends) of the runs of True in ``mask``, split where a value ends."""
-    edges = np.diff(mask.view(np.int8), prepend=np.int8(0), append=np.int8(0))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    inner = local_offsets[(local_offsets > 0) & (local_offsets < len(mask))]
-    cuts = inner[mask[inner - 1] & mask[inner]]
-    cuts = cuts[np.r_[True, cuts[1:] != cuts[:-1]]] if len(cuts) else cuts  # empty values
-    if len(cuts):  # a run that crosses from one value into the next is two runs
-        starts = np.insert(starts, np.searchsorted(starts, cuts), cuts)
-        ends = np.insert(ends, np.searchsorted(ends, cuts), cuts)
+    """(starts, ends) of the runs of True in ``mask``, split where a value ends.
+
+    A run starts where the byte before is not in one or a value starts there,
+    and ends likewise: flags over the bytes, no insertion into sorted arrays.
+    """
+    n = len(mask)
+    value_start = np.zeros(n + 1, dtype=bool)
+    value_start[local_offsets] = True
+    outside = np.ones(n + 1, dtype=bool)  # outside[i]: byte i - 1 is not in a run
+    outside[1:] = ~mask
+    starts = np.flatnonzero(mask & (outside[:-1] | value_start[:-1]))
+    # Byte i - 1 ends a run when byte i is not in one, or begins another value.
+    after = np.empty(n + 1, dtype=bool)
+    after[:n] = ~mask
+    after[n] = True
+    ends = np.flatnonzero(~outside & (after | value_start))
     return starts, ends
 
 
