@@ -16,7 +16,7 @@ import pytest
 import governance.checks.frames as frames
 from governance.checks.frames import _canonical, _string_cells, _text_cells
 from governance.checks.pii import _EMAIL, _PHONE, PiiKind, _candidates, _matches
-from governance.checks.similarity import _python_word_hashes, lowered, word_hashes
+from governance.checks.similarity import _python_word_hashes, lowered, spans, word_hashes
 
 # Adjacent values whose words would run together without their boundaries,
 # NUL, capitals, odd whitespace, multi-byte letters, missing values.
@@ -103,3 +103,30 @@ def test_pii_matches_are_per_row_as_a_python_search_says() -> None:
         expected = [v is not None and pattern.search(v) is not None for v in values]
         assert matches.kinds[kind].tolist() == expected
         assert any(expected)  # the planted values count
+
+
+def _python_spans(mask: list[bool], offsets: list[int]) -> tuple[list[int], list[int]]:
+    """Runs of True within each value ``[offsets[i], offsets[i + 1])``, by walking the bytes."""
+    starts, ends = [], []
+    for first, stop in zip(offsets[:-1], offsets[1:], strict=True):
+        inside = False
+        for i in range(first, stop):
+            if mask[i] and not inside:
+                starts.append(i)
+            if not mask[i] and inside:
+                ends.append(i)
+            inside = mask[i]
+        if inside:
+            ends.append(stop)
+    return starts, ends
+
+
+def test_spans_split_runs_where_values_end() -> None:
+    rng = np.random.default_rng(6)
+    for _ in range(500):
+        n = int(rng.integers(0, 30))
+        mask = rng.random(n) < rng.random()
+        cuts = rng.integers(0, n + 1, size=int(rng.integers(0, 6)))  # repeats: empty values
+        offsets = np.sort(np.concatenate([[0], cuts, [n]]))
+        starts, ends = spans(mask, offsets)
+        assert (starts.tolist(), ends.tolist()) == _python_spans(mask.tolist(), offsets.tolist())
