@@ -47,6 +47,8 @@ _PROJECT_ABOVE_ROWS = 100_000
 _MAX_TREE_DIMENSIONS = 12
 _CANDIDATES = 4
 _PCA_SAMPLE = 20_000
+# Candidate pairs whose Jaccard is computed at once (bounds it to ~20 MB).
+_PAIRS_AT_ONCE = 16_384
 
 
 def mix64(values: np.ndarray) -> np.ndarray:
@@ -382,13 +384,16 @@ class TextLsh:
         train_offsets, train_words, train_rows = train
         pairs = np.unique(np.column_stack([rows[candidates[:, 0]], candidates[:, 1]]), axis=0)
         query_rows, train_of = pairs[:, 0], pairs[:, 1]
-        similarity = _jaccard(
-            offsets,
-            words,
-            query_rows,
-            train_offsets,
-            train_words,
-            np.searchsorted(train_rows, train_of),
+        train_at = np.searchsorted(train_rows, train_of)
+        # In slices: every pair's words are gathered and hashed (~1 KB a pair).
+        similarity = np.concatenate(
+            [
+                _jaccard(
+                    offsets, words, query_rows[part], train_offsets, train_words, train_at[part]
+                )
+                for first in range(0, len(pairs), _PAIRS_AT_ONCE)
+                for part in [slice(first, first + _PAIRS_AT_ONCE)]
+            ]
         )
         keep = similarity >= self.threshold
         query_rows, train_of, similarity = query_rows[keep], train_of[keep], similarity[keep]

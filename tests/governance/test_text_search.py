@@ -1,8 +1,9 @@
 """The streamed text near-duplicate search: chunking changes nothing, Jaccard is exact.
 
-Train is hashed and offered to the queries' LSH buckets chunk by chunk; these
-tests hold the result to one pass over all of train at once and to word sets
-compared in plain Python.
+Train is hashed and offered to the queries' LSH buckets chunk by chunk, and
+candidate pairs are verified in slices; these tests hold the result to one
+pass over all of train and all pairs at once, and to word sets compared in
+plain Python.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import pandas as pd
 import pytest
 
 import governance.checks.frames as frames
+import governance.checks.similarity as similarity_module
 from governance.checks import CheckConfig
 from governance.checks.scan import prepare_scan
 
@@ -48,8 +50,10 @@ def planted() -> tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame], np.n
 
 
 def _search(data: tuple, chunk_rows: int, monkeypatch: pytest.MonkeyPatch) -> list:
+    """Matches of test and the reference; train and candidate pairs ``chunk_rows`` at a time."""
     train, test, references, _ = data
     monkeypatch.setattr(frames, "_TEXT_CHUNK_ROWS", chunk_rows)
+    monkeypatch.setattr(similarity_module, "_PAIRS_AT_ONCE", chunk_rows)
     ctx = prepare_scan(train, test, references, config=CONFIG)
     near = ctx.text_near
     assert near is not None
