@@ -27,6 +27,9 @@ Project root
       which sign this checkout's log. The log is local, so the keys that sign it
       are too: committing them would make every clone trust every machine that
       ever ran the pipeline, and dirty ``git status`` after each ``make run``;
+    - ``store.toml`` (optional): a shared PostgreSQL store (:mod:`stores.config`). With
+      it, the audit log, its checkpoints, the local trust store and the privacy ledger
+      are record streams in the server instead of the files above;
     - ``privacy-ledger.jsonl``: the privacy budget ledger.
 ``$CUSTODIAN_HOME`` (default ``~/.config/custodian``)
     ``keys/<name>.pem``: private keys, mode 0600, never inside the project.
@@ -131,8 +134,11 @@ class Project:
 
     def audit_log(self, path: Path | None = None) -> AuditLog:
         """The project's audit log, or the log at ``path`` with its checkpoint beside it."""
-        log_path = self.audit_log_path if path is None else path
-        return AuditLog(log_path, log_path.parent / "checkpoint.json")
+        if path is None:
+            # The project's own log follows the checkout's store (.custodian/store.toml).
+            path = self.audit_log_path
+            return AuditLog(path, path.parent / "checkpoint.json", store_dir=self.evidence_dir)
+        return AuditLog(path, path.parent / "checkpoint.json")
 
     def trust_store(self) -> TrustStore:
         """The committed trust store: reviewers' public keys."""
@@ -161,7 +167,9 @@ class Project:
 
     def local_trust_store(self) -> TrustStore:
         """The local trust store: the pipeline keys that sign this checkout's audit log."""
-        return TrustStore(self.evidence_dir / TRUST_DIR)
+        # It follows the checkout's store: with a shared server, every clone trusts every
+        # pipeline key that signs the shared log.
+        return TrustStore(self.evidence_dir / TRUST_DIR, store_dir=self.evidence_dir)
 
     def trust_store_for(self, role: KeyRole) -> TrustStore:
         """Where a key of ``role`` is trusted: a person's in the project, the pipeline's locally."""

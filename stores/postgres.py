@@ -39,7 +39,7 @@ from psycopg import sql
 from stores.config import StoreConfig
 from stores.errors import StoreError
 from stores.local import GENESIS, RecordBuilder, RecoveryBuilder, sha256_hex
-from stores.stream import Snapshot
+from stores.stream import Snapshot, TornGuard
 
 _STREAM = re.compile(r"[a-z0-9_-]{1,64}")
 _MIGRATION = re.compile(r"(\d{3})_[a-z0-9_]+\.sql")
@@ -135,10 +135,14 @@ class _PostgresSession:
         return Snapshot(b"".join(line + b"\n" for line in lines))
 
     def append(
-        self, records: Sequence[RecordBuilder], *, recovery: RecoveryBuilder | None = None
+        self,
+        records: Sequence[RecordBuilder],
+        *,
+        recovery: RecoveryBuilder | None = None,
+        guard: TornGuard | None = None,
     ) -> list[bytes]:
-        # A transaction never leaves a torn line, so there is never anything to recover.
-        del recovery
+        # A transaction never leaves a torn line: nothing to recover, nothing to guard.
+        del recovery, guard
         seq, prev = self._next if self._next is not None else self._tail()
         lines = []
         rows = []

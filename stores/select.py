@@ -24,15 +24,32 @@ BACKENDS: dict[str, Callable[..., RecordStream]] = {
 }
 
 
-def open_stream(path: Path, link: LinkReader, *, lock_timeout: float = -1) -> RecordStream:
-    """The stream for the record file ``path``: local unless a PostgreSQL store is configured."""
+def open_stream(
+    path: Path,
+    link: LinkReader | None,
+    *,
+    lock_timeout: float = -1,
+    root: Path | None = None,
+) -> RecordStream:
+    """The stream for the record file ``path``: local unless a PostgreSQL store is configured.
+
+    The configuration is looked up in ``root`` (default: the file's directory), the
+    directory whose record files the store holds; ``path`` must lie inside it.
+    """
     path = Path(path)
-    chosen = config.load(path.parent)
+    root = path.parent if root is None else Path(root)
+    chosen = config.load(root)
     if chosen is None:
         return BACKENDS[LocalStream.backend](path, link, lock_timeout=lock_timeout)
-    return BACKENDS[PostgresStream.backend](chosen, stream_name(path))
+    return BACKENDS[PostgresStream.backend](chosen, stream_name(path, root))
 
 
-def stream_name(path: Path) -> str:
-    """The stream a record file becomes in a server store: its name without the suffix."""
-    return Path(path).name.removesuffix(".jsonl").replace(".", "-")
+def stream_name(path: Path, root: Path | None = None) -> str:
+    """The stream a record file becomes in a server store: its path below ``root`` (default:
+    its directory) without the ``.jsonl`` suffix, ``/`` and ``.`` spelt ``-``.
+
+    So ``privacy-ledger.jsonl`` is ``privacy-ledger`` and ``audit/log.jsonl`` is ``audit-log``.
+    """
+    path = Path(path)
+    relative = path.name if root is None else path.relative_to(root).as_posix()
+    return relative.removesuffix(".jsonl").replace("/", "-").replace(".", "-")

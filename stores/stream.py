@@ -18,27 +18,36 @@ Backends (registered in :data:`BACKENDS`, picked by :mod:`stores.select`):
     A transaction never tears, so its snapshots never report a torn line.
 
 In both, ``Snapshot.raw`` is the same bytes: the record lines, each followed by
-``\\n``. An owner verifies its chain on those bytes with one code path.
+``\\n``. An owner verifies its chain on those bytes with one code path, and
+:class:`SnapshotReader` reads them with the methods of :class:`stores.local.Reader`
+(line offsets are offsets into ``raw``), so code written for the local reader
+reads a server snapshot unchanged.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from stores.errors import DamagedTail
 from stores.local import (
+    EMPTY_TAIL,
+    Line,
     LinkReader,
     LocalRecordFile,
     Reader,
     RecordBuilder,
     RecoveryBuilder,
+    Tail,
     Torn,
     sha256_hex,
 )
+
+# Refuses (by raising) to set aside a torn line, e.g. one inside a range a signature covers.
+TornGuard = Callable[[Torn], None]
 
 
 @dataclass(frozen=True)
@@ -67,9 +76,14 @@ class StreamSession(Protocol):
         ...
 
     def append(
-        self, records: Sequence[RecordBuilder], *, recovery: RecoveryBuilder | None = None
+        self,
+        records: Sequence[RecordBuilder],
+        *,
+        recovery: RecoveryBuilder | None = None,
+        guard: TornGuard | None = None,
     ) -> list[bytes]:
-        """Append ``records`` durably (after a recovery record if a torn line is set aside)."""
+        """Append ``records`` durably (after a recovery record if a torn line is set aside;
+        ``guard`` may refuse setting it aside)."""
         ...
 
 
@@ -104,6 +118,11 @@ class LocalStream:
     def label(self) -> str:
         return str(self.path)
 
+    @property
+    def file(self) -> LocalRecordFile:
+        """The record file itself, for owners that read it by byte offset without a session."""
+        return self._file
+
     @contextlib.contextmanager
     def session(self) -> Iterator[_LocalSession]:
         with self._file.locked():
@@ -125,11 +144,15 @@ class _LocalSession:
             return Snapshot(raw, _torn_line(reader, tail.torn))
 
     def append(
-        self, records: Sequence[RecordBuilder], *, recovery: RecoveryBuilder | None = None
+        self,
+        records: Sequence[RecordBuilder],
+        *,
+        recovery: RecoveryBuilder | None = None,
+        guard: TornGuard | None = None,
     ) -> list[bytes]:
         self._file.path.parent.mkdir(parents=True, exist_ok=True)
         with self._file.writing() as appender:
-            return appender.append(records, recovery=recovery)
+            return appender.append(records, recovery=recovery, guard=guard)
 
 
 def _torn_line(reader: Reader, torn: Torn | None) -> TornLine | None:
@@ -137,3 +160,55 @@ def _torn_line(reader: Reader, torn: Torn | None) -> TornLine | None:
         return None
     data = reader.read(torn.offset, torn.offset + torn.length)
     return TornLine(torn.offset, torn.length, sha256_hex(data), torn.reason)
+
+
+class SnapshotReader:
+    """Reads a snapshot's intact lines as :class:`stores.local.Reader` reads a file.
+
+    Offsets are byte offsets into ``raw``. A snapshot holds only whole lines, so its
+    tail is never torn; ``link`` reads the chain fields of the last line.
+    """
+
+    def __init__(self, raw: bytes, link: LinkReader | None) -> None:
+        if raw and not raw.endswith(b"\n"):
+            raise ValueError("a snapshot ends with a newline")
+        self._raw = raw
+        self.size = len(raw)
+        self.tail = _snapshot_tail(raw, link)
+
+    def read(self, start: int, end: int) -> bytes:
+        """The bytes ``[start, end)``."""
+        return self._raw[start:end]
+
+    def lines(self, start: int, end: int) -> Iterator[Line]:
+        """Lines of the bytes ``[start, end)``, in order."""
+        offset = start
+        *complete, rest = self._raw[start:end].split(b"\n")
+        for data in complete:
+            yield Line(offset, data, terminated=True)
+            offset += len(data) + 1
+        if rest:
+            yield Line(offset, rest, terminated=False)
+
+    def search(self, needle: bytes, start: int, end: int) -> Iterator[tuple[int, Line]]:
+        """``(index, line)`` of each line in ``[start, end)`` that holds ``needle``."""
+        for index, line in enumerate(self.lines(start, end)):
+            if needle in line.data:
+                yield index, line
+
+    def line_ending_at(self, end: int) -> Line | None:
+        """The line whose newline is the byte just before ``end``, if there is one."""
+        if end <= 0 or end > self.size or self._raw[end - 1] != ord("\n"):
+            return None
+        begin = self._raw.rfind(b"\n", 0, end - 1) + 1
+        return Line(begin, self._raw[begin : end - 1], terminated=True)
+
+
+def _snapshot_tail(raw: bytes, link: LinkReader | None) -> Tail:
+    if not raw:
+        return EMPTY_TAIL
+    begin = raw.rfind(b"\n", 0, len(raw) - 1) + 1
+    last = raw[begin:-1]
+    found = link(last) if link is not None else None
+    next_seq = found.seq + 1 if found is not None else 0
+    return Tail(end=len(raw), next_seq=next_seq, next_prev=sha256_hex(last))

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import custodian, dvc
 from training.trainer import plan_steps
@@ -18,7 +19,8 @@ def test_two_replicas_train_the_pipeline_with_single_process_accounting(project:
     report = json.loads((project / "reports" / "privacy.json").read_text())
     # Person level (the default): the replicas shard people, the plan is over people.
     assert report["unit"] == "person"
-    plan = plan_steps(report["people"], 256, 2)
+    per_step = yaml.safe_load((project / "params.yaml").read_text())["train"]["batch_size"]
+    plan = plan_steps(report["people"], per_step, 2)
     assert report["world_size"] == 2
     assert report["sample_rate"] == plan.sample_rate
     assert report["steps"] == plan.total_steps

@@ -113,7 +113,7 @@ def test_evaluate_reports_utility_slices_and_an_audit_below_epsilon(project: Pat
     assert set(audit) >= AUDIT
     assert audit["mode"] == "white_box" and audit["released"] is False
     assert "not the released model's weights" in audit["audited"]
-    assert audit["canaries"] == 4000 and audit["confidence"] == 0.95
+    assert audit["canaries"] == 1500 and audit["confidence"] == 0.95
     assert audit["steps_scored"] == audit["steps"]
     assert audit["guesses"] == 200 and 0 <= audit["correct_guesses"] <= 200
     assert 0 <= audit["epsilon_lower_bound"] < audit["accountant_epsilon"] <= 3.0

@@ -43,8 +43,9 @@ def clinic_csv(path: Path) -> None:
 # The README's small-data settings (section "Your own data"), as edits of params.yaml.
 SMALL_DATA = {
     "  dataset: randhie ": "  dataset: clinic ",
-    "  batch_size: 256 ": "  batch_size: 16 ",
-    "  epochs: 8\n": "  epochs: 2\n",
+    "  batch_size: 400 ": "  batch_size: 16 ",
+    "  epochs: 12\n": "  epochs: 2\n",
+    "  hidden: [32] ": "  hidden: [64, 64] ",
     "  delta: null ": "  delta: 1.0e-5 ",
     "  min_slice_rows: 30 ": "  min_slice_rows: 10 ",
 }

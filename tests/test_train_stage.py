@@ -94,7 +94,8 @@ def test_dp_training_reports_reproducible_epsilon_and_composes_runs(
     assert report["unit"] == "person" and report["population"] == "rand-hie-participants"
     assert 4000 < report["people"] < 14000 < report["rows"] < 14300  # ~70% of 5,912 and 20,190
     assert report["max_rows_per_person"] == 5
-    assert report["sample_rate"] == 1 / -(-report["people"] // 256)  # 256 people per step
+    per_step = _params(project)["train"]["batch_size"]  # expected people per step
+    assert report["sample_rate"] == 1 / -(-report["people"] // per_step)
     assert report["delta"] < 1 / (10 * report["people"]) and report["epsilon"] <= 3.0
     assert "early stopping" in " ".join(report["covers"]["not_covered"])
     reference = pld_epsilon(

@@ -58,6 +58,21 @@ rule: it copies the torn bytes to ``log.torn-N``, truncates them and appends a
 event. Torn bytes inside the range a checkpoint covers cannot come from a
 crash, so the writer refuses to touch them.
 
+In a shared PostgreSQL store
+----------------------------
+With a store configured for the project's evidence directory (:mod:`stores.select`,
+``custodian store use``), the log, the checkpoint and its history are three record
+streams in the server instead (``audit-log``, ``audit-checkpoint`` holding every
+checkpoint state in order, the newest current, and ``audit-checkpoint-history``):
+the same line bytes, the same chain, heads and signatures, checked by the same code,
+so every clone pointed at the store reads, verifies and extends one log. A writer
+holds the log stream's transaction-level advisory lock where it would hold the file
+lock; a transaction never tears, so there is no torn tail to set aside; the server
+refuses UPDATE, DELETE and TRUNCATE of any row, so nothing can be renamed aside
+either, and :meth:`AuditLog.adopt` is refused there. A DBA who bypasses the
+triggers and rewrites rows is caught by the chain and the signed roots as a local
+editor would be.
+
 Modules
 -------
 :mod:`~audits.log.records` (events, entries, tree heads, reports),

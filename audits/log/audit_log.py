@@ -1,7 +1,12 @@
 """The log itself: appending events, signing checkpoints, reading entries, verifying.
 
-Its lines live in a :class:`stores.local.LocalRecordFile` (lock, fsync, the
-torn-tail rule); the checkpoint history is one too, without a chain.
+Its lines are a record stream (:func:`stores.select.open_stream`): by default a
+local record file (lock, fsync, the torn-tail rule) with the checkpoint file and
+its history beside it (:class:`_FileStore`); with a PostgreSQL store configured,
+three streams in the server (:class:`_ServerStore`): the log, every checkpoint
+state in order (the newest is the current one) and the history of signed heads.
+The hash chain, the Merkle checkpoints and their signatures are the same bytes in
+both, checked by the same code.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import ValidationError
 
@@ -45,7 +51,21 @@ from audits.log.verification import Snapshot, verify_snapshot
 from audits.merkle import CompactRange, leaf_hash
 from stores.errors import DamagedTail
 from stores.files import read_store_file
-from stores.local import EMPTY_TAIL, LocalRecordFile, Reader, RecordBuilder, SetAside, Torn
+from stores.local import (
+    EMPTY_TAIL,
+    LocalRecordFile,
+    Reader,
+    RecordBuilder,
+    RecoveryBuilder,
+    SetAside,
+    Torn,
+)
+from stores.postgres import PostgresStream
+from stores.select import open_stream
+from stores.stream import LocalStream, RecordStream, SnapshotReader, StreamSession, TornGuard
+
+# What the log is read through: the local file's reader, or a server snapshot's.
+LogReader = Reader | SnapshotReader
 
 
 class AuditLog:
@@ -54,17 +74,26 @@ class AuditLog:
     The checkpoint history is kept beside the checkpoint file
     (``<checkpoint stem>.history.jsonl``). All methods are safe to call from
     several processes at once.
+
+    ``store_dir`` is the directory whose store configuration applies (the
+    checkout's ``.custodian/``; default: the log's directory): with a PostgreSQL
+    store configured there, the log and its checkpoints live in the server, as
+    the streams named after their paths below it.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], checkpoint_path: str | os.PathLike[str]
+        self,
+        path: str | os.PathLike[str],
+        checkpoint_path: str | os.PathLike[str],
+        *,
+        store_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.path = Path(path)
         self.checkpoint_path = Path(checkpoint_path)
         self.history_path = self.checkpoint_path.with_suffix(".history.jsonl")
-        self._lines = LocalRecordFile(self.path, entry_link_or_none)
-        # Written under the log's lock: it has no lock of its own.
-        self._history = LocalRecordFile(self.history_path, None)
+        root = None if store_dir is None else Path(store_dir)
+        stream = open_stream(self.path, entry_link_or_none, root=root)
+        self._store = _STORES[stream.backend](self, stream, root)
 
     def __repr__(self) -> str:
         return f"AuditLog({str(self.path)!r}, {str(self.checkpoint_path)!r})"
@@ -89,8 +118,8 @@ class AuditLog:
         def recovery(aside: SetAside) -> RecordBuilder:
             return entry(_recovery_event(aside, event))
 
-        with self._lines.appending() as appender, _refusing_damage():
-            appender.append([entry(event)], recovery=recovery, guard=self._guard_covered)
+        with _refusing_damage():
+            self._store.append([entry(event)], recovery, self._guard_covered)
         return written[-1]
 
     def write_checkpoint(
@@ -104,7 +133,7 @@ class AuditLog:
         """
         trusted = _key_map([signing_key.public_key, *trusted_keys])
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lines.locked(), self._lines.reading() as reader:
+        with self._store.locked(), self._store.reading() as reader:
             tail = reader.tail if reader is not None else None
             if tail is not None and tail.damaged_before_torn:
                 raise TamperDetected(f"{reader.damaged_tail_message()} (run verify)")
@@ -112,7 +141,7 @@ class AuditLog:
             state = self._read_state()
             if state is not None and state.log_bytes > end:
                 raise TamperDetected(
-                    f"{self.path} holds {end} intact bytes but its signed checkpoint "
+                    f"{self.where} holds {end} intact bytes but its signed checkpoint "
                     f"covers {state.log_bytes}: the log was truncated; refusing to sign"
                 )
             tree, start, prev = self._resume(reader, state, trusted)
@@ -133,13 +162,7 @@ class AuditLog:
                 compact_range=[value.hex() for value in tree.hashes],
                 log_bytes=end,
             )
-            # The checkpoint file first: a crash before the history record costs
-            # only some localisation, never the newest head.
-            atomic_write_json(self.checkpoint_path, state.model_dump(mode="json"))
-            with self._history.writing() as history:
-                # A torn history record was never acknowledged: set aside, nothing to record.
-                record = canonical_bytes(signed.model_dump(mode="json"))
-                history.append([lambda seq, prev: record])
+            self._store.put_checkpoint(state, signed)
         return signed
 
     def open_tree(
@@ -158,13 +181,14 @@ class AuditLog:
         Raises :class:`NewTreeRefused`; :meth:`adopt` is the person's way out.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lines.locked():
-            with self._lines.reading() as reader:
+        with self._store.locked():
+            with self._store.reading() as reader:
                 if self._read_state() is not None:
                     return None
                 if reader is not None and (reader.tail.end or reader.tail.torn is not None):
                     raise NewTreeRefused(
-                        f"{self.path} holds entries but {self.checkpoint_path} is missing: "
+                        f"{self.where} holds entries but {self._store.checkpoint_label} "
+                        f"is missing: "
                         f"signing them now would vouch for whatever they say; restore the "
                         f"checkpoint files, or have a person adopt the log "
                         f"(custodian audit adopt --reason TEXT)"
@@ -173,7 +197,7 @@ class AuditLog:
             if named:
                 largest = max(named, key=lambda head: head.tree_size)
                 raise NewTreeRefused(
-                    f"{self.path} is empty but committed checkpoints witness a log of "
+                    f"{self.where} is empty but committed checkpoints witness a log of "
                     f"{largest.tree_size} entries (root {largest.root_hash[:16]}...): the log "
                     f"was deleted; restore it, or have a person adopt a new one "
                     f"(custodian audit adopt --reason TEXT)"
@@ -189,24 +213,22 @@ class AuditLog:
         checkpoint files are kept as ``<name>.adopted-N`` for whoever investigates.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lines.locked():
-            for old in (self.checkpoint_path, self.history_path):
-                if read_store_file(old) is not None:
-                    os.replace(old, _free_name(old, ".adopted-"))
+        with self._store.locked():
+            self._store.set_checkpoints_aside()
             return self.write_checkpoint(signing_key)
 
     def current_checkpoint(self) -> SignedCheckpoint | None:
         """The newest signed head, as the checkpoint file holds it (unverified)."""
-        with self._lines.locked():
+        with self._store.locked():
             state = self._read_state()
         return None if state is None else state.checkpoint
 
     def export_checkpoint(self, out_path: str | os.PathLike[str]) -> SignedCheckpoint:
         """Write the latest signed checkpoint to ``out_path`` for anchoring outside the project."""
-        with self._lines.locked():
+        with self._store.locked():
             state = self._read_state()
         if state is None:
-            raise NoCheckpoint(f"no signed checkpoint at {self.checkpoint_path} yet")
+            raise NoCheckpoint(f"no signed checkpoint at {self._store.checkpoint_label} yet")
         atomic_write_json(out_path, state.checkpoint.model_dump(mode="json"))
         return state.checkpoint
 
@@ -218,10 +240,10 @@ class AuditLog:
         Raises :class:`LogFormatError` at the first line that is not an entry.
         Reading integrity is :meth:`verify`'s job; this is for display.
         """
-        with self._lines.reading() as reader:
+        with self._store.reading() as reader:
             if reader is None:
                 return
-            with self._reading_lock():
+            with self._store.reading_lock():
                 end = reader.tail.end
             # Entries below ``end`` never change under a writer, so read them unlocked.
             for index, line in enumerate(reader.lines(0, end)):
@@ -229,17 +251,17 @@ class AuditLog:
                     yield AuditEntry.model_validate_json(line.data)
                 except ValidationError as exc:
                     raise LogFormatError(
-                        f"{self.path}: entry {index} (byte {line.offset}) is not an audit "
+                        f"{self.where}: entry {index} (byte {line.offset}) is not an audit "
                         f"entry: {first_error(exc)}"
                     ) from exc
 
     def search(self, needle: bytes, entries: int) -> Iterator[tuple[int, bytes]]:
         """``(entry number, line)`` of each of the first ``entries`` entries whose line holds
         ``needle`` (e.g. ``b'"privacy_spend"'``), found without parsing the others."""
-        with self._lines.reading() as reader:
+        with self._store.reading() as reader:
             if reader is None:
                 return
-            with self._reading_lock():
+            with self._store.reading_lock():
                 end = reader.tail.end
             for index, line in reader.search(needle, 0, end):
                 if index >= entries:
@@ -284,17 +306,28 @@ class AuditLog:
         trusted = _key_map(public_keys)
         if not trusted:
             raise NoTrustedKeys("verification needs at least one trusted public key")
-        with self._lines.reading() as reader:
-            with self._reading_lock():
+        with self._store.reading() as reader:
+            with self._store.reading_lock():
                 snapshot = Snapshot(
                     tail=reader.tail if reader is not None else EMPTY_TAIL,
-                    state_bytes=read_store_file(self.checkpoint_path),
-                    history_bytes=read_store_file(self.history_path),
+                    state_bytes=self._store.state_bytes(),
+                    history_bytes=self._store.history_bytes(),
                     checkpoint_path=self.checkpoint_path,
                     history_path=self.history_path,
                 )
             # Below ``tail.end`` the log only ever grows, so the scan runs unlocked.
-            return verify_snapshot(reader, snapshot, trusted, against)
+            # A server snapshot reads like the file (stores.stream.SnapshotReader).
+            return verify_snapshot(reader, snapshot, trusted, against)  # type: ignore[arg-type]
+
+    def last_checkpoint(self) -> SignedCheckpoint | None:
+        """The newest signed head as stored, for a status line (unverified; no lock taken)."""
+        state = self._read_state()
+        return None if state is None else state.checkpoint
+
+    @property
+    def where(self) -> str:
+        """Where the log's lines live, for messages: a path or a server stream."""
+        return self._store.label
 
     # ---- internals
 
@@ -303,21 +336,25 @@ class AuditLog:
         state = self._read_state()
         if state is not None and torn.offset < state.log_bytes:
             raise TamperDetected(
-                f"{self.path}: damaged bytes at offset {torn.offset} lie inside the "
+                f"{self.where}: damaged bytes at offset {torn.offset} lie inside the "
                 f"{state.log_bytes} bytes a signed checkpoint covers; that is not a crash, "
                 f"refusing to repair (run verify)"
             )
 
     def _resume(
-        self, reader: Reader | None, state: CheckpointState | None, trusted: Mapping[str, PublicKey]
+        self,
+        reader: LogReader | None,
+        state: CheckpointState | None,
+        trusted: Mapping[str, PublicKey],
     ) -> tuple[CompactRange, int, str]:
         """Compact range, byte offset and chain hash where the previous checkpoint ended."""
         if state is None:
-            if read_store_file(self.history_path):
+            if self._store.history_bytes():
                 # Written only after the checkpoint file, so this is no crash:
                 # starting afresh would sign whatever the log holds now.
                 raise TamperDetected(
-                    f"{self.checkpoint_path} is missing but {self.history_path.name} holds "
+                    f"{self._store.checkpoint_label} is missing but "
+                    f"{self._store.history_label} holds "
                     f"signed checkpoints; restore it (run verify) before signing again"
                 )
             return CompactRange(), 0, ZERO_HASH
@@ -325,45 +362,270 @@ class AuditLog:
         status = state.checkpoint.signature_status(trusted)
         if status is not SignatureStatus.VALID:
             raise UntrustedCheckpoint(
-                f"{self.checkpoint_path}: {status.value.replace('_', ' ')} "
+                f"{self._store.checkpoint_label}: {status.value.replace('_', ' ')} "
                 f"(signer {head.key_fingerprint}); refusing to extend it"
             )
         try:
             tree = CompactRange(head.tree_size, [bytes.fromhex(h) for h in state.compact_range])
         except ValueError as exc:
-            raise TamperDetected(f"{self.checkpoint_path}: {exc}") from exc
+            raise TamperDetected(f"{self._store.checkpoint_label}: {exc}") from exc
         if tree.root().hex() != head.root_hash:
-            raise TamperDetected(f"{self.checkpoint_path}: compact range does not match its root")
+            raise TamperDetected(
+                f"{self._store.checkpoint_label}: compact range does not match its root"
+            )
         if head.tree_size == 0:
             return tree, 0, ZERO_HASH
         last = reader.line_ending_at(state.log_bytes) if reader is not None else None
         link = entry_link_or_none(last.data) if last is not None else None
         if last is None or link is None or link.seq != head.tree_size - 1:
             raise TamperDetected(
-                f"{self.path}: entry {head.tree_size - 1} no longer ends at byte "
+                f"{self.where}: entry {head.tree_size - 1} no longer ends at byte "
                 f"{state.log_bytes}, where the signed checkpoint says it does; refusing to sign"
             )
         return tree, state.log_bytes, sha256_hex(last.data)
 
     def _read_state(self) -> CheckpointState | None:
-        data = read_store_file(self.checkpoint_path)
+        data = self._store.state_bytes()
         if data is None:
             return None
         try:
             return CheckpointState.model_validate_json(data)
         except ValidationError as exc:
             raise CheckpointFormatError(
-                f"{self.checkpoint_path} is not a checkpoint: {first_error(exc)}"
+                f"{self._store.checkpoint_label} is not a checkpoint: {first_error(exc)}"
             ) from exc
 
+
+class _LogStore(Protocol):
+    """Where an :class:`AuditLog`'s lines and checkpoints are kept."""
+
+    @property
+    def label(self) -> str:
+        """Where the lines live, for messages: a path or a server stream."""
+        ...
+
+    @property
+    def checkpoint_label(self) -> str:
+        """Where the current checkpoint lives, for messages."""
+        ...
+
+    @property
+    def history_label(self) -> str:
+        """Where the signed-head history lives, for messages."""
+        ...
+
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the log exclusively (reentrant): nobody appends or checkpoints meanwhile."""
+        ...
+
+    def reading(self) -> contextlib.AbstractContextManager[LogReader | None]:
+        """A reader of the log's lines; None when there is no log at all."""
+        ...
+
+    def reading_lock(self) -> contextlib.AbstractContextManager[None]:
+        """Held while a reader reads the intact end that it may then scan unlocked."""
+        ...
+
+    def append(
+        self, records: Sequence[RecordBuilder], recovery: RecoveryBuilder, guard: TornGuard
+    ) -> list[bytes]:
+        """Append durably, under the torn-tail rule where a torn line can exist."""
+        ...
+
+    def state_bytes(self) -> bytes | None:
+        """The current checkpoint state as stored, or None before the first checkpoint."""
+        ...
+
+    def history_bytes(self) -> bytes | None:
+        """Every signed head ever written, one per line, or None before the first."""
+        ...
+
+    def put_checkpoint(self, state: CheckpointState, signed: SignedCheckpoint) -> None:
+        """Store a new checkpoint state, then its head in the history (the log is locked)."""
+        ...
+
+    def set_checkpoints_aside(self) -> None:
+        """Keep the checkpoints so far for investigators and start with none (adoption)."""
+        ...
+
+
+class _FileStore:
+    """The local files: the log's record file, the checkpoint file and its history file."""
+
+    def __init__(self, log: AuditLog, stream: RecordStream, root: Path | None) -> None:
+        assert isinstance(stream, LocalStream)
+        del root
+        self._log = log
+        self._lines = stream.file
+        # Written under the log's lock: it has no lock of its own.
+        self._history = LocalRecordFile(log.history_path, None)
+
+    @property
+    def label(self) -> str:
+        return str(self._log.path)
+
+    @property
+    def checkpoint_label(self) -> str:
+        return str(self._log.checkpoint_path)
+
+    @property
+    def history_label(self) -> str:
+        return self._log.history_path.name
+
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        return self._lines.locked()
+
+    def reading(self) -> contextlib.AbstractContextManager[Reader | None]:
+        return self._lines.reading()
+
     @contextlib.contextmanager
-    def _reading_lock(self) -> Iterator[None]:
+    def reading_lock(self) -> Iterator[None]:
         # Where the lock file cannot be created, no writer can append either.
-        if os.access(self.path.parent, os.W_OK):
+        if os.access(self._log.path.parent, os.W_OK):
             with self._lines.locked():
                 yield
         else:
             yield
+
+    def append(
+        self, records: Sequence[RecordBuilder], recovery: RecoveryBuilder, guard: TornGuard
+    ) -> list[bytes]:
+        # The record file's own append path, as before the store existed.
+        with self._lines.appending() as appender:
+            return appender.append(records, recovery=recovery, guard=guard)
+
+    def state_bytes(self) -> bytes | None:
+        return read_store_file(self._log.checkpoint_path)
+
+    def history_bytes(self) -> bytes | None:
+        return read_store_file(self._log.history_path)
+
+    def put_checkpoint(self, state: CheckpointState, signed: SignedCheckpoint) -> None:
+        # The checkpoint file first: a crash before the history record costs
+        # only some localisation, never the newest head.
+        atomic_write_json(self._log.checkpoint_path, state.model_dump(mode="json"))
+        with self._history.writing() as history:
+            # A torn history record was never acknowledged: set aside, nothing to record.
+            record = canonical_bytes(signed.model_dump(mode="json"))
+            history.append([lambda seq, prev: record])
+
+    def set_checkpoints_aside(self) -> None:
+        for old in (self._log.checkpoint_path, self._log.history_path):
+            if read_store_file(old) is not None:
+                os.replace(old, _free_name(old, ".adopted-"))
+
+
+class _ServerStore:
+    """Three streams in a PostgreSQL store: the log, the checkpoint states, the history.
+
+    ``locked`` is one session on the log stream (a transaction holding its
+    advisory lock), so writers on every machine queue there; checkpoints are
+    appended to their streams while it is held, states before history as with
+    files. ``reading`` takes the log and both checkpoint streams under that lock
+    and pins the checkpoints for the reader's lifetime, so a verifier never sees a
+    checkpoint newer than the entries it read. Nothing can be torn, renamed or
+    deleted there.
+    """
+
+    def __init__(self, log: AuditLog, stream: RecordStream, root: Path | None) -> None:
+        self._log = log
+        self._lines = stream
+        self._states = open_stream(log.checkpoint_path, None, root=root)
+        self._history = open_stream(log.history_path, None, root=root)
+        self._held: StreamSession | None = None
+        self._pinned: tuple[bytes | None, bytes | None] | None = None
+
+    @property
+    def label(self) -> str:
+        return self._lines.label
+
+    @property
+    def checkpoint_label(self) -> str:
+        return self._states.label
+
+    @property
+    def history_label(self) -> str:
+        return self._history.label
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        if self._held is not None:
+            yield
+            return
+        with self._lines.session() as session:
+            self._held = session
+            try:
+                yield
+            finally:
+                self._held = None
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[SnapshotReader]:
+        with self.locked():
+            assert self._held is not None
+            raw = self._held.snapshot().raw
+            pinned = (self._read_state(), self._read_history())
+        outer, self._pinned = self._pinned, pinned
+        try:
+            yield SnapshotReader(raw, entry_link_or_none)
+        finally:
+            self._pinned = outer
+
+    def reading_lock(self) -> contextlib.AbstractContextManager[None]:
+        # A snapshot is one consistent read already.
+        return contextlib.nullcontext()
+
+    def append(
+        self, records: Sequence[RecordBuilder], recovery: RecoveryBuilder, guard: TornGuard
+    ) -> list[bytes]:
+        with self._session() as session:
+            return session.append(records, recovery=recovery, guard=guard)
+
+    def state_bytes(self) -> bytes | None:
+        return self._pinned[0] if self._pinned is not None else self._read_state()
+
+    def history_bytes(self) -> bytes | None:
+        return self._pinned[1] if self._pinned is not None else self._read_history()
+
+    def _read_state(self) -> bytes | None:
+        lines = _stream_lines(self._states)
+        return lines[-1] if lines else None
+
+    def _read_history(self) -> bytes | None:
+        lines = _stream_lines(self._history)
+        return b"".join(line + b"\n" for line in lines) if lines else None
+
+    def put_checkpoint(self, state: CheckpointState, signed: SignedCheckpoint) -> None:
+        for stream, record in (
+            (self._states, canonical_bytes(state.model_dump(mode="json"))),
+            (self._history, canonical_bytes(signed.model_dump(mode="json"))),
+        ):
+            with stream.session() as session:
+                session.append([lambda seq, prev, record=record: record])
+        self._pinned = None  # what a reader pinned is older than this
+
+    def set_checkpoints_aside(self) -> None:
+        raise NewTreeRefused(
+            f"{self._states.label} keeps every checkpoint and nothing there can be set aside: "
+            f"a new tree cannot be adopted in a server store (restore the log instead)"
+        )
+
+    def _session(self) -> contextlib.AbstractContextManager[StreamSession]:
+        if self._held is not None:
+            return contextlib.nullcontext(self._held)
+        return self._lines.session()
+
+
+def _stream_lines(stream: RecordStream) -> list[bytes]:
+    with stream.session() as session:
+        return session.snapshot().raw.split(b"\n")[:-1]
+
+
+# Backend name (stores.select.BACKENDS) -> how the log keeps its lines and checkpoints there.
+_STORES: dict[str, Callable[[AuditLog, RecordStream, Path | None], _LogStore]] = {
+    LocalStream.backend: _FileStore,
+    PostgresStream.backend: _ServerStore,
+}
 
 
 def _free_name(path: Path, infix: str) -> Path:
@@ -406,7 +668,7 @@ def _recovery_event(aside: SetAside, event: AuditEvent) -> AuditEvent:
     )
 
 
-def _extend(reader: Reader, tree: CompactRange, start: int, end: int, prev: str) -> None:
+def _extend(reader: LogReader, tree: CompactRange, start: int, end: int, prev: str) -> None:
     """Add the entries in ``[start, end)`` to ``tree``, refusing a broken chain."""
     for line in reader.lines(start, end):
         try:

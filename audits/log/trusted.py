@@ -36,7 +36,7 @@ def verify_trusted(
             )
     if report is None:
         raise NoTrustedKeys(
-            f"the trust store {store.directory} trusts no key (none added, or all revoked)"
+            f"the trust store {store.where} trusts no key (none added, or all revoked)"
         )
     return report, None
 

@@ -40,7 +40,7 @@ def show_command(stage: str | None, since: str | None, actor: str | None, as_jso
         click.echo(format_timeline(entries))
     else:
         filtered = stage is not None or since is not None or actor is not None
-        click.echo(f"no events in {log.path}" + (" match the filters" if filtered else ""))
+        click.echo(f"no events in {log.where}" + (" match the filters" if filtered else ""))
 
 
 @audit.command("verify")
@@ -79,7 +79,7 @@ def verify_command(log_path: Path | None, against: Path | None, as_json: bool) -
     if failure is not None:
         raise LogNotVerified(failure)
     if not as_json:
-        click.echo(f"{log.path}: {report.summary()}")
+        click.echo(f"{log.where}: {report.summary()}")
 
 
 @audit.command("checkpoint")

@@ -1,7 +1,8 @@
 """``custodian store use|init|migrate|status``: where this checkout keeps its records.
 
 The choice lives in ``.custodian/store.toml`` (local, never committed; no password).
-Today the privacy ledger follows it; the audit log still lives in local files.
+The privacy ledger and the audit log (its entries, checkpoints and signed-head history)
+follow it; the trust stores stay in files.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 
 import click
 
+from audits.log import SignedCheckpoint
 from custodian.project import Project
 from privacy.ledger import PrivacyLedger, read_link
 from stores import config, postgres
@@ -20,7 +22,7 @@ from stores.transfer import copy_stream
 
 @click.group("store")
 def store() -> None:
-    """Choose and set up the store for the ledger: local files or a shared PostgreSQL."""
+    """Choose and set up the store for the ledger and audit log: local files or PostgreSQL."""
 
 
 @store.command("use")
@@ -89,15 +91,18 @@ def migrate_command() -> None:
 @store.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status_command(as_json: bool) -> None:
-    """Backend, size and spend per dataset of the store this checkout uses."""
-    ledger = PrivacyLedger(Project.discover().privacy_ledger_path)
+    """Backend, size, last audit-log checkpoint and spend per dataset of this checkout's store."""
+    project = Project.discover()
+    ledger = PrivacyLedger(project.privacy_ledger_path)
     verified = ledger.verify()
+    log = project.audit_log()
     report = {
         "backend": ledger.store.backend,
         "where": ledger.store.label,
         "ledger_records": verified.records,
         "ledger_head": verified.head,
-        "last_checkpoint": None,  # the audit log does not go through the store yet
+        "audit_log": log.where,
+        "last_checkpoint": _checkpoint_summary(log.last_checkpoint()),
         "spend": [
             {"dataset_sha256": s.dataset_sha256, "epsilon": s.spent_epsilon, "steps": s.steps}
             for s in ledger.summary()
@@ -108,9 +113,31 @@ def status_command(as_json: bool) -> None:
         return
     click.echo(f"backend: {report['backend']} ({report['where']})")
     click.echo(f"privacy ledger: {verified.records} records, head {verified.head[:12]}")
-    click.echo("last checkpoint: not in this store (the audit log stays in local files)")
+    checkpoint = report["last_checkpoint"]
+    if checkpoint is None:
+        click.echo(f"last checkpoint: none yet ({log.where})")
+    else:
+        click.echo(
+            f"last checkpoint: {checkpoint['tree_size']} entries (last entry "
+            f"{checkpoint['last_entry']}), {checkpoint['time']}, root "
+            f"{checkpoint['root_hash'][:12]} (unverified: custodian audit verify checks it)"
+        )
     for spend in report["spend"]:
         click.echo(
             f"  {spend['dataset_sha256'][:12]}  epsilon {spend['epsilon']:.4g}  "
             f"steps {spend['steps']}"
         )
+
+
+def _checkpoint_summary(signed: SignedCheckpoint | None) -> dict[str, object] | None:
+    """The newest signed head as status shows it; ``last_entry`` is the index it ends at."""
+    if signed is None:
+        return None
+    head = signed.tree_head
+    return {
+        "tree_size": head.tree_size,
+        "last_entry": head.tree_size - 1 if head.tree_size else None,
+        "time": head.time,
+        "root_hash": head.root_hash,
+        "key_fingerprint": head.key_fingerprint,
+    }

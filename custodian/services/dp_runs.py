@@ -43,7 +43,7 @@ from privacy.unit import PrivacyUnit
 from training.canaries import GradientCanaries
 from training.errors import TrainingInputError
 from training.features import ColumnRole, EncodedTable, FeatureSpec, encode_table
-from training.model import Activation, ModelConfig
+from training.model import Activation, Mlp, ModelConfig
 from training.precision import Precision
 from training.replicas import SINGLE, Replica
 from training.trainer import (
@@ -117,6 +117,11 @@ def train_config(params: TrainParams) -> TrainConfig:
 
 def model_config(params: TrainParams) -> ModelConfig:
     return ModelConfig(hidden=tuple(params.hidden), activation=Activation(params.activation))
+
+
+def model_parameters(params: TrainParams, width: int) -> int:
+    """How many parameters the model ``params`` describe has on ``width`` input features."""
+    return sum(p.numel() for p in Mlp(model_config(params), width).parameters())
 
 
 def charged_train_dp(

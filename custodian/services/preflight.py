@@ -2,9 +2,9 @@
 
 Runs before the train stage's DP run (and is what ``custodian plan`` prints), so a
 configuration that cannot finish (a slice column the data lacks, a delta the policy
-refuses, a batch larger than the data) is refused with one error listing every
-problem, before any epsilon is spent. It reads the splits and the privacy ledger;
-it writes nothing.
+refuses, a batch larger than the data, more white-box canaries than model parameters)
+is refused with one error listing every problem, before any epsilon is spent. It reads
+the splits and the privacy ledger; it writes nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +27,12 @@ from custodian.params import (
 )
 from custodian.project import Project
 from custodian.services.datasets import load_dataset
-from custodian.services.dp_runs import encode_split, feature_spec, privacy_units
+from custodian.services.dp_runs import (
+    encode_split,
+    feature_spec,
+    model_parameters,
+    privacy_units,
+)
 from governance.errors import InputError
 from governance.provenance import ColumnRole, ColumnType, Provenance
 from privacy.accounting import (
@@ -161,12 +166,12 @@ def preflight(splits: Path) -> Plan:
     _check_features(plan, record, train_params)
     # Sample rate and delta are over privacy units: people (privacy.unit: person) or rows.
     try:
-        rows = privacy_units(
-            encode_split(splits, "train", train_params.include_sensitive)[1], privacy
-        )
+        encoded = encode_split(splits, "train", train_params.include_sensitive)[1]
+        rows = privacy_units(encoded, privacy)
     except InputError as err:
         plan.problems.append(str(err))
         return plan
+    _check_audit(plan, train_params, evaluate, encoded.width)
     batch_ok = _check_batch(plan, train_params, rows, splits / "train.csv")
     delta = _check_delta(plan, privacy, policy, rows)
     if privacy.target_epsilon > policy.max_epsilon:
@@ -217,6 +222,20 @@ def _check_batch(plan: Plan, params: TrainParams, rows: int, source: Path) -> bo
             f"{int(rows * MAX_SAMPLE_RATE)}) for subsampling to amplify privacy"
         )
     return True
+
+
+def _check_audit(plan: Plan, params: TrainParams, evaluate: EvaluateParams, width: int) -> None:
+    # The white-box audit puts each canary on its own model parameter; caught here, not
+    # in the evaluate stage after the train run has spent its budget.
+    if evaluate.audit.mode is not AuditMode.WHITE_BOX:
+        return
+    parameters = model_parameters(params, width)
+    if evaluate.audit.canaries > parameters:
+        plan.problems.append(
+            f"evaluate.audit.canaries {evaluate.audit.canaries} exceeds the {parameters} "
+            f"parameters of the train.hidden {params.hidden} model on {width} input features: "
+            "white-box canaries need distinct parameters (lower it, or widen the model)"
+        )
 
 
 def _check_delta(

@@ -34,7 +34,7 @@ from custodian.services.dp_runs import (
     dataset_spent,
     finished_run,
     mark_finished,
-    model_config,
+    model_parameters,
 )
 from governance.errors import InputError
 from governance.provenance import Provenance
@@ -42,7 +42,7 @@ from privacy.empirical import OneRunAudit, audit_one_run, check_bound_below, mem
 from training.canaries import GradientCanaries, draw_canaries, loss_scores, with_canaries
 from training.evaluation import binary_metrics
 from training.features import EncodedTable, FeatureSpec
-from training.model import Mlp, predict_proba
+from training.model import predict_proba
 from training.precision import resolve_device
 
 __all__ = ["AUDIT_RESULT", "AuditInputs", "run_audit"]
@@ -151,9 +151,7 @@ def _separate_run(inputs: AuditInputs, production: PrivacyReport) -> dict[str, A
 def _white_box(inputs: AuditInputs, production: PrivacyReport) -> dict[str, Any]:
     """White box: gradient canaries in the clipped sums, scored from the noisy sums."""
     settings = inputs.settings
-    parameters = sum(
-        p.numel() for p in Mlp(model_config(inputs.train_params), inputs.train.width).parameters()
-    )
+    parameters = model_parameters(inputs.train_params, inputs.train.width)
     if settings.canaries > parameters:
         raise InputError(
             f"{PARAMS_FILE}: evaluate.audit.canaries: {settings.canaries} gradient canaries "

@@ -23,8 +23,9 @@ import pyarrow.compute as pc
 
 from governance.checks.config import CheckConfig
 from governance.checks.similarity import (
+    BandTables,
     NumericIndex,
-    TextIndex,
+    TextLsh,
     lowered,
     mix64,
     string_hashes,
@@ -43,6 +44,12 @@ _NUMBER_START = frozenset("+-.0123456789")
 _NOT_PLAIN = r"[\t\n\x0b\x0c\r\x1c-\x1f]|  |^[ +\-.0-9]| $"
 # Enough values to tell free text from categories without reading a million rows.
 _KIND_SAMPLE = 2000
+# Train rows hashed into words at a time by the text search: bounds its memory
+# to tens of MB (a million 12-word rows would take ~100 MB of word hashes at once).
+_TEXT_CHUNK_ROWS = 100_000
+_ALL = slice(None)
+# Free-text rows hashed at a time (see ``_text_cells``).
+_CELL_CHUNK_ROWS = 200_000
 
 
 class ColumnKind(StrEnum):
@@ -109,9 +116,12 @@ class NumericSpace:
     exact_columns: tuple[str, ...]
 
     def embed(self, frame: HashedFrame) -> tuple[np.ndarray, np.ndarray]:
-        raw = np.column_stack([frame.numbers[c] for c in self.columns])
-        missing = np.isnan(raw)
-        points = np.where(missing, 0.0, (raw - self.mean) / self.std)
+        # Standardised in place: at a million rows each temporary copy is ~100 MB.
+        points = np.column_stack([frame.numbers[c] for c in self.columns])
+        missing = np.isnan(points)
+        points -= self.mean
+        points /= self.std
+        points[missing] = 0.0
         keys = _fold([frame.cells[c] for c in self.exact_columns], len(frame))
         # Bit-pack the missing pattern so a missing value never matches a number.
         for start in range(0, missing.shape[1], 63):
@@ -135,16 +145,53 @@ class NumericNear:
 
 @dataclass(frozen=True, eq=False)
 class TextNear:
-    """Most similar train row by word-set Jaccard over the text columns."""
+    """Most similar train row by word-set Jaccard over the text columns.
+
+    Train is streamed once, in chunks, past the buckets of every frame asked
+    about (test and the references), so the search holds one chunk of train's
+    words at a time; the matches are kept per frame.
+    """
 
     columns: tuple[str, ...]
-    min_words: int
-    index: TextIndex
+    found: Mapping[int, tuple[np.ndarray, np.ndarray, np.ndarray]]  # id(frame) -> its matches
+
+    @classmethod
+    def search(
+        cls,
+        train: HashedFrame,
+        frames: Sequence[HashedFrame],
+        columns: tuple[str, ...],
+        config: CheckConfig,
+    ) -> TextNear:
+        lsh = TextLsh.seeded(
+            config.text_jaccard, config.text_minhash_bands, config.text_minhash_rows, config.seed
+        )
+        queries = []
+        for frame in frames:
+            offsets, words = _words(frame.frame, columns)
+            rows = np.flatnonzero(np.diff(offsets) >= config.text_min_words)
+            queries.append((offsets, words, rows))
+        signatures = [lsh.signatures(*query) for query in queries]
+        tables = BandTables(np.concatenate(signatures))
+        for start in range(0, len(train), _TEXT_CHUNK_ROWS):
+            offsets, words = _words(train.frame, columns, slice(start, start + _TEXT_CHUNK_ROWS))
+            rows = np.flatnonzero(np.diff(offsets) >= config.text_min_words)
+            tables.offer(start + rows, lsh.signatures(offsets, words, rows))
+        candidates = tables.candidates()
+        # Only the candidate train rows' words are needed to verify the pairs.
+        train_rows = np.unique(candidates[:, 1])
+        train_words = (*_words(train.frame, columns, train_rows), train_rows)
+        found = {}
+        bounds = np.cumsum([0, *(len(s) for s in signatures)])
+        for frame, query, first, stop in zip(frames, queries, bounds[:-1], bounds[1:], strict=True):
+            mine = candidates[(candidates[:, 0] >= first) & (candidates[:, 0] < stop)]
+            mine = mine - np.array([first, 0])
+            found[id(frame)] = lsh.best(query, mine, train_words)
+        return cls(columns, found)
 
     def match(self, frame: HashedFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(rows of ``frame``, best train rows, Jaccard) for rows at or above the threshold."""
-        offsets, words = _words(frame, self.columns)
-        return self.index.match(offsets, words, np.diff(offsets) >= self.min_words)
+        return self.found[id(frame)]
 
 
 @dataclass(frozen=True, eq=False)
@@ -166,17 +213,16 @@ class ScanContext:
         numeric = self.roles.of_kind(ColumnKind.numeric)
         if not numeric:
             return None
-        values = np.column_stack([self.train.numbers[c] for c in numeric])
-        std = np.zeros(len(numeric))
-        measurable = (~np.isnan(values)).sum(axis=0) >= 2
-        std[measurable] = np.nanstd(values[:, measurable], axis=0)
+        # Column by column: a stacked copy of train's numbers would be ~100 MB a million rows.
+        values = [self.train.numbers[c] for c in numeric]
+        std = np.array([np.nanstd(v) if (~np.isnan(v)).sum() >= 2 else 0.0 for v in values])
         varying = std > 0
         if not varying.any():
             return None
         columns = tuple(c for c, v in zip(numeric, varying, strict=True) if v)
         space = NumericSpace(
             columns=columns,
-            mean=np.nanmean(values[:, varying], axis=0),
+            mean=np.array([np.nanmean(v) for v, keep in zip(values, varying, strict=True) if keep]),
             std=std[varying],
             exact_columns=self._near_key_columns(columns),
         )
@@ -205,22 +251,16 @@ class ScanContext:
 
     @cached_property
     def text_near(self) -> TextNear | None:
-        """The train-side MinHash index over the text columns; None without text columns."""
+        """Text near-duplicates of test and the references; None without text columns."""
         columns = self.roles.of_kind(ColumnKind.text)
         if not columns:
             return None
-        config = self.config
-        offsets, words = _words(self.train, columns)
-        index = TextIndex.build(
-            offsets,
-            words,
-            np.diff(offsets) >= config.text_min_words,
-            threshold=config.text_jaccard,
-            bands=config.text_minhash_bands,
-            rows_per_band=config.text_minhash_rows,
-            seed=config.seed,
-        )
-        return TextNear(columns, config.text_min_words, index)
+        frames = [
+            frame
+            for frame in (self.test, *self.references.values())
+            if set(frame.feature_columns).issuperset(columns)
+        ]
+        return TextNear.search(self.train, frames, columns, self.config)
 
 
 def prepare(
@@ -357,7 +397,23 @@ def _string_cells(series: pd.Series, decimals: int) -> tuple[np.ndarray, None]:
     return np.where(codes >= 0, unique_hashes[np.maximum(codes, 0)], NULL_HASH), None
 
 
-def _canonical_array(uniques: pd.Index, decimals: int) -> pa.LargeStringArray:
+def _text_cells(series: pd.Series, decimals: int) -> tuple[np.ndarray, None]:
+    """(cell hashes, None): free text is mostly distinct, so it is hashed row by row.
+
+    Factorising first would cost a hash table over every value for few
+    repeats; chunks bound the temporary copies. A value hashes as it would
+    through ``_string_cells``.
+    """
+    hashes = np.full(len(series), NULL_HASH, dtype=np.uint64)
+    for start in range(0, len(series), _CELL_CHUNK_ROWS):
+        chunk = series.iloc[start : start + _CELL_CHUNK_ROWS]
+        present = np.flatnonzero(chunk.notna().to_numpy())
+        offsets, data = utf8_buffer(_canonical_array(chunk.iloc[present], decimals))
+        hashes[start + present] = string_hashes(offsets, lowered(data))
+    return hashes, None
+
+
+def _canonical_array(uniques: pd.Index | pd.Series, decimals: int) -> pa.LargeStringArray:
     """The values, ``_canonical`` but for casefolding where that is all they need.
 
     Plain values (ASCII, single spaces between words and none at either end,
@@ -382,7 +438,7 @@ _CELLS: dict[ColumnKind, Callable[[pd.Series, int], tuple[np.ndarray, np.ndarray
     ColumnKind.numeric: _numeric_cells,
     ColumnKind.datetime: _datetime_cells,
     ColumnKind.category: _string_cells,
-    ColumnKind.text: _string_cells,
+    ColumnKind.text: _text_cells,
 }
 
 
@@ -446,14 +502,17 @@ def _times(
     return parsed[0], parsed[1]
 
 
-def _words(frame: HashedFrame, columns: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Word hashes of the text columns per row, as CSR (offsets, hashes)."""
-    per_column = [word_hashes(frame.frame[c]) for c in columns]
+def _words(
+    frame: pd.DataFrame, columns: Sequence[str], rows: slice | np.ndarray = _ALL
+) -> tuple[np.ndarray, np.ndarray]:
+    """Word hashes of the text columns per row (of ``rows`` if given), as CSR (offsets, hashes)."""
+    per_column = [word_hashes(frame[c].iloc[rows]) for c in columns]
     if len(per_column) == 1:
         return per_column[0]
+    n = len(per_column[0][0]) - 1
     # A word in one column is not the same word in another: salt by column.
-    rows = np.concatenate([np.repeat(np.arange(len(frame)), np.diff(o)) for o, _ in per_column])
+    owner = np.concatenate([np.repeat(np.arange(n), np.diff(o)) for o, _ in per_column])
     hashes = np.concatenate([mix64(h ^ np.uint64(i)) for i, (_, h) in enumerate(per_column)])
-    order = np.argsort(rows, kind="stable")
-    counts = np.bincount(rows, minlength=len(frame))
+    order = np.argsort(owner, kind="stable")
+    counts = np.bincount(owner, minlength=n)
     return np.concatenate([[0], np.cumsum(counts)]), hashes[order]

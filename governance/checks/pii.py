@@ -224,10 +224,16 @@ def pii_kinds(values: pd.Series) -> list[PiiKind]:
 
 def _sample_matches(values: dict[str, pd.Series], size: int, present: int, seed: int) -> bool:
     """Whether about ``size`` non-missing values, drawn at random, hold any match."""
-    column = pd.concat(list(values.values()), ignore_index=True)
-    draw = min(len(column), math.ceil(size * len(column) / present))
-    picks = np.random.default_rng(seed).choice(len(column), size=draw, replace=False)
-    found = _matches(column.iloc[np.sort(picks)].dropna())
+    total = sum(len(series) for series in values.values())
+    draw = min(total, math.ceil(size * total / present))
+    picks = np.sort(np.random.default_rng(seed).choice(total, size=draw, replace=False))
+    # The splits one after the other, as one column, without copying them into one.
+    sample, first = [], 0
+    for series in values.values():
+        mine = picks[(picks >= first) & (picks < first + len(series))] - first
+        sample.append(series.iloc[mine])
+        first += len(series)
+    found = _matches(pd.concat(sample, ignore_index=True).dropna())
     return any(hits.any() for hits in found.kinds.values())
 
 
@@ -238,13 +244,17 @@ class _Matches:
 
 
 def _matches(series: pd.Series) -> _Matches:
-    """Classify each distinct value once, then spread the result over the rows."""
-    codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    # One extra, always-False, entry at the end: code -1 (missing) reads it.
-    kinds = {kind: np.zeros(len(uniques) + 1, dtype=bool) for kind in PiiKind}
-    card_shaped = np.zeros(len(uniques) + 1, dtype=bool)
-    for position in np.flatnonzero(_candidates(uniques)):
-        text = str(uniques[position])
+    """Classify each distinct candidate value once, then spread the result over the rows.
+
+    The prefilter runs over every row in place (no per-value Python), so only
+    candidate rows are factorised and read as Python strings.
+    """
+    rows = np.flatnonzero(_candidates(series))
+    codes, uniques = pd.factorize(series.iloc[rows])
+    kinds = {kind: np.zeros(len(uniques), dtype=bool) for kind in PiiKind}
+    card_shaped = np.zeros(len(uniques), dtype=bool)
+    for position, value in enumerate(uniques):
+        text = str(value)
         kinds[PiiKind.email][position] = "@" in text and _EMAIL.search(text) is not None
         kinds[PiiKind.phone][position] = _PHONE.search(text) is not None
         kinds[PiiKind.national_id][position] = _NATIONAL_ID.search(text) is not None or any(
@@ -255,7 +265,13 @@ def _matches(series: pd.Series) -> _Matches:
         cards = [d for m in _CARD.finditer(text) if _card_prefix(d := _NON_DIGIT.sub("", m[0]))]
         card_shaped[position] = bool(cards)
         kinds[PiiKind.payment_card][position] = any(_luhn(d) for d in cards)
-    return _Matches({kind: hits[codes] for kind, hits in kinds.items()}, card_shaped[codes])
+
+    def spread(hits: np.ndarray) -> np.ndarray:
+        mask = np.zeros(len(series), dtype=bool)
+        mask[rows] = hits[codes]
+        return mask
+
+    return _Matches({kind: spread(hits) for kind, hits in kinds.items()}, spread(card_shaped))
 
 
 def _candidates(values: object) -> np.ndarray:

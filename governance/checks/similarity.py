@@ -28,9 +28,7 @@ _GOLDEN = _U(0x9E3779B97F4A7C15)
 # Bounds the temporary arrays of word hashing to a few hundred MB.
 _CHUNK_ROWS = 100_000
 # The same bound for text read in place, in bytes.
-_CHUNK_BYTES = 16 << 20
-_LOWER = np.arange(256, dtype=np.uint8)
-_LOWER[ord("A") : ord("Z") + 1] += 32
+_CHUNK_BYTES = 4 << 20
 # Neighbours looked at per sampled row to find its nearest non-identical row.
 _NEIGHBOURS = 8
 # Distances to the nearest other row are read at these quantiles (well
@@ -49,6 +47,8 @@ _PROJECT_ABOVE_ROWS = 100_000
 _MAX_TREE_DIMENSIONS = 12
 _CANDIDATES = 4
 _PCA_SAMPLE = 20_000
+# Candidate pairs whose Jaccard is computed at once (bounds it to ~20 MB).
+_PAIRS_AT_ONCE = 16_384
 
 
 def mix64(values: np.ndarray) -> np.ndarray:
@@ -102,15 +102,22 @@ def value_chunks(offsets: np.ndarray, target_bytes: int) -> Iterator[tuple[int, 
 
 
 def spans(mask: np.ndarray, local_offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(starts, ends) of the runs of True in ``mask``, split where a value ends."""
-    edges = np.diff(mask.view(np.int8), prepend=np.int8(0), append=np.int8(0))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    inner = local_offsets[(local_offsets > 0) & (local_offsets < len(mask))]
-    cuts = inner[mask[inner - 1] & mask[inner]]
-    cuts = cuts[np.r_[True, cuts[1:] != cuts[:-1]]] if len(cuts) else cuts  # empty values
-    if len(cuts):  # a run that crosses from one value into the next is two runs
-        starts = np.insert(starts, np.searchsorted(starts, cuts), cuts)
-        ends = np.insert(ends, np.searchsorted(ends, cuts), cuts)
+    """(starts, ends) of the runs of True in ``mask``, split where a value ends.
+
+    A run starts where the byte before is not in one or a value starts there,
+    and ends likewise: flags over the bytes, no insertion into sorted arrays.
+    """
+    n = len(mask)
+    value_start = np.zeros(n + 1, dtype=bool)
+    value_start[local_offsets] = True
+    outside = np.ones(n + 1, dtype=bool)  # outside[i]: byte i - 1 is not in a run
+    outside[1:] = ~mask
+    starts = np.flatnonzero(mask & (outside[:-1] | value_start[:-1]))
+    # Byte i - 1 ends a run when byte i is not in one, or begins another value.
+    after = np.empty(n + 1, dtype=bool)
+    after[:n] = ~mask
+    after[n] = True
+    ends = np.flatnonzero(~outside & (after | value_start))
     return starts, ends
 
 
@@ -133,8 +140,8 @@ def word_hashes(values: object) -> tuple[np.ndarray, np.ndarray]:
         local = offsets[first : stop + 1] - offsets[first]
         chunk = lowered(data[offsets[first] : offsets[stop]])
         starts, ends = spans(_WORD_BYTE[chunk], local)
-        text_of_word = np.searchsorted(local, starts, side="right") - 1
-        counts.append(np.bincount(text_of_word, minlength=stop - first))
+        # Words per value: the starts inside it (one search per value, not per word).
+        counts.append(np.diff(np.searchsorted(starts, local)))
         hashes.append(_hash_words(chunk, starts, ends))
     return _csr(counts, hashes)
 
@@ -184,8 +191,13 @@ def _hash_words(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.nd
 
 
 def lowered(data: np.ndarray) -> np.ndarray:
-    """UTF-8 bytes with ASCII capitals lowered (multi-byte characters are left as they are)."""
-    return _LOWER[data]
+    """UTF-8 bytes with ASCII capitals lowered (multi-byte characters are left as they are).
+
+    Arithmetic, not a table lookup: about 4x faster over tens of MB. A capital
+    lacks bit 5 (0x20), so setting it lowers the letter.
+    """
+    capital = (data - np.uint8(ord("A"))) < np.uint8(26)  # bytes below "A" wrap around
+    return data | (capital.view(np.uint8) << np.uint8(5))
 
 
 def string_hashes(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
@@ -235,7 +247,9 @@ class NumericIndex:
     keys: pd.Index
     spacing: float
     tolerance: float | None  # None: too few distinct neighbours to say what is "near"
-    points: np.ndarray  # train points at full dimension
+    # Train points at full dimension when the tree holds projections; without
+    # a projection they are the tree's own coordinates (less the key), not copied.
+    points: np.ndarray | None
     axes: np.ndarray | None  # orthonormal rows projected onto; None: no projection
 
     @classmethod
@@ -256,8 +270,10 @@ class NumericIndex:
         spread = float(np.sqrt(np.sum(np.ptp(projected, axis=0) ** 2))) if len(points) else 0.0
         spacing = 2.0 ** math.ceil(math.log2(2.0 * spread + 1.0))
         tree = cKDTree(np.column_stack([projected, codes * spacing]))
+        del projected
         tolerance = _tolerance(tree, spacing, background_rate, sample, seed)
-        return cls(tree, pd.Index(uniques), spacing, tolerance, points, axes)
+        kept = None if axes is None else points
+        return cls(tree, pd.Index(uniques), spacing, tolerance, kept, axes)
 
     def match(self, points: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(query rows, nearest train rows) for queries strictly within tolerance."""
@@ -275,7 +291,8 @@ class NumericIndex:
         )
         query, rank = np.nonzero(nearest < self.tree.n)  # missing neighbours come back as n
         train = nearest[query, rank]
-        distance = np.sqrt(((self.points[train] - queries[query]) ** 2).sum(axis=1))
+        candidates = self.tree.data[train, :-1] if self.points is None else self.points[train]
+        distance = np.sqrt(((candidates - queries[query]) ** 2).sum(axis=1))
         close = distance < self.tolerance
         query, train, distance = query[close], train[close], distance[close]
         best = np.lexsort((distance, query))
@@ -320,80 +337,127 @@ def _tolerance(
 
 
 @dataclass(frozen=True, eq=False)
-class TextIndex:
-    """MinHash LSH over train word sets; candidates are verified by exact Jaccard.
+class TextLsh:
+    """MinHash LSH over word sets; candidates are verified by exact Jaccard.
 
     Each band hashes ``rows_per_band`` min-hashes; a query shares a band bucket
     with a train row of Jaccard J with probability 1 - (1 - J^r)^b, so pairs
     above the threshold are found with high probability and others are rarely
-    looked at. Per bucket only one train row is tried: the best match for a
-    query is still found through another band unless other train rows crowd
-    every one of its buckets.
+    looked at. Per bucket only one train row is tried, the first (lowest row)
+    train row that falls in it: the best match for a query is still found
+    through another band unless other train rows crowd every one of its buckets.
+
+    The tables hold the queries' buckets, not train's: train is streamed
+    through them in chunks (see :meth:`BandTables.offer`), so its word hashes
+    and signatures are never all in memory at once.
     """
 
     threshold: float
     multipliers: np.ndarray  # (bands, rows_per_band) odd uint64: one permutation per min-hash
-    buckets: tuple[tuple[np.ndarray, np.ndarray], ...]  # per band: sorted hashes, train rows
-    offsets: np.ndarray
-    words: np.ndarray
 
     @classmethod
-    def build(
-        cls,
-        offsets: np.ndarray,
-        words: np.ndarray,
-        eligible: np.ndarray,
-        *,
-        threshold: float,
-        bands: int,
-        rows_per_band: int,
-        seed: int,
-    ) -> TextIndex:
+    def seeded(cls, threshold: float, bands: int, rows_per_band: int, seed: int) -> TextLsh:
         random = np.random.default_rng(seed).bytes(bands * rows_per_band * 8)
         multipliers = np.frombuffer(random, dtype=np.uint64).reshape(bands, rows_per_band) | _U(1)
-        rows = np.flatnonzero(eligible)
-        signatures = _band_hashes(offsets, words, rows, multipliers)
-        buckets = []
-        for band in range(bands):
-            order = np.argsort(signatures[:, band])
-            buckets.append((signatures[order, band], rows[order]))
-        return cls(threshold, multipliers, tuple(buckets), offsets, words)
+        return cls(threshold, multipliers)
 
-    def match(
-        self, offsets: np.ndarray, words: np.ndarray, eligible: np.ndarray
+    def signatures(self, offsets: np.ndarray, words: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """One hash per (row, band) of the band's min-hashes; ``rows`` must have words."""
+        return _band_hashes(offsets, words, rows, self.multipliers)
+
+    def best(
+        self,
+        query: tuple[np.ndarray, np.ndarray, np.ndarray],
+        candidates: np.ndarray,
+        train: tuple[np.ndarray, np.ndarray, np.ndarray],
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(query rows, most similar train rows, Jaccard) for queries at or above threshold."""
-        rows = np.flatnonzero(eligible)
-        signatures = _band_hashes(offsets, words, rows, self.multipliers)
-        queries, candidates = [], []
-        for band, (hashes, train_rows) in enumerate(self.buckets):
-            if not len(hashes):
-                continue
-            # The leftmost train row of the bucket stands for all of it.
-            position = np.minimum(np.searchsorted(hashes, signatures[:, band]), len(hashes) - 1)
-            hit = hashes[position] == signatures[:, band]
-            queries.append(rows[hit])
-            candidates.append(train_rows[position[hit]])
-        if not queries:
+        """(query rows, most similar train rows, Jaccard) for queries at or above threshold.
+
+        ``query`` is (offsets, words, rows): the rows that have signatures;
+        ``candidates`` (rows of it, train rows) pairs, e.g. from
+        :meth:`BandTables.candidates`; ``train`` is (offsets, words, rows):
+        the words of at least the candidate train rows, ``rows`` sorted.
+        """
+        if not len(candidates):
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0)
-        pairs = np.unique(
-            np.column_stack([np.concatenate(queries), np.concatenate(candidates)]), axis=0
+        offsets, words, rows = query
+        train_offsets, train_words, train_rows = train
+        pairs = np.unique(np.column_stack([rows[candidates[:, 0]], candidates[:, 1]]), axis=0)
+        query_rows, train_of = pairs[:, 0], pairs[:, 1]
+        train_at = np.searchsorted(train_rows, train_of)
+        # In slices: every pair's words are gathered and hashed (~1 KB a pair).
+        similarity = np.concatenate(
+            [
+                _jaccard(
+                    offsets, words, query_rows[part], train_offsets, train_words, train_at[part]
+                )
+                for first in range(0, len(pairs), _PAIRS_AT_ONCE)
+                for part in [slice(first, first + _PAIRS_AT_ONCE)]
+            ]
         )
-        query, train = pairs[:, 0], pairs[:, 1]
-        similarity = _jaccard(offsets, words, query, self.offsets, self.words, train)
         keep = similarity >= self.threshold
-        query, train, similarity = query[keep], train[keep], similarity[keep]
-        best = np.lexsort((-similarity, query))
+        query_rows, train_of, similarity = query_rows[keep], train_of[keep], similarity[keep]
+        best = np.lexsort((-similarity, query_rows))
         first = np.ones(len(best), dtype=bool)
-        first[1:] = query[best][1:] != query[best][:-1]
+        first[1:] = query_rows[best][1:] != query_rows[best][:-1]
         best = best[first]
-        return query[best], train[best], similarity[best]
+        return query_rows[best], train_of[best], similarity[best]
+
+
+class BandTables:
+    """Per band, the distinct band hashes of the queries and the first train row in each bucket.
+
+    Train rows are offered in ascending order, chunk by chunk; a bucket keeps
+    the first train row that reaches it. A bit filter per band (2^24 bits, 2
+    MiB) turns away almost every train row, so the few left are looked up by
+    binary search in the sorted hashes (no hash table: pandas' cost ~8 MB
+    per band at 210,000 queries).
+    """
+
+    _FILTER_BITS = 24
+
+    def __init__(self, signatures: np.ndarray) -> None:
+        self._codes, self._tables, self._filters, self._first = [], [], [], []
+        mask = _U((1 << self._FILTER_BITS) - 1)
+        for band in range(signatures.shape[1]):
+            uniques, codes = np.unique(signatures[:, band], return_inverse=True)
+            bits = np.zeros(1 << (self._FILTER_BITS - 3), dtype=np.uint8)
+            low = (uniques & mask).astype(np.int64)
+            np.bitwise_or.at(bits, low >> 3, (1 << (low & 7)).astype(np.uint8))
+            self._codes.append(codes)
+            self._tables.append(uniques)
+            self._filters.append(bits)
+            self._first.append(np.full(len(uniques), -1, dtype=np.int64))
+
+    def offer(self, rows: np.ndarray, signatures: np.ndarray) -> None:
+        """Train ``rows`` (ascending, after every row offered before) and their signatures."""
+        mask = _U((1 << self._FILTER_BITS) - 1)
+        for band, table, bits, first in zip(
+            range(signatures.shape[1]), self._tables, self._filters, self._first, strict=True
+        ):
+            band_hashes = signatures[:, band]
+            low = (band_hashes & mask).astype(np.int64)
+            maybe = np.flatnonzero((bits[low >> 3] >> (low & 7).astype(np.uint8)) & 1)
+            position = np.minimum(np.searchsorted(table, band_hashes[maybe]), len(table) - 1)
+            hit = table[position] == band_hashes[maybe]
+            position, train_rows = position[hit], rows[maybe[hit]]
+            new = first[position] < 0
+            buckets, earliest = np.unique(position[new], return_index=True)
+            first[buckets] = train_rows[new][earliest]
+
+    def candidates(self) -> np.ndarray:
+        """(query, train row) pairs, one per band whose bucket a train row reached."""
+        pairs = []
+        for codes, first in zip(self._codes, self._first, strict=True):
+            train_rows = first[codes]
+            found = np.flatnonzero(train_rows >= 0)
+            pairs.append(np.column_stack([found, train_rows[found]]))
+        return np.concatenate(pairs) if pairs else np.empty((0, 2), dtype=np.int64)
 
 
 def _band_hashes(
     offsets: np.ndarray, words: np.ndarray, rows: np.ndarray, multipliers: np.ndarray
 ) -> np.ndarray:
-    """One hash per (row, band) of the band's min-hashes; ``rows`` must have words."""
     out = np.empty((len(rows), multipliers.shape[0]), dtype=np.uint64)
     if not len(rows):
         return out

@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from governance.checks.frames import _canonical, _string_cells
-from governance.checks.pii import _candidates
-from governance.checks.similarity import _python_word_hashes, word_hashes
+import governance.checks.frames as frames
+from governance.checks.frames import _canonical, _string_cells, _text_cells
+from governance.checks.pii import _EMAIL, _PHONE, PiiKind, _candidates, _matches
+from governance.checks.similarity import _python_word_hashes, lowered, spans, word_hashes
 
 # Adjacent values whose words would run together without their boundaries,
 # NUL, capitals, odd whitespace, multi-byte letters, missing values.
@@ -70,3 +71,62 @@ def test_pii_prefilter_matches_a_python_reference() -> None:
         for v in values
     ]
     assert _candidates(values).tolist() == expected
+
+
+def test_lowered_is_bytes_lower_on_every_byte() -> None:
+    every = np.arange(256, dtype=np.uint8)
+    expected = np.frombuffer(bytes(range(256)).lower(), dtype=np.uint8)
+    assert np.array_equal(lowered(every), expected)
+
+
+@pytest.mark.parametrize("dtype", ["str", object])
+def test_text_cells_hash_each_row_as_string_cells_does(
+    dtype: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small chunks, so that values and missing ones fall on every side of a boundary.
+    monkeypatch.setattr(frames, "_CELL_CHUNK_ROWS", 7)
+    values = [*VALUES, *_random_values(500, seed=3), *VALUES, None]
+    series = pd.Series(values, dtype=dtype)
+    assert np.array_equal(_text_cells(series, 4)[0], _string_cells(series, 4)[0])
+
+
+def test_pii_matches_are_per_row_as_a_python_search_says() -> None:
+    values = [
+        *_random_values(2000, seed=4),
+        "mail a@example.com",
+        None,
+        "call (555) 555-0100",
+        "mail a@example.com",
+    ]
+    matches = _matches(pd.Series(values, dtype="str"))
+    for kind, pattern in ((PiiKind.email, _EMAIL), (PiiKind.phone, _PHONE)):
+        expected = [v is not None and pattern.search(v) is not None for v in values]
+        assert matches.kinds[kind].tolist() == expected
+        assert any(expected)  # the planted values count
+
+
+def _python_spans(mask: list[bool], offsets: list[int]) -> tuple[list[int], list[int]]:
+    """Runs of True within each value ``[offsets[i], offsets[i + 1])``, by walking the bytes."""
+    starts, ends = [], []
+    for first, stop in zip(offsets[:-1], offsets[1:], strict=True):
+        inside = False
+        for i in range(first, stop):
+            if mask[i] and not inside:
+                starts.append(i)
+            if not mask[i] and inside:
+                ends.append(i)
+            inside = mask[i]
+        if inside:
+            ends.append(stop)
+    return starts, ends
+
+
+def test_spans_split_runs_where_values_end() -> None:
+    rng = np.random.default_rng(6)
+    for _ in range(500):
+        n = int(rng.integers(0, 30))
+        mask = rng.random(n) < rng.random()
+        cuts = rng.integers(0, n + 1, size=int(rng.integers(0, 6)))  # repeats: empty values
+        offsets = np.sort(np.concatenate([[0], cuts, [n]]))
+        starts, ends = spans(mask, offsets)
+        assert (starts.tolist(), ends.tolist()) == _python_spans(mask.tolist(), offsets.tolist())

@@ -12,6 +12,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from audits.merkle import CompactRange, leaf_hash
+from custodian.project import Project
 from privacy.accounting import SgdSteps
 from privacy.ledger import PrivacyLedger
 from stores.postgres import writer_role
@@ -44,6 +46,13 @@ def test_use_init_migrate_status(pg_server: pgserver.Server, tmp_path: Path) -> 
 
     init = _custodian(root, "store", "init", "--url", pg_server.url(), "--project", "cli")
     assert init.returncode == 0, init.stderr
+    # Before `store use`, status reads the local files: the log's checkpoint file.
+    local = json.loads(_custodian(root, "store", "status", "--json").stdout)
+    local_log = root / ".custodian" / "audit" / "log.jsonl"
+    assert local["backend"] == "local" and local["audit_log"] == str(local_log)
+    signed = json.loads((local_log.parent / "checkpoint.json").read_text())["checkpoint"]
+    assert local["last_checkpoint"]["root_hash"] == signed["tree_head"]["root_hash"]
+    assert local["last_checkpoint"]["tree_size"] == len(local_log.read_bytes().splitlines())
     with psycopg.connect(pg_server.url(), autocommit=True) as conn:
         conn.execute(
             sql.SQL("CREATE ROLE cli_trainer LOGIN IN ROLE {}").format(
@@ -70,3 +79,24 @@ def test_use_init_migrate_status(pg_server: pgserver.Server, tmp_path: Path) -> 
     report = json.loads(status.stdout)
     assert report["backend"] == "postgresql" and report["ledger_records"] == 2
     assert report["spend"][0]["steps"] == 30
+    # The last checkpoint is the server's: the migrate commands were logged there, and the
+    # head signed at the end of the last one covers every entry (an independent Merkle root).
+    entries = list(Project(root).audit_log().entries())
+    tree = CompactRange()
+    for entry in entries:
+        tree.append(leaf_hash(entry.line()))
+    head = report["last_checkpoint"]
+    assert report["audit_log"].endswith("stream audit-log")
+    assert head["tree_size"] == len(entries) and head["last_entry"] == len(entries) - 1
+    assert head["root_hash"] == tree.root().hex()
+    assert [e.event.command for e in entries if e.event.command] == [
+        "custodian store migrate"
+    ] * len([e for e in entries if e.event.command])
+    with psycopg.connect(pg_server.url(), autocommit=True) as conn:
+        (rows,) = conn.execute(
+            "SELECT count(*) FROM custodian.records WHERE project = 'cli' AND stream = 'audit-log'"
+        ).fetchone()
+    assert rows == len(entries) > 0
+    human = _custodian(root, "store", "status")
+    assert f"last checkpoint: {len(entries)} entries" in human.stdout
+    assert head["root_hash"][:12] in human.stdout
