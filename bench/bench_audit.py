@@ -38,6 +38,7 @@ from audits.canonical import canonical_bytes
 from audits.keys import SigningKey
 from audits.log import ZERO_HASH, AuditEntry, AuditEvent, AuditLog, EventKind, verification
 from audits.log.spends import logged_privacy_spends
+from stores.local import LocalRecordFile
 
 APPENDS_GOAL = 0.8  # of bare write + fsync
 VERIFY_GOAL_S = 5.0
@@ -130,7 +131,7 @@ def bench_verify(directory: Path, entries: int) -> dict[str, float]:
     verify_s = time.perf_counter() - start
     if not report.ok or report.covered != entries:
         raise SystemExit(f"benchmark log does not verify: {report.summary()}")
-    with log._lines.reading() as reader:
+    with LocalRecordFile(log.path, None).reading() as reader:
         workers = len(verification._ranges(reader, size)) if reader is not None else 1
     threshold = verification.PARALLEL_MIN_BYTES
     verification.PARALLEL_MIN_BYTES = size + 1  # the same check, in this process alone

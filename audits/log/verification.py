@@ -34,6 +34,7 @@ from audits.merkle import (
     verify_consistency,
 )
 from stores.local import Reader, Tail, read_blocks
+from stores.stream import SnapshotReader
 
 
 class _Problems:
@@ -88,7 +89,12 @@ class _Scan:
 
 
 def _scan_entries(
-    reader: Reader | None, end: int, sizes: set[int], *, keep_leaves: bool, problems: _Problems
+    reader: Reader | SnapshotReader | None,
+    end: int,
+    sizes: set[int],
+    *,
+    keep_leaves: bool,
+    problems: _Problems,
 ) -> _Scan:
     """Check every line's form, sequence and chain; note the Merkle root at each size in ``sizes``.
 
@@ -101,18 +107,24 @@ def _scan_entries(
     roots = {0: tree.root()}
     kept: list[bytes] | None = [] if keep_leaves else None
     if reader is not None:
-        ranges = _ranges(reader, end)
+        ranges = _ranges(reader, end) if isinstance(reader, Reader) else [(0, end)]
         if len(ranges) > 1:
             tree = _scan_in_workers(reader, ranges, sizes, roots, kept, problems)
         else:
             growth = _Growth(tree, sizes, roots, kept)
             index, prev = 0, ZERO_HASH
-            for offset, block in reader.blocks(0, end):
+            for offset, block in _blocks(reader, end):
                 leaves: list[bytes] = []
                 index, prev = _check_block(offset, block, index, prev, problems, leaves)
                 growth.add(leaves)
     roots[tree.size] = tree.root()
     return _Scan(count=tree.size, roots=roots, leaves=kept)
+
+
+def _blocks(reader: Reader | SnapshotReader, end: int) -> Iterable[tuple[int, bytes]]:
+    if isinstance(reader, Reader):
+        return reader.blocks(0, end)
+    return [(0, reader.read(0, end))]  # a server's snapshot: in memory already
 
 
 # Below this size a log is checked in this process: starting workers would cost more than
@@ -429,7 +441,7 @@ class Snapshot:
 
 
 def verify_snapshot(
-    reader: Reader | None,
+    reader: Reader | SnapshotReader | None,
     snapshot: Snapshot,
     trusted: Mapping[str, PublicKey],
     against: SignedCheckpoint | None,

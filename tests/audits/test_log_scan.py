@@ -37,6 +37,7 @@ from audits.log import (
 from audits.log.lines import Malformed, entry_link
 from audits.log.records import event_bytes
 from audits.merkle import CompactRange
+from stores.local import LocalRecordFile
 
 REPO = Path(__file__).resolve().parents[2]
 SHA = "ab" * 32
@@ -174,7 +175,7 @@ def test_ranges_cover_the_log_in_whole_lines(
     monkeypatch.setattr(verification, "PARALLEL_MIN_BYTES", 0)
     for workers in (2, 3, 8, 64):
         monkeypatch.setattr(verification, "_workers", lambda workers=workers: workers)
-        with log._lines.reading() as reader:
+        with LocalRecordFile(log.path, None).reading() as reader:
             ranges = verification._ranges(reader, len(data))
         assert ranges[0][0] == 0 and ranges[-1][1] == len(data)
         assert all(a < b == c for (a, b), (c, _) in zip(ranges, ranges[1:], strict=False))
