@@ -19,3 +19,7 @@ class InsecureSecretFile(UnsafeStoreFile):
 
 class DamagedTail(StoreError):
     """The end of a record file is damaged in a way no crash can leave; nothing is repaired."""
+
+
+class StoreUnavailable(StoreError):
+    """The database server could not be reached, or went away mid-session."""

@@ -37,17 +37,13 @@ import psycopg.errors
 from psycopg import sql
 
 from stores.config import StoreConfig
-from stores.errors import StoreError
+from stores.errors import StoreError, StoreUnavailable
 from stores.local import GENESIS, RecordBuilder, RecoveryBuilder, sha256_hex
 from stores.stream import Snapshot, TornGuard
 
 _STREAM = re.compile(r"[a-z0-9_-]{1,64}")
 _MIGRATION = re.compile(r"(\d{3})_[a-z0-9_]+\.sql")
 CONNECT_TIMEOUT_S = 10
-
-
-class StoreUnavailable(StoreError):
-    """The database server could not be reached, or went away mid-session."""
 
 
 class StoreRefused(StoreError):

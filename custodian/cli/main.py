@@ -28,7 +28,7 @@ from privacy.errors import (
     PrivacyInputError,
     TamperedCiphertext,
 )
-from stores.errors import StoreError, UnsafeStoreFile
+from stores.errors import StoreError, StoreUnavailable, UnsafeStoreFile
 from training.errors import TrainingError, TrainingInputError
 
 EXIT_CHECK_FAILED = 1
@@ -47,6 +47,8 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (UnsafeReplacement, EXIT_BAD_INPUT),
     # A store file that is a link, a FIFO, a directory or someone else's: refused, exit 2.
     (UnsafeStoreFile, EXIT_BAD_INPUT),
+    # The store's server unreachable or gone: nothing was confirmed; fix the setup, rerun.
+    (StoreUnavailable, EXIT_BAD_INPUT),
     (PolicyViolation, EXIT_CHECK_FAILED),
     (CheckFailed, EXIT_CHECK_FAILED),
     (BudgetExceeded, EXIT_CHECK_FAILED),

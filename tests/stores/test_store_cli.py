@@ -100,3 +100,22 @@ def test_use_init_migrate_status(pg_server: pgserver.Server, tmp_path: Path) -> 
     human = _custodian(root, "store", "status")
     assert f"last checkpoint: {len(entries)} entries" in human.stdout
     assert head["root_hash"][:12] in human.stdout
+
+
+def test_an_unreachable_store_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """A configured server that is not there: every command that logs stops before doing
+    anything, with one line naming the store, exit 2 (a setup problem, not a failed check)."""
+    root = tmp_path / "project"
+    (root / ".custodian").mkdir(parents=True)
+    socket_dir = tmp_path / "no-server"
+    socket_dir.mkdir()
+    use = _custodian(
+        root, "store", "use", f"postgresql://nobody@/custodian?host={socket_dir}", "--project", "x"
+    )
+    assert use.returncode == 0, use.stderr
+    for args in (("audit", "show"), ("privacy", "ledger"), ("store", "status")):
+        result = _custodian(root, *args)
+        assert result.returncode == 2, (args, result.returncode, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in result.stderr, (args, result.stderr)
+        assert "cannot reach store" in lines[0] or "unavailable" in lines[0], (args, lines)
