@@ -151,6 +151,9 @@ class LocalRecordFile:
     ) -> None:
         self.path = Path(path)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
+        # Checked on every append: the strings spare a conversion per system call.
+        self._where = os.fspath(self.path)
+        self._directory = self.path.parent
         self._link = link
         self._timeout = lock_timeout
         self._mode = file_mode
@@ -162,16 +165,73 @@ class LocalRecordFile:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the file's lock (reentrant within a thread; exclusive between threads)."""
-        check_store_directory(self.path.parent)
+        check_store_directory(self._directory)
         if not self._lock.acquire(self._timeout):
-            raise StoreLocked(
-                f"{self.path} stayed locked for {self._timeout:g} s by another process "
-                f"({self.lock_path})"
-            )
+            raise self._stayed_locked()
         try:
             yield
         finally:
             self._lock.release()
+
+    def append(
+        self,
+        records: Sequence[RecordBuilder],
+        *,
+        recovery: RecoveryBuilder | None = None,
+        guard: Callable[[Torn], None] | None = None,
+    ) -> list[bytes]:
+        """Lock, append ``records`` durably, unlock: :meth:`appending` and
+        :meth:`Appender.append` in one call, with the same checks and result."""
+        check_store_directory(self._directory)
+        lock = self._lock
+        if not lock.acquire(self._timeout):
+            raise self._stayed_locked()
+        try:
+            return self.append_held(records, recovery=recovery, guard=guard)
+        finally:
+            lock.release()
+
+    def append_held(
+        self,
+        records: Sequence[RecordBuilder],
+        *,
+        recovery: RecoveryBuilder | None = None,
+        guard: Callable[[Torn], None] | None = None,
+    ) -> list[bytes]:
+        """:meth:`append` for a caller that already holds :meth:`locked`.
+
+        An append is one ``fsync`` and a little Python, so the Python counts: the
+        usual case runs here inline. The kept descriptor is the file the path
+        names (checked, as :meth:`writing` does) and ``fstat`` shows the file
+        exactly as this writer left it, so the tail it left holds (intact: only an
+        intact tail is left) and the file is not new. Anything else (the first
+        append, a forked child, another writer's append, an edit, a torn line, a
+        new file) goes through :class:`Appender`, which reads the tail and applies
+        the torn-tail rule.
+        """
+        fd = self._file.get(self._where, self._open_appending)
+        opened = os.fstat(fd)
+        left = self._left
+        if left is None or left[0] != _stamp(opened) or not opened.st_size or not records:
+            return Appender(self, fd, opened).append(records, recovery=recovery, guard=guard)
+        tail = left[1]
+        seq, prev = tail.next_seq, tail.next_prev
+        lines = []
+        for build in records:
+            line = build(seq, prev)
+            lines.append(line)
+            seq, prev = seq + 1, hashlib.sha256(line).hexdigest()
+        data = b"\n".join(lines) + b"\n"
+        write_all(fd, data)
+        os.fsync(fd)
+        self._left = (_stamp(os.fstat(fd)), Tail(tail.end + len(data), seq, prev))
+        return lines
+
+    def _stayed_locked(self) -> StoreLocked:
+        return StoreLocked(
+            f"{self.path} stayed locked for {self._timeout:g} s by another process "
+            f"({self.lock_path})"
+        )
 
     @contextlib.contextmanager
     def appending(self) -> Iterator[Appender]:
@@ -183,11 +243,7 @@ class LocalRecordFile:
     @contextlib.contextmanager
     def writing(self) -> Iterator[Appender]:
         """Open for appending; the caller already holds :meth:`locked`."""
-        fd = self._file.get(
-            self.path,
-            lambda: open_store_file(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, self._mode),
-        )
-        yield Appender(self, fd)
+        yield Appender(self, self._file.get(self._where, self._open_appending))
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[Reader | None]:
@@ -201,6 +257,9 @@ class LocalRecordFile:
             yield Reader(self, fd)
         finally:
             os.close(fd)
+
+    def _open_appending(self) -> int:
+        return open_store_file(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, self._mode)
 
     def _tail_left(self, info: os.stat_result) -> Tail | None:
         """The tail the last append here left, if the file is still exactly as it left it."""
@@ -231,7 +290,7 @@ class _KeptOpen:
         self._file: tuple[int, int] | None = None  # (device, inode) of what is open
         self._close: weakref.finalize | None = None
 
-    def get(self, path: Path, open_fd: Callable[[], int]) -> int:
+    def get(self, path: str | Path, open_fd: Callable[[], int]) -> int:
         """The kept descriptor if ``path`` still names its file, else a new one."""
         if self._fd is not None and self._pid == os.getpid() and self.names(path):
             return self._fd
@@ -244,7 +303,7 @@ class _KeptOpen:
             return self._fd
         return self._reopen(open_fd)
 
-    def names(self, path: Path) -> bool:
+    def names(self, path: str | Path) -> bool:
         """Whether ``path`` (not followed) names the file open here."""
         try:
             info = os.stat(path, follow_symlinks=False)
@@ -449,9 +508,12 @@ class Reader:
 class Appender(Reader):
     """An open record file that the lock holder appends to."""
 
-    def __init__(self, store: LocalRecordFile, fd: int) -> None:
+    def __init__(
+        self, store: LocalRecordFile, fd: int, opened: os.stat_result | None = None
+    ) -> None:
         super().__init__(store, fd)
-        self._opened = os.fstat(fd)
+        # ``opened``: the caller's fstat of ``fd`` just now, under the lock.
+        self._opened = os.fstat(fd) if opened is None else opened
 
     def _find_tail(self) -> Tail:
         left = self.store._tail_left(self._opened)

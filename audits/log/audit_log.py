@@ -110,16 +110,22 @@ class AuditLog:
 
         def entry(event: AuditEvent) -> RecordBuilder:
             def build(seq: int, prev: str) -> bytes:
-                written.append(AuditEntry(seq=seq, time=datetime.now(UTC), prev=prev, event=event))
-                return written[-1].line()
+                # The time is taken under the lock, so times never go back along the chain.
+                made = AuditEntry(seq=seq, time=datetime.now(UTC), prev=prev, event=event)
+                written.append(made)
+                return made.line()
 
             return build
 
         def recovery(aside: SetAside) -> RecordBuilder:
             return entry(_recovery_event(aside, event))
 
-        with _refusing_damage():
+        try:
             self._store.append([entry(event)], recovery, self._guard_covered)
+        except DamagedTail as exc:
+            # Two damaged lines at the end cannot come from a crash: to the log's callers,
+            # tampering.
+            raise TamperDetected(f"{exc} (run verify)") from None
         return written[-1]
 
     def write_checkpoint(
@@ -490,9 +496,8 @@ class _FileStore:
     def append(
         self, records: Sequence[RecordBuilder], recovery: RecoveryBuilder, guard: TornGuard
     ) -> list[bytes]:
-        # The record file's own append path, as before the store existed.
-        with self._lines.appending() as appender:
-            return appender.append(records, recovery=recovery, guard=guard)
+        # The record file's own append path (lock, append, unlock), as before the store existed.
+        return self._lines.append(records, recovery=recovery, guard=guard)
 
     def state_bytes(self) -> bytes | None:
         return read_store_file(self._log.checkpoint_path)
@@ -681,15 +686,6 @@ def _extend(reader: LogReader, tree: CompactRange, start: int, end: int, prev: s
             raise TamperDetected(f"{where}: breaks the hash chain; refusing to sign")
         tree.append(leaf_hash(line.data))
         prev = sha256_hex(line.data)
-
-
-@contextlib.contextmanager
-def _refusing_damage() -> Iterator[None]:
-    # Two damaged lines at the end are the store's DamagedTail; to the log's callers, tampering.
-    try:
-        yield
-    except DamagedTail as exc:
-        raise TamperDetected(f"{exc} (run verify)") from None
 
 
 def _key_map(keys: Iterable[PublicKey]) -> dict[str, PublicKey]:
