@@ -209,8 +209,7 @@ class LocalRecordFile:
         new file) goes through :class:`Appender`, which reads the tail and applies
         the torn-tail rule.
         """
-        fd = self._file.get(self._where, self._open_appending)
-        opened = os.fstat(fd)
+        fd, opened = self._file.opened(self._where, self._open_appending)
         left = self._left
         if left is None or left[0] != _stamp(opened) or not opened.st_size or not records:
             return Appender(self, fd, opened).append(records, recovery=recovery, guard=guard)
@@ -292,8 +291,22 @@ class _KeptOpen:
 
     def get(self, path: str | Path, open_fd: Callable[[], int]) -> int:
         """The kept descriptor if ``path`` still names its file, else a new one."""
-        if self._fd is not None and self._pid == os.getpid() and self.names(path):
-            return self._fd
+        return self.opened(path, open_fd)[0]
+
+    def opened(self, path: str | Path, open_fd: Callable[[], int]) -> tuple[int, os.stat_result]:
+        """:meth:`get`, with the status of the file open now.
+
+        One ``stat`` of ``path`` both checks that it names the kept descriptor's file
+        and reads that file's status: same device and inode, same file.
+        """
+        if self._fd is not None and self._pid == os.getpid():
+            try:
+                info = os.stat(path, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+            else:
+                if (info.st_dev, info.st_ino) == self._file:
+                    return self._fd, info
         return self._reopen(open_fd)
 
     def kept(self, open_fd: Callable[[], int]) -> int:
@@ -301,7 +314,7 @@ class _KeptOpen:
         when it matters), or a new one in a new process."""
         if self._fd is not None and self._pid == os.getpid():
             return self._fd
-        return self._reopen(open_fd)
+        return self._reopen(open_fd)[0]
 
     def names(self, path: str | Path) -> bool:
         """Whether ``path`` (not followed) names the file open here."""
@@ -311,13 +324,13 @@ class _KeptOpen:
             return False
         return (info.st_dev, info.st_ino) == self._file
 
-    def _reopen(self, open_fd: Callable[[], int]) -> int:
+    def _reopen(self, open_fd: Callable[[], int]) -> tuple[int, os.stat_result]:
         self.drop()
         fd = open_fd()
         info = os.fstat(fd)
         self._fd, self._pid, self._file = fd, os.getpid(), (info.st_dev, info.st_ino)
         self._close = weakref.finalize(self, os.close, fd)
-        return fd
+        return fd, info
 
     def drop(self) -> None:
         if self._close is not None:
@@ -338,6 +351,7 @@ class _FileLock:
 
     def __init__(self, path: Path) -> None:
         self._path = path
+        self._where = os.fspath(path)  # checked on every acquisition
         self._file = _KeptOpen()
         self._start()
 
@@ -351,19 +365,25 @@ class _FileLock:
         """Take the lock, waiting at most ``timeout`` seconds (forever if negative)."""
         if self._pid != os.getpid():
             self._start()  # never unlock the inherited descriptor: that frees the parent's lock
-        deadline = None if timeout < 0 else time.monotonic() + timeout
-        if not self._mutex.acquire(timeout=-1 if deadline is None else timeout):
-            return False
+        if timeout < 0:
+            deadline = None
+            self._mutex.acquire()
+        else:
+            deadline = time.monotonic() + timeout
+            if not self._mutex.acquire(timeout=timeout):
+                return False
+        if self._depth:
+            self._depth += 1
+            return True
         try:
-            if self._depth == 0:
-                self._held = self._lock_file(deadline)
-                if self._held is None:
-                    self._mutex.release()
-                    return False
+            held = self._lock_file(deadline)
         except BaseException:
             self._mutex.release()
             raise
-        self._depth += 1
+        if held is None:
+            self._mutex.release()
+            return False
+        self._held, self._depth = held, 1
         return True
 
     def release(self) -> None:
@@ -387,7 +407,7 @@ class _FileLock:
                     if time.monotonic() >= deadline:
                         return None
                     time.sleep(_LOCK_POLL_S)
-            if self._file.names(self._path):
+            if self._file.names(self._where):
                 return fd
             fcntl.flock(fd, fcntl.LOCK_UN)
             self._file.drop()
