@@ -181,15 +181,43 @@ class LocalRecordFile:
         guard: Callable[[Torn], None] | None = None,
     ) -> list[bytes]:
         """Lock, append ``records`` durably, unlock: :meth:`appending` and
-        :meth:`Appender.append` in one call, with the same checks and result."""
+        :meth:`Appender.append` in one call, with the same checks and result.
+
+        Threads of this process appending here at once share writes (group
+        commit): while one thread writes, the others queue; the next writer takes
+        every queued append and writes them all with one write and one ``fsync``.
+        Each caller returns only after the ``fsync`` that covers its lines, or
+        raises and has nothing acknowledged. A thread already holding
+        :meth:`locked` appends at once (:meth:`append_held`).
+        """
         check_store_directory(self._directory)
         lock = self._lock
-        if not lock.acquire(self._timeout):
-            raise self._stayed_locked()
-        try:
+        if lock.held_here():
             return self.append_held(records, recovery=recovery, guard=guard)
+        queue = lock.queue()
+        with queue.mutex:
+            if queue.writing:
+                waiting = _Waiting(records, recovery, guard)
+                queue.waiting.append(waiting)
+            else:
+                queue.writing, waiting = True, None
+        if waiting is not None:
+            waiting.done.wait()
+            if not waiting.writes_next:
+                return waiting.outcome()
+        try:
+            if not lock.acquire(self._timeout):
+                raise self._stayed_locked()
+            try:
+                with queue.mutex:
+                    joined, queue.waiting = queue.waiting, []
+                if not joined:
+                    return self.append_held(records, recovery=recovery, guard=guard)
+                return self._append_group(_Waiting(records, recovery, guard), joined)
+            finally:
+                lock.release()
         finally:
-            lock.release()
+            queue.hand_over()
 
     def append_held(
         self,
@@ -225,6 +253,65 @@ class LocalRecordFile:
         os.fsync(fd)
         self._left = (_stamp(os.fstat(fd)), Tail(tail.end + len(data), seq, prev))
         return lines
+
+    def _append_group(self, own: _Waiting, joined: list[_Waiting]) -> list[bytes]:
+        """Append ``own`` and what ``joined`` it with one write and one ``fsync`` (the lock
+        is held); each joined caller is woken with its lines or its error."""
+        try:
+            self._write_group([own, *joined])
+        except BaseException as exc:
+            for each in joined:
+                if each.lines is None and each.error is None:
+                    each.error = exc  # not acknowledged: its lines may or may not be on disk
+            raise
+        finally:
+            for each in joined:
+                each.done.set()
+        return own.outcome()
+
+    def _write_group(self, group: list[_Waiting]) -> None:
+        """Give each of ``group`` its lines (once durable) or the error its own records raised.
+
+        Until this writer knows the tail (the first append, another writer's, a torn
+        line, a new file), appends go one at a time through :meth:`append_held`,
+        which reads it; then the rest share one write and one ``fsync``.
+        """
+        fd, opened = self._file.opened(self._where, self._open_appending)
+        left = self._left
+        while left is None or left[0] != _stamp(opened) or not opened.st_size:
+            first, group = group[0], group[1:]
+            try:
+                first.lines = self.append_held(
+                    first.records, recovery=first.recovery, guard=first.guard
+                )
+            except Exception as exc:  # noqa: BLE001 - its caller raises it
+                first.error = exc
+            if not group:
+                return
+            fd, opened = self._file.opened(self._where, self._open_appending)
+            left = self._left
+        tail = left[1]
+        seq, prev = tail.next_seq, tail.next_prev
+        built: list[tuple[_Waiting, list[bytes]]] = []
+        for each in group:
+            lines: list[bytes] = []
+            next_seq, next_prev = seq, prev
+            try:
+                for build in each.records:
+                    line = build(next_seq, next_prev)
+                    lines.append(line)
+                    next_seq, next_prev = next_seq + 1, hashlib.sha256(line).hexdigest()
+            except Exception as exc:  # noqa: BLE001 - its caller raises it
+                each.error = exc  # its records are left out; the others' chain is unchanged
+                continue
+            seq, prev = next_seq, next_prev
+            built.append((each, lines))
+        data = b"".join(line + b"\n" for _, lines in built for line in lines)
+        write_all(fd, data)
+        os.fsync(fd)
+        self._left = (_stamp(os.fstat(fd)), Tail(tail.end + len(data), seq, prev))
+        for each, lines in built:
+            each.lines = lines
 
     def _stayed_locked(self) -> StoreLocked:
         return StoreLocked(
@@ -339,6 +426,47 @@ class _KeptOpen:
         self._fd = self._close = self._file = None
 
 
+class _Waiting:
+    """An append waiting in this process's queue for the thread writing now."""
+
+    def __init__(
+        self,
+        records: Sequence[RecordBuilder],
+        recovery: RecoveryBuilder | None,
+        guard: Callable[[Torn], None] | None,
+    ) -> None:
+        self.records, self.recovery, self.guard = records, recovery, guard
+        self.done = threading.Event()
+        self.writes_next = False  # woken to write the queue itself, not with an outcome
+        self.lines: list[bytes] | None = None
+        self.error: BaseException | None = None
+
+    def outcome(self) -> list[bytes]:
+        if self.error is not None:
+            raise self.error
+        assert self.lines is not None
+        return self.lines
+
+
+class _Queue:
+    """The appends of this process's threads waiting while one of them writes."""
+
+    def __init__(self) -> None:
+        self.mutex = threading.Lock()
+        self.writing = False
+        self.waiting: list[_Waiting] = []
+
+    def hand_over(self) -> None:
+        """The writer is done: the first waiting append writes next (taking the queue then)."""
+        with self.mutex:
+            if not self.waiting:
+                self.writing = False
+                return
+            first = self.waiting.pop(0)
+        first.writes_next = True
+        first.done.set()
+
+
 class _FileLock:
     """``flock`` on a lock file, held through one descriptor kept open between acquisitions.
 
@@ -360,6 +488,18 @@ class _FileLock:
         self._mutex = threading.RLock()
         self._depth = 0
         self._held: int | None = None
+        self._owner: int | None = None  # the thread holding the lock
+        self._queue = _Queue()
+
+    def held_here(self) -> bool:
+        """Whether this thread holds the lock (in this process)."""
+        return self._owner == threading.get_ident() and self._pid == os.getpid()
+
+    def queue(self) -> _Queue:
+        """This process's queue of appends waiting for the thread writing now."""
+        if self._pid != os.getpid():
+            self._start()  # a forked child: the parent's queue and threads are not its own
+        return self._queue
 
     def acquire(self, timeout: float) -> bool:
         """Take the lock, waiting at most ``timeout`` seconds (forever if negative)."""
@@ -383,13 +523,14 @@ class _FileLock:
         if held is None:
             self._mutex.release()
             return False
-        self._held, self._depth = held, 1
+        self._held, self._depth, self._owner = held, 1, threading.get_ident()
         return True
 
     def release(self) -> None:
         self._depth -= 1
         try:
             if self._depth == 0 and self._held is not None:
+                self._owner = None
                 fcntl.flock(self._held, fcntl.LOCK_UN)
                 self._held = None
         finally:
