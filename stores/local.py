@@ -189,8 +189,16 @@ class LocalRecordFile:
         Each caller returns only after the ``fsync`` that covers its lines, or
         raises and has nothing acknowledged. A thread already holding
         :meth:`locked` appends at once (:meth:`append_held`).
+
+        Unlike :meth:`locked`, this does not check the directory on every call: an
+        append that opens nothing writes through descriptors opened earlier, and
+        under the lock a ``stat`` of each path (the lock file's, the record file's)
+        shows that it still names that very file (device and inode), so whatever
+        the directory is now, the bytes go to the file the path names. Each open
+        (the lock file, the record file, torn bytes set aside) checks the directory
+        first, so a directory swapped for a link is refused as soon as anything
+        would be opened through it.
         """
-        check_store_directory(self._directory)
         lock = self._lock
         if lock.held_here():
             return self.append_held(records, recovery=recovery, guard=guard)
@@ -249,7 +257,9 @@ class LocalRecordFile:
             lines.append(line)
             seq, prev = seq + 1, hashlib.sha256(line).hexdigest()
         data = b"\n".join(lines) + b"\n"
-        write_all(fd, data)
+        written = os.write(fd, data)
+        if written < len(data):  # a short write (a signal, a full disk): the rest after it
+            write_all(fd, data[written:])
         os.fsync(fd)
         self._left = (_stamp(os.fstat(fd)), Tail(tail.end + len(data), seq, prev))
         return lines
@@ -554,6 +564,7 @@ class _FileLock:
             self._file.drop()
 
     def _open(self) -> int:
+        check_store_directory(self._path.parent)
         # As filelock did: a reader's lock may come before any writer made the directory.
         self._path.parent.mkdir(parents=True, exist_ok=True)
         try:
