@@ -8,6 +8,11 @@ Appends
     ``write`` + ``fsync`` of a line of the same size on the same disk, in R
     alternating rounds, so the ratio shows the library's overhead over what
     the disk allows at that moment. Target >= 0.8x bare.
+Appends from threads
+    ``--threads`` threads (default 8) of this process append to one log at
+    once, in rounds alternating with bare ``write`` + ``fsync`` from one
+    thread: queued appends share a write and an ``fsync`` (group commit), so
+    the ratio may exceed 1. Writers in separate processes do not share fsyncs.
 Verification
     The big log is written directly in the library's line format (the RFC 8785
     canonical JSON of each entry and a newline, chained by SHA-256), because a
@@ -30,6 +35,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -111,6 +117,48 @@ def bench_appends(directory: Path, count: int, rounds: int) -> dict[str, float]:
         "library_cpu_us": library_cpu_s / total * 1e6,
         "bare_cpu_us": bare_cpu_s / total * 1e6,
         "entry_bytes": len(line),
+    }
+
+
+def bench_threads(directory: Path, count: int, rounds: int, threads: int) -> dict[str, float]:
+    """Appends/s of ``threads`` threads sharing one log, beside bare write + fsync from one
+    thread, interleaved round by round as in :func:`bench_appends`."""
+    line = _line(0, ZERO_HASH) + b"\n"
+    log = AuditLog(directory / "threads.jsonl", directory / "threads-checkpoint.json")
+    log.append(EVENT)
+    fd = os.open(directory / "bare-threads.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    per_thread = max(1, count // rounds // threads)
+
+    def append() -> None:
+        for _ in range(per_thread):
+            log.append(EVENT)
+
+    threaded_s = bare_s = 0.0
+    try:
+        for _ in range(rounds):
+            workers = [threading.Thread(target=append) for _ in range(threads)]
+            start = time.perf_counter()
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+            threaded_s += time.perf_counter() - start
+            start = time.perf_counter()
+            for _ in range(per_thread * threads):
+                os.write(fd, line)
+                os.fsync(fd)
+            bare_s += time.perf_counter() - start
+    finally:
+        os.close(fd)
+    total = per_thread * threads * rounds
+    written = sum(1 for _ in log.entries())
+    if written != total + 1:
+        raise SystemExit(f"the threads' log holds {written} entries, {total + 1} were appended")
+    return {
+        "threads": threads,
+        "appends": total,
+        "threaded_per_s": total / threaded_s,
+        "bare_fsync_per_s": total / bare_s,
     }
 
 
@@ -205,15 +253,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--appends", type=int, default=2_000)
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=8, help="threads sharing one log")
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--dir", type=Path, default=None, help="where to write (default: temp)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-audit-", dir=args.dir) as work:
         appends = bench_appends(Path(work), args.appends, args.rounds)
+        threaded = bench_threads(Path(work), args.appends, args.rounds, args.threads)
         verify = bench_verify(Path(work), args.entries)
     if args.json:
-        print(json.dumps({"appends": appends, "verify": verify}, indent=2))
+        print(json.dumps({"appends": appends, "threads": threaded, "verify": verify}, indent=2))
         return
     total = verify["verify_s"] + verify["spend_scan_s"]
     print(
@@ -228,6 +278,12 @@ def main() -> None:
     print(
         f"  bare write+fsync {appends['bare_fsync_per_s']:7.0f}/s   library/bare {ratio:.2f}   "
         f"goal {APPENDS_GOAL:.1f}"
+    )
+    print(
+        f"  {threaded['threads']} threads, one log {threaded['threaded_per_s']:7.0f}/s   "
+        f"bare write+fsync (one thread) {threaded['bare_fsync_per_s']:.0f}/s   "
+        f"threads/bare {threaded['threaded_per_s'] / threaded['bare_fsync_per_s']:.2f}   "
+        f"(group commit)"
     )
     print(f"verification of {verify['entries']:,} entries ({verify['log_mb']:.0f} MB)")
     print(f"  generate (direct lines)       {verify['generate_s']:7.2f} s")

@@ -151,8 +151,7 @@ class _LocalSession:
         guard: TornGuard | None = None,
     ) -> list[bytes]:
         self._file.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._file.writing() as appender:
-            return appender.append(records, recovery=recovery, guard=guard)
+        return self._file.append_held(records, recovery=recovery, guard=guard)
 
 
 def _torn_line(reader: Reader, torn: Torn | None) -> TornLine | None:
