@@ -11,16 +11,21 @@ Durability and concurrency
     Writers hold ``<file>.lock`` (``flock``), read only the tail, write all of an
     append's lines with one ``O_APPEND`` write and ``fsync`` before returning
     (and the directory when the file is new). So a record
-    :meth:`Appender.append` returned survives a crash, and writers in several
-    processes neither interleave nor lose records.
+    :meth:`LocalRecordFile.append` (or :meth:`Appender.append`) returned
+    survives a crash, and writers in several processes neither interleave nor
+    lose records. Threads of one process appending at once share a write and an
+    ``fsync`` (group commit, :meth:`LocalRecordFile.append`); writers in
+    different processes each pay their own.
 
 Cost per append
     An append is one ``fsync`` plus a handful of cheap system calls: the lock
     file and the record file stay open between appends (each use checks, under
     the lock, that the path still names the same regular file), and the tail a
-    writer left is reused while ``fstat`` shows the file exactly as that writer
-    left it (inode, size, modification and change times); any other writer's
-    append changes those, and the tail is read again.
+    writer left is reused while the file's status shows it exactly as that
+    writer left it (inode, size, modification and change times); any other
+    writer's append changes those, and the tail is read again. That usual case
+    runs inline in :meth:`LocalRecordFile.append_held`, so the Python around the
+    ``fsync`` stays small.
 
 The torn-tail rule (the one rule for every record file)
     A crash can tear only the last line: it lacks its newline, or (in a chained
