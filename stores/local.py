@@ -215,7 +215,11 @@ class LocalRecordFile:
             else:
                 queue.writing, waiting = True, None
         if waiting is not None:
-            waiting.done.wait()
+            try:
+                waiting.done.wait()
+            except BaseException:  # e.g. KeyboardInterrupt: no outcome, but the queue goes on
+                queue.abandon(waiting)
+                raise
             if not waiting.writes_next:
                 return waiting.outcome()
         try:
@@ -478,8 +482,19 @@ class _Queue:
                 self.writing = False
                 return
             first = self.waiting.pop(0)
-        first.writes_next = True
+            first.writes_next = True
         first.done.set()
+
+    def abandon(self, waiting: _Waiting) -> None:
+        """``waiting``'s caller stopped waiting: drop it if still queued, or pass on the
+        writing it was handed (an append some writer took is finished, unacknowledged)."""
+        with self.mutex:
+            if waiting in self.waiting:
+                self.waiting.remove(waiting)
+                return
+            if not waiting.writes_next:
+                return
+        self.hand_over()
 
 
 class _FileLock:

@@ -19,7 +19,7 @@ import pytest
 
 from audits.keys import SigningKey
 from audits.log import AuditEntry, AuditEvent, AuditLog, EventKind
-from stores.local import GENESIS, Link, LocalRecordFile, RecordBuilder
+from stores.local import GENESIS, Link, LocalRecordFile, RecordBuilder, _Queue, _Waiting
 
 
 def _link(line: bytes) -> Link | None:
@@ -154,3 +154,20 @@ def test_eight_threads_appending_to_one_log_lose_nothing_and_share_fsyncs(
     report = log.verify([key.public_key])
     assert report.ok, report.summary()
     assert report.entries == report.covered == total
+
+
+def test_a_waiter_that_stops_waiting_never_stalls_the_queue() -> None:
+    """A caller interrupted while queued (e.g. KeyboardInterrupt) leaves the queue working:
+    still queued, it is dropped; handed the writing, it passes it on."""
+    queue = _Queue()
+    queue.writing = True
+    dropped, promoted, last = (_Waiting([_record(n)], None, None) for n in ("a", "b", "c"))
+    queue.waiting.extend([dropped, promoted, last])
+    queue.abandon(dropped)
+    assert queue.waiting == [promoted, last]
+    queue.hand_over()  # the writer is done: ``promoted`` writes next ...
+    assert promoted.writes_next and promoted.done.is_set()
+    queue.abandon(promoted)  # ... but its caller is gone: ``last`` writes instead
+    assert last.writes_next and last.done.is_set() and queue.writing
+    queue.hand_over()
+    assert not queue.writing and not queue.waiting
