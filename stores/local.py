@@ -226,10 +226,12 @@ class LocalRecordFile:
             if not lock.acquire(self._timeout):
                 raise self._stayed_locked()
             try:
+                # Unlocked, an empty queue may gain an append right after this look: that
+                # one waits for hand_over, which makes it the next writer.
+                if not queue.waiting:
+                    return self.append_held(records, recovery=recovery, guard=guard)
                 with queue.mutex:
                     joined, queue.waiting = queue.waiting, []
-                if not joined:
-                    return self.append_held(records, recovery=recovery, guard=guard)
                 return self._append_group(_Waiting(records, recovery, guard), joined)
             finally:
                 lock.release()
