@@ -249,7 +249,7 @@ class LocalRecordFile:
 
         An append is one ``fsync`` and a little Python, so the Python counts: the
         usual case runs here inline. The kept descriptor is the file the path
-        names (checked, as :meth:`writing` does) and ``fstat`` shows the file
+        names (checked, as :meth:`writing` does) and that file's status shows it
         exactly as this writer left it, so the tail it left holds (intact: only an
         intact tail is left) and the file is not new. Anything else (the first
         append, a forked child, another writer's append, an edit, a torn line, a
