@@ -11,10 +11,10 @@ train) are built once, on first use, and reused by every check that needs them.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import cached_property
+from functools import cached_property, partial
 
 import numpy as np
 import pandas as pd
@@ -71,6 +71,31 @@ class Roles:
         return tuple(c for c in self.features if self.kinds[c] is kind)
 
 
+class DerivedColumns(Mapping[str, np.ndarray]):
+    """Column -> one array per row, made when asked for from what the scan keeps.
+
+    Holding every column's hashes and values would cost 8 bytes a cell each
+    (~250 MB for a million rows of 20 columns); numbers are re-read from the
+    frame instead (a few ms a column), categories kept as small codes into
+    their distinct values' hashes, and only free text's hashes are kept whole.
+    """
+
+    def __init__(self, makers: Mapping[str, Callable[[], np.ndarray]]) -> None:
+        self._makers = dict(makers)
+
+    def __getitem__(self, column: str) -> np.ndarray:
+        return self._makers[column]()
+
+    def __contains__(self, column: object) -> bool:
+        return column in self._makers
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._makers)
+
+    def __len__(self) -> int:
+        return len(self._makers)
+
+
 @dataclass(frozen=True, eq=False)
 class HashedFrame:
     """One frame as the checks see it. Arrays are aligned with the frame's row positions."""
@@ -78,6 +103,7 @@ class HashedFrame:
     name: str
     frame: pd.DataFrame
     feature_columns: tuple[str, ...]  # the features ``features`` hashes (a reference's shared ones)
+    # Both made on access (see ``DerivedColumns``), each time a new array:
     cells: Mapping[str, np.ndarray]  # column -> uint64 hash per row (features, label, id)
     numbers: Mapping[str, np.ndarray]  # numeric (rounded) or datetime (ns) column -> float64
     features: np.ndarray  # uint64 hash of the feature cells
@@ -94,7 +120,7 @@ class HashedFrame:
         if not dropped:
             return self.features, self.rows
         features = _fold(
-            [self.cells[c] for c in self.feature_columns if c not in dropped], len(self)
+            (self.cells[c] for c in self.feature_columns if c not in dropped), len(self)
         )
         has_label = roles.label is not None and roles.label in self.cells
         rows = _fold([features, self.cells[roles.label]], len(self)) if has_label else features
@@ -122,7 +148,7 @@ class NumericSpace:
         points -= self.mean
         points /= self.std
         points[missing] = 0.0
-        keys = _fold([frame.cells[c] for c in self.exact_columns], len(frame))
+        keys = _fold((frame.cells[c] for c in self.exact_columns), len(frame))
         # Bit-pack the missing pattern so a missing value never matches a number.
         for start in range(0, missing.shape[1], 63):
             chunk = missing[:, start : start + 63].astype(np.uint64)
@@ -355,31 +381,72 @@ def _hash_frame(
     config: CheckConfig,
     time: np.ndarray | None,
 ) -> HashedFrame:
-    cells: dict[str, np.ndarray] = {}
-    numbers: dict[str, np.ndarray] = {}
+    decimals = config.float_decimals
+    cells: dict[str, Callable[[], np.ndarray]] = {}
+    numbers: dict[str, Callable[[], np.ndarray]] = {}
     for column in columns:
-        cells[column], values = _CELLS[kinds[column]](frame[column], config.float_decimals)
-        if values is not None:
-            numbers[column] = values
-    hashes = _fold([cells[c] for c in features], len(frame))
+        kind = kinds[column]
+        if kind in _VALUES:
+            cells[column] = partial(_from_frame, _CELLS[kind], frame, column, decimals)
+            numbers[column] = partial(_from_frame, _VALUES[kind], frame, column, decimals)
+        elif kind is ColumnKind.category:
+            cells[column] = _kept_codes(*_string_codes(frame[column], decimals))
+        else:
+            cells[column] = partial(np.array, _text_cells(frame[column], decimals)[0])
+    derived = DerivedColumns(cells)
+    hashes = _fold((derived[c] for c in features), len(frame))
     has_label = roles.label is not None and roles.label in cells
-    rows = _fold([hashes, cells[roles.label]], len(frame)) if has_label else hashes
-    return HashedFrame(name, frame, tuple(features), cells, numbers, hashes, rows, time)
+    rows = _fold([hashes, derived[roles.label]], len(frame)) if has_label else hashes
+    return HashedFrame(
+        name, frame, tuple(features), derived, DerivedColumns(numbers), hashes, rows, time
+    )
 
 
-def _numeric_cells(series: pd.Series, decimals: int) -> tuple[np.ndarray, np.ndarray]:
-    """(cell hashes, values): numbers as float64 rounded to ``decimals``."""
+def _from_frame(
+    make: Callable[[pd.Series, int], np.ndarray], frame: pd.DataFrame, column: str, decimals: int
+) -> np.ndarray:
+    return make(frame[column], decimals)
+
+
+def _kept_codes(codes: np.ndarray, unique_hashes: np.ndarray) -> Callable[[], np.ndarray]:
+    """Cell hashes from factorised codes, kept in the smallest integer type that holds them.
+
+    Mostly distinct values (identifiers as text) are kept as their hashes: the
+    codes would cost as much again.
+    """
+    if 2 * len(unique_hashes) > len(codes):
+        return partial(np.array, _expand(codes, unique_hashes))
+    small = codes.astype(np.min_scalar_type(-max(len(unique_hashes), 1)))
+    return partial(_expand, small, unique_hashes)
+
+
+def _expand(codes: np.ndarray, unique_hashes: np.ndarray) -> np.ndarray:
+    return np.where(codes >= 0, unique_hashes[np.maximum(codes, 0)], NULL_HASH)
+
+
+def _numeric_values(series: pd.Series, decimals: int) -> np.ndarray:
+    """Numbers as float64 rounded to ``decimals``."""
     # Adding 0.0 turns -0.0 into 0.0, which would otherwise hash differently.
-    values = np.round(series.to_numpy(dtype=np.float64, na_value=np.nan), decimals) + 0.0
-    canonical = np.where(np.isnan(values), np.nan, values)  # one bit pattern for every NaN
-    return mix64(canonical.view(np.uint64)), values
+    values = np.round(series.to_numpy(dtype=np.float64, na_value=np.nan), decimals)
+    values += 0.0
+    return values
 
 
-def _datetime_cells(series: pd.Series, decimals: int) -> tuple[np.ndarray, np.ndarray]:
-    """(cell hashes, values): instants as UTC nanoseconds, as float64 values for ranking."""
-    nanoseconds = _nanoseconds(series)
-    values = np.where(series.isna().to_numpy(), np.nan, nanoseconds.astype(np.float64))
-    return mix64(nanoseconds.view(np.uint64)), values
+def _numeric_cells(series: pd.Series, decimals: int) -> np.ndarray:
+    """Cell hashes of ``_numeric_values``."""
+    values = _numeric_values(series, decimals)
+    values[np.isnan(values)] = np.nan  # one bit pattern for every NaN
+    return mix64(values.view(np.uint64))
+
+
+def _datetime_values(series: pd.Series, decimals: int) -> np.ndarray:
+    """Instants as UTC nanoseconds, as float64 values for ranking."""
+    return np.where(series.isna().to_numpy(), np.nan, _nanoseconds(series).astype(np.float64))
+
+
+def _datetime_cells(series: pd.Series, decimals: int) -> np.ndarray:
+    """Cell hashes of instants as UTC nanoseconds."""
+    return mix64(_nanoseconds(series).view(np.uint64))
 
 
 def _nanoseconds(series: pd.Series) -> np.ndarray:
@@ -389,12 +456,16 @@ def _nanoseconds(series: pd.Series) -> np.ndarray:
 
 def _string_cells(series: pd.Series, decimals: int) -> tuple[np.ndarray, None]:
     """(cell hashes, None): each distinct value is normalised and hashed once."""
+    return _expand(*_string_codes(series, decimals)), None
+
+
+def _string_codes(series: pd.Series, decimals: int) -> tuple[np.ndarray, np.ndarray]:
+    """(code per row, -1 if missing; hash per distinct value)."""
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
     offsets, data = utf8_buffer(_canonical_array(uniques, decimals))
     # Casefolding what is left is lowercasing ASCII: plain values are ASCII,
     # and ``_canonical``'s output is casefolded already.
-    unique_hashes = string_hashes(offsets, lowered(data))
-    return np.where(codes >= 0, unique_hashes[np.maximum(codes, 0)], NULL_HASH), None
+    return codes, string_hashes(offsets, lowered(data))
 
 
 def _text_cells(series: pd.Series, decimals: int) -> tuple[np.ndarray, None]:
@@ -434,11 +505,14 @@ def _canonical_array(uniques: pd.Index | pd.Series, decimals: int) -> pa.LargeSt
     return pc.replace_with_mask(array, redo, pa.array(redone, type=pa.large_string()))
 
 
-_CELLS: dict[ColumnKind, Callable[[pd.Series, int], tuple[np.ndarray, np.ndarray | None]]] = {
+# Kinds whose cells and values are re-read from the frame whenever asked for.
+_CELLS: dict[ColumnKind, Callable[[pd.Series, int], np.ndarray]] = {
     ColumnKind.numeric: _numeric_cells,
     ColumnKind.datetime: _datetime_cells,
-    ColumnKind.category: _string_cells,
-    ColumnKind.text: _text_cells,
+}
+_VALUES: dict[ColumnKind, Callable[[pd.Series, int], np.ndarray]] = {
+    ColumnKind.numeric: _numeric_values,
+    ColumnKind.datetime: _datetime_values,
 }
 
 
@@ -468,8 +542,11 @@ def _number_text(number: float, decimals: int) -> str:
     return repr(round(number, decimals) + 0.0)
 
 
-def _fold(hashes: Sequence[np.ndarray], n_rows: int) -> np.ndarray:
-    """Order-dependent combination of per-cell hashes into one hash per row."""
+def _fold(hashes: Iterable[np.ndarray], n_rows: int) -> np.ndarray:
+    """Order-dependent combination of per-cell hashes into one hash per row.
+
+    Read one column at a time, so a generator holds one column's hashes at once.
+    """
     row = np.full(n_rows, _ROW_SEED, dtype=np.uint64)
     for cell in hashes:
         row = mix64(row ^ cell)
