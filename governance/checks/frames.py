@@ -141,19 +141,28 @@ class NumericSpace:
     std: np.ndarray
     exact_columns: tuple[str, ...]
 
-    def embed(self, frame: HashedFrame) -> tuple[np.ndarray, np.ndarray]:
-        # Standardised in place: at a million rows each temporary copy is ~100 MB.
-        points = np.column_stack([frame.numbers[c] for c in self.columns])
-        missing = np.isnan(points)
-        points -= self.mean
-        points /= self.std
-        points[missing] = 0.0
+    def embed(self, frame: HashedFrame, spare: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(points, keys) of ``frame``'s rows; ``spare`` more columns are left for the caller.
+
+        Filled column by column: at a million rows each whole-matrix temporary
+        would be ~80 MB.
+        """
+        width = len(self.columns)
+        points = np.empty((len(frame), width + spare))
+        # The pattern of missing numbers, bit-packed 63 columns to a word, so
+        # that a missing value never matches a number.
+        patterns = np.zeros((-(-width // 63), len(frame)), dtype=np.uint64)
+        for i, column in enumerate(self.columns):
+            values = frame.numbers[column]
+            missing = np.isnan(values)
+            patterns[i // 63] |= missing.astype(np.uint64) << np.uint64(i % 63)
+            values -= self.mean[i]
+            values /= self.std[i]
+            values[missing] = 0.0
+            points[:, i] = values
         keys = _fold((frame.cells[c] for c in self.exact_columns), len(frame))
-        # Bit-pack the missing pattern so a missing value never matches a number.
-        for start in range(0, missing.shape[1], 63):
-            chunk = missing[:, start : start + 63].astype(np.uint64)
-            shifts = np.arange(chunk.shape[1], dtype=np.uint64)
-            keys = mix64(keys ^ (chunk << shifts).sum(axis=1, dtype=np.uint64))
+        for pattern in patterns:
+            keys = mix64(keys ^ pattern)
         return points, keys
 
 
@@ -198,7 +207,9 @@ class TextNear:
             rows = np.flatnonzero(np.diff(offsets) >= config.text_min_words)
             queries.append((offsets, words, rows))
         signatures = [lsh.signatures(*query) for query in queries]
+        bounds = np.cumsum([0, *(len(s) for s in signatures)])
         tables = BandTables(np.concatenate(signatures))
+        del signatures  # the tables hold what is needed of them
         for start in range(0, len(train), _TEXT_CHUNK_ROWS):
             offsets, words = _words(train.frame, columns, slice(start, start + _TEXT_CHUNK_ROWS))
             rows = np.flatnonzero(np.diff(offsets) >= config.text_min_words)
@@ -208,7 +219,6 @@ class TextNear:
         train_rows = np.unique(candidates[:, 1])
         train_words = (*_words(train.frame, columns, train_rows), train_rows)
         found = {}
-        bounds = np.cumsum([0, *(len(s) for s in signatures)])
         for frame, query, first, stop in zip(frames, queries, bounds[:-1], bounds[1:], strict=True):
             mine = candidates[(candidates[:, 0] >= first) & (candidates[:, 0] < stop)]
             mine = mine - np.array([first, 0])
@@ -239,21 +249,20 @@ class ScanContext:
         numeric = self.roles.of_kind(ColumnKind.numeric)
         if not numeric:
             return None
-        # Column by column: a stacked copy of train's numbers would be ~100 MB a million rows.
-        values = [self.train.numbers[c] for c in numeric]
-        std = np.array([np.nanstd(v) if (~np.isnan(v)).sum() >= 2 else 0.0 for v in values])
-        varying = std > 0
-        if not varying.any():
+        # One column at a time: all of train's numbers would be ~90 MB a million rows.
+        stats = {c: _mean_and_std(self.train.numbers[c]) for c in numeric}
+        columns = tuple(c for c in numeric if stats[c][1] > 0)
+        if not columns:
             return None
-        columns = tuple(c for c, v in zip(numeric, varying, strict=True) if v)
         space = NumericSpace(
             columns=columns,
-            mean=np.array([np.nanmean(v) for v, keep in zip(values, varying, strict=True) if keep]),
-            std=std[varying],
+            mean=np.array([stats[c][0] for c in columns]),
+            std=np.array([stats[c][1] for c in columns]),
             exact_columns=self._near_key_columns(columns),
         )
+        # The spare column takes each point's key coordinate (see NumericIndex.build).
         index = NumericIndex.build(
-            *space.embed(self.train),
+            *space.embed(self.train, spare=1),
             background_rate=self.config.near_duplicate_background_rate,
             sample=self.config.near_duplicate_sample,
             seed=self.config.seed,
@@ -287,6 +296,13 @@ class ScanContext:
             if set(frame.feature_columns).issuperset(columns)
         ]
         return TextNear.search(self.train, frames, columns, self.config)
+
+
+def _mean_and_std(values: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of the numbers present; (nan, 0.0) with fewer than two."""
+    if (~np.isnan(values)).sum() < 2:
+        return math.nan, 0.0
+    return float(np.nanmean(values)), float(np.nanstd(values))
 
 
 def prepare(

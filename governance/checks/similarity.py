@@ -255,22 +255,35 @@ class NumericIndex:
     @classmethod
     def build(
         cls,
-        points: np.ndarray,
+        slotted: np.ndarray,
         keys: np.ndarray,
         *,
         background_rate: float,
         sample: int,
         seed: int,
     ) -> NumericIndex:
-        n, dimensions = points.shape
+        """The index over train's points: ``slotted[:, :-1]``, one row per point.
+
+        The last column of ``slotted`` is free: each point's key coordinate is
+        written there, and the tree keeps the array as its data, so that a
+        million points are not held twice (~80 MB more) while it is built.
+        """
+        n, dimensions = slotted.shape[0], slotted.shape[1] - 1
+        points = slotted[:, :dimensions]
         large = n > _PROJECT_ABOVE_ROWS and dimensions > _MAX_TREE_DIMENSIONS
         axes = _principal_axes(points, seed) if large else None
         projected = points if axes is None else points @ axes.T
         codes, uniques = pd.factorize(keys)
-        spread = float(np.sqrt(np.sum(np.ptp(projected, axis=0) ** 2))) if len(points) else 0.0
+        spread = float(np.sqrt(np.sum(np.ptp(projected, axis=0) ** 2))) if n else 0.0
         spacing = 2.0 ** math.ceil(math.log2(2.0 * spread + 1.0))
-        tree = cKDTree(np.column_stack([projected, codes * spacing]))
+        if axes is None:
+            slotted[:, dimensions] = codes * spacing
+            data = slotted
+        else:
+            data = np.column_stack([projected, codes * spacing])
         del projected
+        tree = cKDTree(data)
+        del data
         tolerance = _tolerance(tree, spacing, background_rate, sample, seed)
         kept = None if axes is None else points
         return cls(tree, pd.Index(uniques), spacing, tolerance, kept, axes)
@@ -421,6 +434,7 @@ class BandTables:
         mask = _U((1 << self._FILTER_BITS) - 1)
         for band in range(signatures.shape[1]):
             uniques, codes = np.unique(signatures[:, band], return_inverse=True)
+            codes = codes.astype(np.min_scalar_type(len(uniques)))  # int64 would be 8 B a query
             bits = np.zeros(1 << (self._FILTER_BITS - 3), dtype=np.uint8)
             low = (uniques & mask).astype(np.int64)
             np.bitwise_or.at(bits, low >> 3, (1 << (low & 7)).astype(np.uint8))
