@@ -219,8 +219,9 @@ def phases(
 
     steps: list[tuple[str, Callable[[dict[str, ScanContext]], object]]] = [
         ("prepare (normalise + hash)", prepare),
-        ("index: numeric KD-tree", lambda s: s["ctx"].numeric_near),
+        # In the order the near-duplicate check builds them.
         ("text search: MinHash/LSH", lambda s: s["ctx"].text_near),
+        ("index: numeric KD-tree", lambda s: s["ctx"].numeric_near),
         # Single-column scores and the boosted-tree model on a bounded sample;
         # target_leakage reports it, and the duplicate checks leave out what it finds.
         ("label analysis (model)", lambda s: label_analysis(s["ctx"])),

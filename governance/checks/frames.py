@@ -46,10 +46,10 @@ _NOT_PLAIN = r"[\t\n\x0b\x0c\r\x1c-\x1f]|  |^[ +\-.0-9]| $"
 _KIND_SAMPLE = 2000
 # Train rows hashed into words at a time by the text search: bounds its memory
 # to tens of MB (a million 12-word rows would take ~100 MB of word hashes at once).
-_TEXT_CHUNK_ROWS = 100_000
+_TEXT_CHUNK_ROWS = 50_000
 _ALL = slice(None)
 # Free-text rows hashed at a time (see ``_text_cells``).
-_CELL_CHUNK_ROWS = 200_000
+_CELL_CHUNK_ROWS = 50_000
 
 
 class ColumnKind(StrEnum):

@@ -28,7 +28,7 @@ _GOLDEN = _U(0x9E3779B97F4A7C15)
 # Bounds the temporary arrays of word hashing to a few hundred MB.
 _CHUNK_ROWS = 100_000
 # The same bound for text read in place, in bytes.
-_CHUNK_BYTES = 4 << 20
+_CHUNK_BYTES = 1 << 20
 # Neighbours looked at per sampled row to find its nearest non-identical row.
 _NEIGHBOURS = 8
 # Distances to the nearest other row are read at these quantiles (well
@@ -244,7 +244,10 @@ class NumericIndex:
     """
 
     tree: cKDTree
-    keys: pd.Index
+    # The distinct train keys, sorted, and the slab of each: a lookup by binary
+    # search (a hash index over a million keys would hold ~32 MB more).
+    sorted_keys: np.ndarray
+    slabs: np.ndarray
     spacing: float
     tolerance: float | None  # None: too few distinct neighbours to say what is "near"
     # Train points at full dimension when the tree holds projections; without
@@ -286,11 +289,12 @@ class NumericIndex:
         del data
         tolerance = _tolerance(tree, spacing, background_rate, sample, seed)
         kept = None if axes is None else points
-        return cls(tree, pd.Index(uniques), spacing, tolerance, kept, axes)
+        order = np.argsort(uniques)
+        return cls(tree, uniques[order], order, spacing, tolerance, kept, axes)
 
     def match(self, points: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(query rows, nearest train rows) for queries strictly within tolerance."""
-        codes = self.keys.get_indexer(keys)
+        codes = self._slabs_of(keys)
         known = np.flatnonzero(codes >= 0)
         if self.tolerance is None or not len(known):
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
@@ -313,6 +317,14 @@ class NumericIndex:
         first[1:] = query[best][1:] != query[best][:-1]
         best = best[first]
         return known[query[best]], train[best].astype(np.int64)
+
+
+    def _slabs_of(self, keys: np.ndarray) -> np.ndarray:
+        """The slab of each key, -1 for a key no train point has."""
+        if not len(self.sorted_keys):
+            return np.full(len(keys), -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self.sorted_keys, keys), len(self.sorted_keys) - 1)
+        return np.where(self.sorted_keys[at] == keys, self.slabs[at], -1)
 
 
 def _principal_axes(points: np.ndarray, seed: int) -> np.ndarray:
