@@ -201,12 +201,15 @@ class TextNear:
         lsh = TextLsh.seeded(
             config.text_jaccard, config.text_minhash_bands, config.text_minhash_rows, config.seed
         )
-        queries = []
+        # Per frame, its rows with enough words and their signatures; the
+        # words themselves are read again later for the candidate rows only.
+        asked, signatures = [], []
         for frame in frames:
             offsets, words = _words(frame.frame, columns)
             rows = np.flatnonzero(np.diff(offsets) >= config.text_min_words)
-            queries.append((offsets, words, rows))
-        signatures = [lsh.signatures(*query) for query in queries]
+            asked.append(rows)
+            signatures.append(lsh.signatures(offsets, words, rows))
+            del offsets, words
         bounds = np.cumsum([0, *(len(s) for s in signatures)])
         tables = BandTables(np.concatenate(signatures))
         del signatures  # the tables hold what is needed of them
@@ -215,14 +218,17 @@ class TextNear:
             rows = np.flatnonzero(np.diff(offsets) >= config.text_min_words)
             tables.offer(start + rows, lsh.signatures(offsets, words, rows))
         candidates = tables.candidates()
-        # Only the candidate train rows' words are needed to verify the pairs.
+        del tables
+        # Only the candidate rows' words are needed to verify the pairs.
         train_rows = np.unique(candidates[:, 1])
         train_words = (*_words(train.frame, columns, train_rows), train_rows)
         found = {}
-        for frame, query, first, stop in zip(frames, queries, bounds[:-1], bounds[1:], strict=True):
+        for frame, rows, first, stop in zip(frames, asked, bounds[:-1], bounds[1:], strict=True):
             mine = candidates[(candidates[:, 0] >= first) & (candidates[:, 0] < stop)]
             mine = mine - np.array([first, 0])
-            found[id(frame)] = lsh.best(query, mine, train_words)
+            query_rows = np.unique(rows[mine[:, 0]])
+            query_words = (*_words(frame.frame, columns, query_rows), query_rows)
+            found[id(frame)] = lsh.best(rows, mine, query_words, train_words)
         return cls(columns, found)
 
     def match(self, frame: HashedFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

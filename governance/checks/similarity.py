@@ -318,7 +318,6 @@ class NumericIndex:
         best = best[first]
         return known[query[best]], train[best].astype(np.int64)
 
-
     def _slabs_of(self, keys: np.ndarray) -> np.ndarray:
         """The slab of each key, -1 for a key no train point has."""
         if not len(self.sorted_keys):
@@ -392,29 +391,36 @@ class TextLsh:
 
     def best(
         self,
-        query: tuple[np.ndarray, np.ndarray, np.ndarray],
+        rows: np.ndarray,
         candidates: np.ndarray,
+        query: tuple[np.ndarray, np.ndarray, np.ndarray],
         train: tuple[np.ndarray, np.ndarray, np.ndarray],
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(query rows, most similar train rows, Jaccard) for queries at or above threshold.
 
-        ``query`` is (offsets, words, rows): the rows that have signatures;
-        ``candidates`` (rows of it, train rows) pairs, e.g. from
-        :meth:`BandTables.candidates`; ``train`` is (offsets, words, rows):
-        the words of at least the candidate train rows, ``rows`` sorted.
+        ``rows`` are the query rows that have signatures; ``candidates`` (index
+        into ``rows``, train row) pairs, e.g. from :meth:`BandTables.candidates`;
+        ``query`` and ``train`` are (offsets, words, rows): the words of at
+        least the candidate rows of each side, ``rows`` sorted.
         """
         if not len(candidates):
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0)
-        offsets, words, rows = query
+        query_offsets, query_words, query_of = query
         train_offsets, train_words, train_rows = train
         pairs = np.unique(np.column_stack([rows[candidates[:, 0]], candidates[:, 1]]), axis=0)
         query_rows, train_of = pairs[:, 0], pairs[:, 1]
+        query_at = np.searchsorted(query_of, query_rows)
         train_at = np.searchsorted(train_rows, train_of)
         # In slices: every pair's words are gathered and hashed (~1 KB a pair).
         similarity = np.concatenate(
             [
                 _jaccard(
-                    offsets, words, query_rows[part], train_offsets, train_words, train_at[part]
+                    query_offsets,
+                    query_words,
+                    query_at[part],
+                    train_offsets,
+                    train_words,
+                    train_at[part],
                 )
                 for first in range(0, len(pairs), _PAIRS_AT_ONCE)
                 for part in [slice(first, first + _PAIRS_AT_ONCE)]
