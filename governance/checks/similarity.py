@@ -280,7 +280,7 @@ class NumericIndex:
         spread = float(np.sqrt(np.sum(np.ptp(projected, axis=0) ** 2))) if n else 0.0
         spacing = 2.0 ** math.ceil(math.log2(2.0 * spread + 1.0))
         if axes is None:
-            slotted[:, dimensions] = codes * spacing
+            np.multiply(codes, spacing, out=slotted[:, dimensions])
             data = slotted
         else:
             data = np.column_stack([projected, codes * spacing])
@@ -290,7 +290,8 @@ class NumericIndex:
         tolerance = _tolerance(tree, spacing, background_rate, sample, seed)
         kept = None if axes is None else points
         order = np.argsort(uniques)
-        return cls(tree, uniques[order], order, spacing, tolerance, kept, axes)
+        slabs = order.astype(np.min_scalar_type(-len(uniques)))  # int64 would be 8 B a key
+        return cls(tree, uniques[order], slabs, spacing, tolerance, kept, axes)
 
     def match(self, points: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(query rows, nearest train rows) for queries strictly within tolerance."""
