@@ -12,8 +12,9 @@ leak for the boosted-tree check), and ``plan`` is set by the sensitive ``age``
 chunks, past the MinHash/LSH buckets of test and the references, whose
 matches the near-duplicate and contamination detectors then read), the
 numeric similarity index (built after the text search, as the near-duplicate
-check does, so the two working sets never coincide), the label analysis (single columns and the model) and each detector. Times
-come from an untraced pass; memory from a second pass under ``tracemalloc`` (Python and
+check does, so the two working sets never coincide), the label analysis
+(single columns and the model) and each detector. Times come from an
+untraced pass; memory from a second pass under ``tracemalloc`` (Python and
 numpy allocations; scipy's KD-tree nodes are allocated in C++ and not traced),
 and the process's peak RSS is printed at the end.
 
