@@ -90,9 +90,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from privacy.accounting import AccountantKind, SgdSteps, check_delta, epsilon_of
 from privacy.errors import BudgetExceeded, PrivacyError, PrivacyInputError
-from stores.errors import DamagedTail, StoreError, UnsafeStoreFile
+from stores.errors import DamagedTail, StoreError, StoreUnavailable, UnsafeStoreFile
 from stores.local import Link, RecordBuilder, SetAside, StoreLocked, sha256_hex
-from stores.postgres import StoreUnavailable
 from stores.select import open_stream
 from stores.stream import RecordStream, Snapshot, StreamSession
 

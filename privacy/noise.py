@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from privacy.errors import PrivacyInputError
@@ -26,11 +27,15 @@ class GaussianNoise:
 
     def fill(self, tensor: torch.Tensor) -> torch.Tensor:
         """Overwrite ``tensor`` with fresh noise, in place."""
-        draws = self._source.standard_normal(tensor.numel())
-        draws *= self.std
-        if tensor.device.type == "cpu" and tensor.is_contiguous():
-            # Rounded into place by numpy, in one pass (a torch copy of this size wakes
-            # its thread pool, which costs more than the copy).
-            tensor.detach().numpy().reshape(-1)[:] = draws
+        if (
+            tensor.device.type == "cpu"
+            and tensor.is_contiguous()
+            and tensor.dtype in (torch.float32, torch.float64)
+        ):
+            # Rounded into place by numpy, in the pass that scales the draws (a torch copy
+            # of this size wakes its thread pool, which costs more than the copy).
+            self._source.normal_into(tensor.detach().numpy().reshape(-1), self.std)
             return tensor
+        draws = np.empty(tensor.numel())
+        self._source.normal_into(draws, self.std)
         return tensor.copy_(torch.from_numpy(draws).view(tensor.shape))

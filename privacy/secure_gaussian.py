@@ -36,7 +36,6 @@ _NONCE_BYTES = 16
 _REKEY_AFTER = 2**32
 # Polar method: a pair is accepted with probability pi / 4.
 _ACCEPT = math.pi / 4
-_ONE_BITS = np.uint64(0x3FF0000000000000)  # the bits of 1.0
 
 
 class ChaChaStream:
@@ -73,32 +72,26 @@ class ChaChaStream:
     def uniforms(self, count: int) -> np.ndarray:
         """``count`` float64 uniforms on (-1, 1), each with 53 random bits."""
         out = np.empty(count, dtype=np.float64)
-        self.uniforms_into(out, np.empty(count, dtype=np.uint64))
+        self.uniforms_into(out, np.empty(count, dtype=np.int64))
         return out
 
     def uniforms_into(self, out: np.ndarray, scratch: np.ndarray) -> None:
         """Fill ``out`` (float64) with uniforms on (-1, 1), each with 53 random bits:
         uniform over the 2^53 points (2k + 1) 2^-53, symmetric about 0 (0 excluded).
-        ``scratch`` is a uint64 array as long, overwritten.
+        ``scratch`` is an int64 array as long, overwritten.
 
-        Built by bit operations in place (numpy's uint64-to-float64 conversion, and fresh
-        arrays of this size, cost more than the cipher): 52 bits make a float in [1, 2),
-        one more its sign, and subtracting 1 - 2^-53 (exact) centres the grid.
+        A random int64 shifted right by 11 (arithmetic: the sign is kept) is uniform
+        on the integers k in [-2^52, 2^52); ``k 2^-52 + 2^-53`` is exact in float64.
+        (numpy converts int64 to float64 in the multiply's loop, unlike uint64.)
         """
-        bits = out.view(np.uint64)
-        self.read_into(memoryview(bits).cast("B"))
-        np.bitwise_and(bits, np.uint64(1), out=scratch)
-        np.left_shift(scratch, np.uint64(63), out=scratch)
-        np.right_shift(bits, np.uint64(12), out=bits)
-        np.bitwise_or(bits, _ONE_BITS, out=bits)
-        np.bitwise_or(bits, scratch, out=bits)  # +-[1, 2)
-        centre = scratch.view(np.float64)
-        np.copysign(1.0 - 2.0**-53, out, out=centre)
-        np.subtract(out, centre, out=out)
+        self.read_into(memoryview(scratch).cast("B"))
+        np.right_shift(scratch, 11, out=scratch)
+        np.multiply(scratch, 2.0**-52, out=out)
+        np.add(out, 2.0**-53, out=out)
 
 
 class SecureGaussian:
-    """Standard normal float64 draws from a :class:`ChaChaStream`.
+    """Normal draws, float64, from a :class:`ChaChaStream`.
 
     Work buffers are kept between calls: one draw per training step, of one size.
     """
@@ -107,14 +100,14 @@ class SecureGaussian:
         self._stream = stream if stream is not None else ChaChaStream()
         self._pairs = 0
         self._u = np.empty((2, 0))
-        self._scratch = np.empty(0, dtype=np.uint64)
+        self._scratch = np.empty(0, dtype=np.int64)
         self._s = np.empty(0)
 
     def _buffers(self, pairs: int) -> None:
         if pairs > self._pairs:
             self._pairs = pairs
             self._u = np.empty((2, pairs))
-            self._scratch = np.empty(2 * pairs, dtype=np.uint64)
+            self._scratch = np.empty(2 * pairs, dtype=np.int64)
             self._s = np.empty(pairs)
 
     def standard_normal(self, count: int) -> np.ndarray:
@@ -122,7 +115,15 @@ class SecureGaussian:
         if not isinstance(count, int) or count < 0:
             raise PrivacyInputError(f"count must be an integer >= 0, got {count!r}")
         out = np.empty(count)
-        have = 0
+        self.normal_into(out, 1.0)
+        return out
+
+    def normal_into(self, out: np.ndarray, std: float) -> None:
+        """Overwrite ``out`` (1-D, float64 or float32) with independent N(0, ``std``^2)
+        draws: computed in float64, ``std`` included, and rounded once to ``out``'s dtype."""
+        if out.ndim != 1 or out.dtype not in (np.float64, np.float32):
+            raise PrivacyInputError(f"expected a 1-D float array, got {out.dtype} {out.shape}")
+        count, have = len(out), 0
         while have < count:
             pairs = int((count - have) / 2 / _ACCEPT * 1.02) + 16
             self._buffers(pairs)
@@ -134,13 +135,14 @@ class SecureGaussian:
             keep = np.flatnonzero(s < 1.0)  # the pairs inside the unit disk
             accepted = s[keep]
             factor = np.log(accepted)
-            factor *= -2.0
+            factor *= -2.0 * std * std
             factor /= accepted
-            np.sqrt(factor, out=factor)
+            np.sqrt(factor, out=factor)  # std sqrt(-2 ln s / s), s < 1
             take = min(len(keep), (count - have + 1) // 2)
             first = out[have : have + take]
-            np.multiply(u[0][keep[:take]], factor[:take], out=first)
+            np.multiply(u[0][keep[:take]], factor[:take], out=first, casting="same_kind")
             second = out[have + take : have + 2 * take]
-            np.multiply(u[1][keep[: len(second)]], factor[: len(second)], out=second)
+            np.multiply(
+                u[1][keep[: len(second)]], factor[: len(second)], out=second, casting="same_kind"
+            )
             have += take + len(second)
-        return out

@@ -49,7 +49,7 @@ from custodian.services.dp_runs import (
     train_config,
 )
 from custodian.services.preflight import slice_specs
-from custodian.stages.privacy_audit import AuditInputs, run_audit
+from custodian.stages.privacy_audit import AuditInputs, EncodedSplits, run_audit
 from governance.errors import InputError
 from governance.provenance import ColumnRole as SchemaRole
 from governance.provenance import Provenance
@@ -89,20 +89,14 @@ COST_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "f1", "log_loss")
 class _Inputs:
     """The splits, encoded as the model expects, and the settings of this evaluation."""
 
-    record: Provenance
-    columns: list[FeatureSpec]
-    label: str
-    train: EncodedTable
-    val: EncodedTable
-    test: EncodedTable
+    splits: EncodedSplits
     test_frame: pd.DataFrame
     params: EvaluateParams
-    train_params: TrainParams
-    privacy: PrivacyParams
     allow_reference: bool
 
     def encode(self, frame: pd.DataFrame, source: str) -> EncodedTable:
-        return _encode(frame, self.columns, self.label, self.train_params, source)
+        splits = self.splits
+        return _encode(frame, splits.columns, splits.label, splits.train_params, source)
 
 
 @dataclass(frozen=True)
@@ -133,16 +127,16 @@ def run(
     production = PrivacyReport.read(privacy_report)
     inputs = _load_inputs(splits, params, train_params, privacy, allow_reference)
     released = load_model(model_dir)
-    if released.feature_names != inputs.test.feature_names:
+    if released.feature_names != inputs.splits.test.feature_names:
         raise InputError(
             f"{model_dir}: the model's features differ from the encoded test split "
             "(retrain after changing the schema or train.include_sensitive)"
         )
     model = released.model
-    specs = _slice_specs(inputs.record, params.slices)
-    labels = inputs.test.labels.numpy()
+    specs = _slice_specs(inputs.splits.record, params.slices)
+    labels = inputs.splits.test.labels.numpy()
 
-    probabilities = _positive_probability(model, inputs.test)
+    probabilities = _positive_probability(model, inputs.splits.test)
     utility = binary_metrics(labels, probabilities)
     baseline = baseline_metrics(labels)
     reliability = calibration(labels, probabilities, params.calibration_bins)
@@ -156,13 +150,13 @@ def run(
     reference_json: dict[str, Any]
     if inputs.allow_reference:
         reference_model = train_non_private(
-            inputs.train,
-            inputs.val,
-            model_config(inputs.train_params),
-            train_config(inputs.train_params),
-            device=resolve_device(inputs.train_params.device),
+            inputs.splits.train,
+            inputs.splits.val,
+            model_config(inputs.splits.train_params),
+            train_config(inputs.splits.train_params),
+            device=resolve_device(inputs.splits.train_params.device),
         ).model
-        reference_probabilities = _positive_probability(reference_model, inputs.test)
+        reference_probabilities = _positive_probability(reference_model, inputs.splits.test)
         reference = binary_metrics(labels, reference_probabilities)
         reference_slices = _metrics_only(
             _groups(inputs.test_frame, specs, labels, reference_probabilities, params)
@@ -194,21 +188,11 @@ def run(
     reference_seconds = time.monotonic() - timer
 
     mia = membership_inference(
-        loss_scores(model, inputs.train), loss_scores(model, inputs.test), MIA_FPR
+        loss_scores(model, inputs.splits.train), loss_scores(model, inputs.splits.test), MIA_FPR
     )
     timer = time.monotonic()
     audit = run_audit(
-        AuditInputs(
-            record=inputs.record,
-            columns=inputs.columns,
-            label=inputs.label,
-            train=inputs.train,
-            val=inputs.val,
-            test=inputs.test,
-            settings=params.audit,
-            train_params=inputs.train_params,
-            privacy=inputs.privacy,
-        ),
+        AuditInputs(inputs.splits, params.audit),
         production,
     )
     audit_seconds = time.monotonic() - timer
@@ -307,19 +291,17 @@ def _load_inputs(
         name: _encode(frame, columns, label, train_params, str(splits / f"{name}.csv"))
         for name, frame in (("train", train_frame), ("val", val_frame), ("test", test_frame))
     }
-    return _Inputs(
+    splits = EncodedSplits(
         record=record,
         columns=columns,
         label=label,
         train=tables["train"],
         val=tables["val"],
         test=tables["test"],
-        test_frame=test_frame,
-        params=params,
         train_params=train_params,
         privacy=privacy,
-        allow_reference=allow_reference,
     )
+    return _Inputs(splits, test_frame, params, allow_reference)
 
 
 def _encode(
@@ -427,8 +409,8 @@ def _robustness(inputs: _Inputs, model: Mlp) -> dict[str, Any]:
     """Metrics on the test split with raw features perturbed at each configured level."""
     settings = inputs.params.robustness
     rng = np.random.default_rng(settings.seed)
-    labels = inputs.test.labels.numpy()
-    include = inputs.train_params.include_sensitive
+    labels = inputs.splits.test.labels.numpy()
+    include = inputs.splits.train_params.include_sensitive
     result: dict[str, Any] = {"seed": settings.seed}
     for kind, levels in (
         (Perturbation.FEATURE_NOISE, settings.feature_noise),
@@ -437,7 +419,12 @@ def _robustness(inputs: _Inputs, model: Mlp) -> dict[str, Any]:
         by_level: dict[str, Any] = {}
         for level in levels:
             frame = perturb(
-                inputs.test_frame, inputs.columns, kind, level, rng, include_sensitive=include
+                inputs.test_frame,
+                inputs.splits.columns,
+                kind,
+                level,
+                rng,
+                include_sensitive=include,
             )
             table = inputs.encode(frame, f"test split with {kind} {level:g}")
             m = binary_metrics(labels, _positive_probability(model, table))
@@ -449,7 +436,7 @@ def _robustness(inputs: _Inputs, model: Mlp) -> dict[str, Any]:
                 "log_loss": m.log_loss,
             }
         result[kind.value] = {
-            "columns": perturbed_columns(inputs.columns, kind, include_sensitive=include),
+            "columns": perturbed_columns(inputs.splits.columns, kind, include_sensitive=include),
             "levels": by_level,
         }
     return result

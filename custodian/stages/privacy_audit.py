@@ -73,8 +73,9 @@ _MEANING = (
 
 
 @dataclass(frozen=True)
-class AuditInputs:
-    """The splits as the model sees them and the settings the audit run repeats."""
+class EncodedSplits:
+    """The splits as the model sees them, with the settings they were encoded and trained
+    under: what the evaluation and the audit run both read."""
 
     record: Provenance
     columns: list[FeatureSpec]
@@ -82,27 +83,34 @@ class AuditInputs:
     train: EncodedTable
     val: EncodedTable
     test: EncodedTable
-    settings: AuditParams
     train_params: TrainParams
     privacy: PrivacyParams
+
+
+@dataclass(frozen=True)
+class AuditInputs:
+    """What an audit reads: the encoded splits with the settings its run repeats, and its own."""
+
+    splits: EncodedSplits
+    settings: AuditParams
 
     def identity(self) -> dict[str, object]:
         """What makes two audit runs the same mechanism."""
         return {
-            "dataset": self.record.source_sha256,
-            "train": self.record.sha256,
-            "train_params": self.train_params.model_dump(),
-            "privacy": self.privacy.model_dump(),
+            "dataset": self.splits.record.source_sha256,
+            "train": self.splits.record.sha256,
+            "train_params": self.splits.train_params.model_dump(),
+            "privacy": self.splits.privacy.model_dump(),
             "audit": self.settings.model_dump(mode="json"),
         }
 
     def spent(self, production: PrivacyReport) -> float:
         """The population's spend now, read afresh from the ledger."""
         return dataset_spent(
-            self.record.source_sha256,
+            self.splits.record.source_sha256,
             production.delta,
-            self.privacy.accountant,
-            self.record.population,
+            self.splits.privacy.accountant,
+            self.splits.record.population,
         )
 
 
@@ -114,13 +122,13 @@ def run_audit(inputs: AuditInputs, production: PrivacyReport) -> dict[str, Any]:
 def _separate_run(inputs: AuditInputs, production: PrivacyReport) -> dict[str, Any]:
     """Black box: canary records in the training split, scored by the model's loss."""
     canaries = draw_canaries(
-        inputs.columns,
-        inputs.label,
+        inputs.splits.columns,
+        inputs.splits.label,
         inputs.settings.canaries,
         np.random.default_rng(inputs.settings.seed),
-        include_sensitive=inputs.train_params.include_sensitive,
+        include_sensitive=inputs.splits.train_params.include_sensitive,
     )
-    audit_train = with_canaries(inputs.train, canaries)
+    audit_train = with_canaries(inputs.splits.train, canaries)
     reused = _reused(inputs, production, audit_train)
     if reused is not None:
         return reused
@@ -130,7 +138,9 @@ def _separate_run(inputs: AuditInputs, production: PrivacyReport) -> dict[str, A
     canary_mia = membership_inference(
         scores[canaries.included], scores[~canaries.included], _CANARY_MIA_FPR
     )
-    probability = predict_proba(run.result.model, inputs.test.features)[:, 1].double().numpy()
+    probability = (
+        predict_proba(run.result.model, inputs.splits.test.features)[:, 1].double().numpy()
+    )
     return _finish(
         inputs,
         production,
@@ -142,7 +152,7 @@ def _separate_run(inputs: AuditInputs, production: PrivacyReport) -> dict[str, A
         extra={
             "canary_mia_auc": canary_mia.auc,
             "audit_model_test_accuracy": binary_metrics(
-                inputs.test.labels.numpy(), probability
+                inputs.splits.test.labels.numpy(), probability
             ).accuracy,
         },
     )
@@ -151,7 +161,7 @@ def _separate_run(inputs: AuditInputs, production: PrivacyReport) -> dict[str, A
 def _white_box(inputs: AuditInputs, production: PrivacyReport) -> dict[str, Any]:
     """White box: gradient canaries in the clipped sums, scored from the noisy sums."""
     settings = inputs.settings
-    parameters = model_parameters(inputs.train_params, inputs.train.width)
+    parameters = model_parameters(inputs.splits.train_params, inputs.splits.train.width)
     if settings.canaries > parameters:
         raise InputError(
             f"{PARAMS_FILE}: evaluate.audit.canaries: {settings.canaries} gradient canaries "
@@ -160,10 +170,10 @@ def _white_box(inputs: AuditInputs, production: PrivacyReport) -> dict[str, Any]
     canaries = GradientCanaries.draw(
         settings.canaries, parameters, np.random.default_rng(settings.seed)
     )
-    reused = _reused(inputs, production, inputs.train)
+    reused = _reused(inputs, production, inputs.splits.train)
     if reused is not None:
         return reused
-    run = _charged_run(inputs, inputs.train, canaries=canaries)
+    run = _charged_run(inputs, inputs.splits.train, canaries=canaries)
     audit = _bound(inputs, run, canaries.scores(run.dp.noise_multiplier), canaries.included)
     return _finish(
         inputs,
@@ -205,7 +215,11 @@ def _reused(
 ) -> dict[str, Any] | None:
     """The result of a finished audit run of this mechanism, the spend read afresh."""
     done = finished_run(
-        train, inputs.train_params, inputs.privacy, purpose="audit", identity=inputs.identity()
+        train,
+        inputs.splits.train_params,
+        inputs.splits.privacy,
+        purpose="audit",
+        identity=inputs.identity(),
     )
     if done is None or not (done / AUDIT_RESULT).is_file():
         return None
@@ -224,14 +238,14 @@ def _charged_run(
     """The audit's DP-SGD run: reserved in the ledger before its steps are taken."""
     return charged_train_dp(
         train,
-        inputs.val,
-        inputs.train_params,
-        inputs.privacy,
-        dataset_sha256=inputs.record.source_sha256,
-        population=inputs.record.population,
+        inputs.splits.val,
+        inputs.splits.train_params,
+        inputs.splits.privacy,
+        dataset_sha256=inputs.splits.record.source_sha256,
+        population=inputs.splits.record.population,
         purpose="audit",
         identity=inputs.identity(),
-        device=resolve_device(inputs.train_params.device),
+        device=resolve_device(inputs.splits.train_params.device),
         canaries=canaries,
     )
 

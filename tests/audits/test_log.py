@@ -33,20 +33,9 @@ from audits.log import (
     format_timeline,
     load_checkpoint,
 )
+from tests.audits.events import command_event
 
 REPO = Path(__file__).resolve().parents[2]
-SHA = "ab" * 32
-
-
-def _event(number: int, *, stage: str = "train", actor: str = "alice") -> AuditEvent:
-    return AuditEvent(
-        actor=actor,
-        command=f"custodian {stage}",
-        kind=EventKind.COMMAND_SUCCEEDED,
-        stage=stage,
-        inputs={"data/train.csv": SHA},
-        details={"number": number},
-    )
 
 
 @pytest.fixture
@@ -61,7 +50,7 @@ def log(tmp_path: Path) -> AuditLog:
 
 def _fill(log: AuditLog, key: SigningKey, count: int, *, checkpoint_every: int) -> None:
     for number in range(count):
-        log.append(_event(number))
+        log.append(command_event(number))
         if (number + 1) % checkpoint_every == 0:
             log.write_checkpoint(key)
 
@@ -119,19 +108,19 @@ def test_entries_are_canonical_json_lines_chained_by_sha256(log: AuditLog, key: 
         expected = hashlib.sha256(lines[seq - 1]).hexdigest() if seq else "0" * 64
         assert record["prev"] == expected
         assert record["time"].endswith("Z")
-    assert [entry.event for entry in log.entries()] == [_event(n) for n in range(3)]
+    assert [entry.event for entry in log.entries()] == [command_event(n) for n in range(3)]
 
 
 def test_uncovered_entries_are_a_warning_not_tampering(log: AuditLog, key: SigningKey) -> None:
     _fill(log, key, 4, checkpoint_every=2)
-    log.append(_event(4))
+    log.append(command_event(4))
     report = log.verify([key.public_key])
     assert report.ok and report.uncovered == 1
     assert any("not yet covered" in warning for warning in report.warnings)
 
 
 def test_entries_without_any_checkpoint_fail_closed(log: AuditLog, key: SigningKey) -> None:
-    log.append(_event(0))
+    log.append(command_event(0))
     report = log.verify([key.public_key])
     assert not report.ok
     assert _kinds(report) == {ProblemKind.MISSING_CHECKPOINT}
@@ -273,7 +262,7 @@ def test_writer_refuses_to_extend_a_checkpoint_it_cannot_trust(
     log: AuditLog, key: SigningKey
 ) -> None:
     _fill(log, key, 2, checkpoint_every=2)
-    log.append(_event(2))
+    log.append(command_event(2))
     rotated = SigningKey.generate()
     with pytest.raises(UntrustedCheckpoint):
         log.write_checkpoint(rotated)
@@ -289,7 +278,7 @@ def test_writer_never_launders_an_edit_into_a_new_checkpoint(
     # Same length, so the byte offsets the checkpoint remembers still line up.
     lines[2] = _edit(lines[2], number=8)
     _save(log, _rechain(lines, 2))
-    log.append(_event(6))
+    log.append(command_event(6))
     log.write_checkpoint(key)
     report = log.verify([key.public_key])
     assert not report.ok
@@ -298,8 +287,8 @@ def test_writer_never_launders_an_edit_into_a_new_checkpoint(
 
 def test_writer_refuses_a_broken_chain_after_the_checkpoint(log: AuditLog, key: SigningKey) -> None:
     _fill(log, key, 3, checkpoint_every=3)
-    log.append(_event(3))
-    log.append(_event(4))
+    log.append(command_event(3))
+    log.append(command_event(4))
     lines = _lines(log)
     _save(log, [*lines[:3], lines[4]])
     with pytest.raises(TamperDetected, match="entry 3"):
@@ -355,7 +344,7 @@ def test_rewriting_log_and_checkpoints_is_caught_by_the_anchor(
     for path in (log.path, log.checkpoint_path, log.history_path):
         path.unlink()
     for number in range(6):
-        log.append(_event(100 + number))
+        log.append(command_event(100 + number))
     log.write_checkpoint(key)
     assert log.verify([key.public_key]).ok, "locally the rewrite is indistinguishable"
     report = log.verify([key.public_key], against=load_checkpoint(tmp_path / "anchor.json"))
@@ -396,7 +385,7 @@ def test_torn_last_line_is_reported_precisely_and_recovered(log: AuditLog, key: 
     assert report.torn_tail.length == len(torn)
     assert report.summary().startswith(f"entry 5 (byte {size}): torn last line")
 
-    entry = log.append(_event(5))
+    entry = log.append(command_event(5))
     assert entry.seq == 6
     recovery = list(log.entries())[5]
     assert recovery.event.kind is EventKind.RECOVERY
@@ -420,7 +409,7 @@ def test_last_line_of_garbage_with_a_newline_is_torn_too(log: AuditLog, key: Sig
     report = log.verify([key.public_key])
     assert _kinds(report) == {ProblemKind.TORN_TAIL}
     assert report.torn_tail is not None and report.torn_tail.reason == "not a valid entry"
-    log.append(_event(2))
+    log.append(command_event(2))
     log.write_checkpoint(key)
     assert log.verify([key.public_key]).ok
 
@@ -432,7 +421,7 @@ def test_damage_inside_the_signed_range_is_not_repaired(log: AuditLog, key: Sign
     report = log.verify([key.public_key])
     assert {ProblemKind.TORN_TAIL, ProblemKind.TRUNCATED} <= _kinds(report)
     with pytest.raises(TamperDetected, match="refusing to repair"):
-        log.append(_event(4))
+        log.append(command_event(4))
     assert log.path.read_bytes() == data[:-30], "evidence must be left as found"
 
 
@@ -441,7 +430,7 @@ def test_two_damaged_lines_are_not_taken_for_a_crash(log: AuditLog, key: Signing
     with log.path.open("ab") as handle:
         handle.write(b"garbage\npartial")
     with pytest.raises(TamperDetected, match="last two lines"):
-        log.append(_event(3))
+        log.append(command_event(3))
     report = log.verify([key.public_key])
     assert ProblemKind.MALFORMED_ENTRY in _kinds(report)
 
@@ -528,7 +517,7 @@ def test_sigkill_during_appends_loses_no_acknowledged_entry(log: AuditLog, key: 
     acknowledged += [int(line) for line in writer.stdout.read().split()]
     writer.wait(timeout=30)
 
-    log.append(_event(0))  # recovers a torn tail if the kill left one
+    log.append(command_event(0))  # recovers a torn tail if the kill left one
     log.write_checkpoint(key)
     report = log.verify([key.public_key])
     assert report.ok, report.summary()
@@ -549,7 +538,7 @@ def test_events_are_strict_and_frozen() -> None:
         AuditEvent(actor="a", command="c", kind="decision", inputs={"f": "not-a-hash"})
     with pytest.raises(ValidationError):
         AuditEvent(actor="a", command="c", kind="no-such-kind")
-    event = _event(0)
+    event = command_event(0)
     with pytest.raises(ValidationError):
         event.actor = "mallory"  # type: ignore[misc]
 
@@ -565,9 +554,9 @@ def test_canonical_helpers_follow_rfc8785() -> None:
 
 
 def test_read_filters_by_stage_actor_and_time(log: AuditLog) -> None:
-    log.append(_event(0, stage="ingest"))
-    log.append(_event(1, stage="train", actor="bob"))
-    log.append(_event(2, stage="train"))
+    log.append(command_event(0, stage="ingest"))
+    log.append(command_event(1, stage="train", actor="bob"))
+    log.append(command_event(2, stage="train"))
     assert [e.seq for e in log.read(stage="train")] == [1, 2]
     assert [e.seq for e in log.read(actor="bob")] == [1]
     assert log.read(since=datetime.now(UTC) + timedelta(hours=1)) == []
@@ -577,7 +566,7 @@ def test_read_filters_by_stage_actor_and_time(log: AuditLog) -> None:
 
 
 def test_timeline_is_a_readable_table(log: AuditLog) -> None:
-    log.append(_event(0, stage="ingest"))
+    log.append(command_event(0, stage="ingest"))
     failed = AuditEvent(
         actor="bob", command="custodian train", kind="command_failed", error="budget exceeded"
     )
@@ -602,7 +591,7 @@ def test_a_log_written_before_the_shared_store_still_verifies_and_extends(tmp_pa
     assert [e.event.kind for e in log.entries()].count(EventKind.RECOVERY) == 1
 
     before = log.path.read_bytes()
-    log.append(_event(5))
+    log.append(command_event(5))
     assert log.path.read_bytes().startswith(before)
     key = SigningKey.generate()
     log.write_checkpoint(key, [signer])

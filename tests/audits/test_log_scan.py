@@ -27,9 +27,7 @@ from audits.canonical import NotCanonicalizable, canonical_bytes
 from audits.keys import PublicKey, SigningKey
 from audits.log import (
     AuditEntry,
-    AuditEvent,
     AuditLog,
-    EventKind,
     VerifyReport,
     load_checkpoint,
     verification,
@@ -38,21 +36,10 @@ from audits.log.lines import Malformed, entry_link
 from audits.log.records import event_bytes
 from audits.merkle import CompactRange
 from stores.local import LocalRecordFile
+from tests.audits.events import command_event
 
 REPO = Path(__file__).resolve().parents[2]
-SHA = "ab" * 32
 ENTRIES = 30
-
-
-def _event(number: int, **details: object) -> AuditEvent:
-    return AuditEvent(
-        actor="alice",
-        command="custodian train",
-        kind=EventKind.COMMAND_SUCCEEDED,
-        stage="train",
-        inputs={"data/train.csv": SHA},
-        details={"number": number, **details},
-    )
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +53,7 @@ def written(tmp_path_factory: pytest.TempPathFactory, signer: SigningKey) -> Pat
     directory = tmp_path_factory.mktemp("written")
     log = AuditLog(directory / "log.jsonl", directory / "checkpoint.json")
     for number in range(ENTRIES):
-        log.append(_event(number, text="é ✓ \U0001f600", ratio=0.1 * number))
+        log.append(command_event(number, text="é ✓ \U0001f600", ratio=0.1 * number))
         if number % 7 == 6:
             log.write_checkpoint(signer)
         if number == 13:
@@ -241,14 +228,14 @@ def test_entry_line_is_the_rfc8785_form_of_the_entry(details: dict, seq: int) ->
         seq=seq,
         time=datetime(2026, 12, 7, 11, 0, 0, 123456, tzinfo=UTC),
         prev="cd" * 32,
-        event=_event(1, **details),
+        event=command_event(1, **details),
     )
     assert entry.line() == canonical_bytes(entry.model_dump(mode="json"))
     assert entry.line() == rfc8785.dumps(json.loads(entry.model_dump_json()))
 
 
 def test_entry_line_refuses_a_sequence_number_json_cannot_hold_exactly() -> None:
-    entry = AuditEntry(seq=2**53, time=datetime.now(UTC), prev="cd" * 32, event=_event(1))
+    entry = AuditEntry(seq=2**53, time=datetime.now(UTC), prev="cd" * 32, event=command_event(1))
     with pytest.raises(NotCanonicalizable):
         entry.line()
 
@@ -258,7 +245,7 @@ def test_two_writers_in_one_process_keep_the_chain(tmp_path: Path, signer: Signi
     first = AuditLog(tmp_path / "log.jsonl", tmp_path / "checkpoint.json")
     second = AuditLog(tmp_path / "log.jsonl", tmp_path / "checkpoint.json")
     for number in range(6):
-        (first if number % 3 else second).append(_event(number))
+        (first if number % 3 else second).append(command_event(number))
     first.write_checkpoint(signer)
     report = second.verify([signer.public_key])
     assert report.ok and report.entries == 6, report.summary()
@@ -268,13 +255,13 @@ def test_a_writer_follows_its_file_when_it_is_replaced(tmp_path: Path, signer: S
     """A descriptor kept open between appends must not write into a file moved away."""
     log = AuditLog(tmp_path / "log.jsonl", tmp_path / "checkpoint.json")
     other = AuditLog(tmp_path / "other.jsonl", tmp_path / "other-checkpoint.json")
-    log.append(_event(0))
+    log.append(command_event(0))
     for number in range(3):
-        other.append(_event(number))
+        other.append(command_event(number))
     moved = tmp_path / "moved.jsonl"
     os.replace(log.path, moved)
     os.replace(other.path, log.path)
-    log.append(_event(3))
+    log.append(command_event(3))
     assert moved.read_bytes().count(b"\n") == 1
     lines = log.path.read_bytes().splitlines()
     assert len(lines) == 4

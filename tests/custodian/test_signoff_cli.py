@@ -88,11 +88,9 @@ def run_report_stage(root: Path, *, passed: bool = True) -> None:
         assert not passed
 
 
-@pytest.fixture(scope="module")
-def reviewed_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A project with a model, a passing compliance report, a manifest and two reviewers."""
-    base = tmp_path_factory.mktemp("reviewed")
-    root = base / "project"
+def build_reviewed_project(root: Path) -> None:
+    """A model, a passing compliance report, a manifest, two reviewers' keys and a signed
+    trust root, logged as the report stage logs it (keys go to ``$CUSTODIAN_HOME``)."""
     (root / "models").mkdir(parents=True)
     (root / "reports").mkdir()
     (root / "params.yaml").write_bytes(committed("params.yaml"))
@@ -103,31 +101,28 @@ def reviewed_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     (root / "reports/privacy.json").write_text('{"epsilon": 3.0}\n')
     (root / "reports/compliance.html").write_text("<html><body>report</body></html>\n")
     write_compliance(root, compliance())
+    trust_init = ("trust", "init", "--admin", "ada", "--admin", "bob", "--threshold", "2")
+    for args in (
+        ("manifest", "--out", "reports/manifest.json"),
+        ("keys", "generate", "olivia", "--role", "privacy-officer"),
+        ("keys", "generate", "max", "--role", "model-owner"),
+        ("keys", "generate", "ada", "--role", "trust-admin"),
+        ("keys", "generate", "bob", "--role", "trust-admin"),
+        (*trust_init, "--as", "ada"),
+        ("trust", "sign", "--as", "bob"),
+    ):
+        result = invoke(*args, cwd=root)
+        assert result.returncode == 0, result.stderr
+    run_report_stage(root)
+
+
+@pytest.fixture(scope="module")
+def reviewed_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A reviewed project (:func:`build_reviewed_project`) with its keys' home beside it."""
+    base = tmp_path_factory.mktemp("reviewed")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CUSTODIAN_HOME", str(base / "home"))
-        for args in (
-            ("manifest", "--out", "reports/manifest.json"),
-            ("keys", "generate", "olivia", "--role", "privacy-officer"),
-            ("keys", "generate", "max", "--role", "model-owner"),
-            ("keys", "generate", "ada", "--role", "trust-admin"),
-            ("keys", "generate", "bob", "--role", "trust-admin"),
-            (
-                "trust",
-                "init",
-                "--admin",
-                "ada",
-                "--admin",
-                "bob",
-                "--threshold",
-                "2",
-                "--as",
-                "ada",
-            ),
-            ("trust", "sign", "--as", "bob"),
-        ):
-            result = invoke(*args, cwd=root)
-            assert result.returncode == 0, result.stderr
-        run_report_stage(root)
+        build_reviewed_project(base / "project")
     yield base
 
 

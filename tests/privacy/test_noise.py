@@ -52,7 +52,7 @@ class _CentreOfTheDisk(ChaChaStream):
 
     def uniforms(self, count: int) -> np.ndarray:
         out = np.empty(count)
-        super().uniforms_into(out, np.empty(count, dtype=np.uint64))
+        super().uniforms_into(out, np.empty(count, dtype=np.int64))
         return out
 
 
@@ -129,3 +129,14 @@ def test_noise_fills_in_place_with_the_std() -> None:
     assert abs(float(tensor.std()) - 2.5) < 0.03 and abs(float(tensor.mean())) < 0.03
     with pytest.raises(PrivacyInputError, match="std"):
         GaussianNoise(-1.0)
+
+
+def test_draws_into_float32_are_the_float64_draws_scaled_and_rounded_once() -> None:
+    """The noise path: std applied in float64, one rounding to the tensor's dtype."""
+    exact = SecureGaussian(ChaChaStream(TEST_KEY)).standard_normal(50_000) * 2.5
+    into = np.empty(50_000, dtype=np.float32)
+    SecureGaussian(ChaChaStream(TEST_KEY)).normal_into(into, 2.5)
+    # float64 products may differ in their last bit (std folded in earlier), no more.
+    assert np.allclose(into, exact.astype(np.float32), rtol=2**-23, atol=0)
+    with pytest.raises(PrivacyInputError, match="1-D float array"):
+        SecureGaussian().normal_into(np.empty(4, dtype=np.float16), 1.0)

@@ -15,22 +15,13 @@ import psycopg.errors
 import pytest
 
 from audits.keys import SigningKey
-from audits.log import AuditEvent, AuditLog, EventKind, ProblemKind, TamperDetected
+from audits.log import AuditLog, ProblemKind, TamperDetected
 from audits.log.lines import entry_link
 from audits.merkle import CompactRange, leaf_hash
 from stores.postgres import StoreRefused
+from tests.audits.events import command_event
 from tests.stores import pgserver
 from tests.stores.conftest import PgProject
-
-
-def _event(number: int) -> AuditEvent:
-    return AuditEvent(
-        actor="alice",
-        command="custodian train",
-        kind=EventKind.COMMAND_SUCCEEDED,
-        stage="train",
-        details={"number": number},
-    )
 
 
 def _log(directory: Path) -> AuditLog:
@@ -59,7 +50,7 @@ def test_the_log_verifies_on_both_backends(store_dir: Path) -> None:
     log = _log(store_dir)
     assert log.open_tree(key) is not None  # an empty, signed tree
     for number in range(5):
-        log.append(_event(number))
+        log.append(command_event(number))
         if number % 2:
             log.write_checkpoint(key)
     head = log.write_checkpoint(key)
@@ -91,7 +82,7 @@ def test_a_second_clone_reads_and_extends_the_servers_log(
     bob = _clone(tmp_path, "bob", pg_project)
     first = _log(alice)
     first.open_tree(key)
-    first.append(_event(0))
+    first.append(command_event(0))
     signed = first.write_checkpoint(key)
     # Nothing of it on alice's disk: the lines and checkpoints are the server's rows.
     assert not (alice / "audit" / "log.jsonl").exists()
@@ -103,7 +94,7 @@ def test_a_second_clone_reads_and_extends_the_servers_log(
     second = _log(bob)
     assert second.current_checkpoint() == signed
     assert second.open_tree(key) is None  # bob's clone does not start a tree of its own
-    second.append(_event(1))
+    second.append(command_event(1))
     second.write_checkpoint(key)
     report = first.verify([key.public_key])
     assert report.ok and report.entries == 2 and report.covered == 2, report.problems
@@ -112,7 +103,7 @@ def test_a_second_clone_reads_and_extends_the_servers_log(
     reviewer = _log(_clone(tmp_path, "reviewer", pg_project, pg_project.reviewer))
     assert reviewer.verify([key.public_key]).ok
     with pytest.raises(StoreRefused):
-        reviewer.append(_event(2))
+        reviewer.append(command_event(2))
     assert len(list(first.entries())) == 2
 
 
@@ -122,7 +113,7 @@ def test_the_trainer_cannot_change_or_delete_audit_rows(
     key = SigningKey.generate()
     log = _log(_clone(tmp_path, "alice", pg_project))
     log.open_tree(key)
-    log.append(_event(0))
+    log.append(command_event(0))
     log.write_checkpoint(key)
     before = {s: _rows(pg_project, s) for s in ("audit-log", "audit-checkpoint")}
     with psycopg.connect(pg_project.url(pg_project.trainer), autocommit=True) as conn:
@@ -147,7 +138,7 @@ def test_a_dba_who_rewrites_an_entry_is_caught(
     log = _log(_clone(tmp_path, "alice", pg_project))
     log.open_tree(key)
     for number in range(3):
-        log.append(_event(number))
+        log.append(command_event(number))
     log.write_checkpoint(key)
     (_, line) = _rows(pg_project, "audit-log")[1]
     forged = line.replace(b'"number":1', b'"number":7')
@@ -172,7 +163,7 @@ def test_a_dba_who_rewrites_an_entry_is_caught(
     assert root.entry is not None and root.last_entry is not None
     assert root.entry <= 1 <= root.last_entry
     # The next writer extends the signed compact range, so it cannot launder the edit.
-    log.append(_event(3))
+    log.append(command_event(3))
     log.write_checkpoint(key)
     again = log.verify([key.public_key])
     assert not again.ok and again.first_problem is not None
@@ -185,7 +176,7 @@ def test_adopting_a_new_tree_is_refused_in_a_server_store(
     key = SigningKey.generate()
     log = _log(_clone(tmp_path, "alice", pg_project))
     log.open_tree(key)
-    log.append(_event(0))
+    log.append(command_event(0))
     log.write_checkpoint(key)
     with pytest.raises(TamperDetected, match="cannot be adopted"):
         log.adopt(key)

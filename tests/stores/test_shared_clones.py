@@ -1,7 +1,7 @@
 """Clones of one project pointed at the same PostgreSQL store (a real server): each sees the
 others' audit events and sign-offs with ``custodian audit show`` and ``custodian release
 check``, and trusts the pipeline keys that sign the shared log, as the CLI runs them
-(tests/custodian/test_signoff_cli.py builds the project the same way; nothing is mocked).
+(the project is tests/custodian/test_signoff_cli.py's reviewed project; nothing is mocked).
 """
 
 from __future__ import annotations
@@ -15,44 +15,14 @@ import pytest
 from audits.keys import load_signing_key
 from custodian.project import Project
 from stores import config
-from tests.conftest import committed
 from tests.custodian.test_audit_cli import invoke
 from tests.custodian.test_signoff_cli import (
-    PIPELINE,
     both_signed,
+    build_reviewed_project,
     check,
     codes,
-    compliance,
-    run_report_stage,
-    write_compliance,
 )
 from tests.stores.conftest import PgProject
-
-
-def _trainers_project(root: Path) -> None:
-    """A model, a passing compliance report, a manifest and two reviewers' keys."""
-    (root / "models").mkdir(parents=True)
-    (root / "reports").mkdir()
-    (root / "params.yaml").write_bytes(committed("params.yaml"))
-    (root / "dvc.yaml").write_text(PIPELINE)
-    (root / "data.csv").write_text("x,y\n1,0\n2,1\n")
-    (root / "models/model.safetensors").write_bytes(bytes(range(256)) * 4)
-    (root / "models/model.json").write_text('{"hidden": [4]}\n')
-    (root / "reports/privacy.json").write_text('{"epsilon": 3.0}\n')
-    (root / "reports/compliance.html").write_text("<html><body>report</body></html>\n")
-    write_compliance(root, compliance())
-    for args in (
-        ("manifest", "--out", "reports/manifest.json"),
-        ("keys", "generate", "olivia", "--role", "privacy-officer"),
-        ("keys", "generate", "max", "--role", "model-owner"),
-        ("keys", "generate", "ada", "--role", "trust-admin"),
-        ("keys", "generate", "bob", "--role", "trust-admin"),
-        ("trust", "init", "--admin", "ada", "--admin", "bob", "--threshold", "2", "--as", "ada"),
-        ("trust", "sign", "--as", "bob"),
-    ):
-        result = invoke(*args, cwd=root)
-        assert result.returncode == 0, result.stderr
-    run_report_stage(root)
 
 
 def _signoff_events(shown: list[dict]) -> list[tuple[str, str]]:
@@ -92,7 +62,7 @@ def test_clones_on_one_store_share_events_signoffs_and_pipeline_keys(
     root.mkdir(parents=True)
     # The store is chosen before the first command: every event the trainer logs is a row.
     pg_project.use(root / ".custodian")
-    _trainers_project(root)
+    build_reviewed_project(root)
     audit = root / ".custodian" / "audit"
     assert not (audit / "log.jsonl").exists() and not (audit / "checkpoint.json").exists()
     assert not (root / ".custodian" / "trust" / "index.json").exists()

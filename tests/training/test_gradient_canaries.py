@@ -44,7 +44,8 @@ def audit(canaries: GradientCanaries, sigma: float, guesses: int = GUESSES):
 def test_white_box_bound_is_a_quarter_of_epsilon_or_more_and_never_above_it(
     tmp_path: Path,
 ) -> None:
-    """The default pipeline's shape: q ~ 1/56, ~450 steps, epsilon 3 at delta 1e-6."""
+    """A pipeline-like shape (the defaults before tuning): q ~ 1/56, ~450 steps, epsilon 3
+    at delta 1e-6; the tuned defaults are audited by the pipeline itself."""
     train = table(2000, 0)
     config = TrainConfig(epochs=8, batch_size=36, learning_rate=0.05, patience=None)
     plan = plan_steps(len(train), config.batch_size, config.epochs)
