@@ -11,10 +11,10 @@ train) are built once, on first use, and reused by every check that needs them.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import cached_property
+from functools import cached_property, partial
 
 import numpy as np
 import pandas as pd
@@ -46,10 +46,10 @@ _NOT_PLAIN = r"[\t\n\x0b\x0c\r\x1c-\x1f]|  |^[ +\-.0-9]| $"
 _KIND_SAMPLE = 2000
 # Train rows hashed into words at a time by the text search: bounds its memory
 # to tens of MB (a million 12-word rows would take ~100 MB of word hashes at once).
-_TEXT_CHUNK_ROWS = 100_000
+_TEXT_CHUNK_ROWS = 50_000
 _ALL = slice(None)
 # Free-text rows hashed at a time (see ``_text_cells``).
-_CELL_CHUNK_ROWS = 200_000
+_CELL_CHUNK_ROWS = 50_000
 
 
 class ColumnKind(StrEnum):
@@ -71,6 +71,31 @@ class Roles:
         return tuple(c for c in self.features if self.kinds[c] is kind)
 
 
+class DerivedColumns(Mapping[str, np.ndarray]):
+    """Column -> one array per row, made when asked for from what the scan keeps.
+
+    Holding every column's hashes and values would cost 8 bytes a cell each
+    (~250 MB for a million rows of 20 columns); numbers are re-read from the
+    frame instead (a few ms a column), categories kept as small codes into
+    their distinct values' hashes, and only free text's hashes are kept whole.
+    """
+
+    def __init__(self, makers: Mapping[str, Callable[[], np.ndarray]]) -> None:
+        self._makers = dict(makers)
+
+    def __getitem__(self, column: str) -> np.ndarray:
+        return self._makers[column]()
+
+    def __contains__(self, column: object) -> bool:
+        return column in self._makers
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._makers)
+
+    def __len__(self) -> int:
+        return len(self._makers)
+
+
 @dataclass(frozen=True, eq=False)
 class HashedFrame:
     """One frame as the checks see it. Arrays are aligned with the frame's row positions."""
@@ -78,6 +103,7 @@ class HashedFrame:
     name: str
     frame: pd.DataFrame
     feature_columns: tuple[str, ...]  # the features ``features`` hashes (a reference's shared ones)
+    # Both made on access (see ``DerivedColumns``), each time a new array:
     cells: Mapping[str, np.ndarray]  # column -> uint64 hash per row (features, label, id)
     numbers: Mapping[str, np.ndarray]  # numeric (rounded) or datetime (ns) column -> float64
     features: np.ndarray  # uint64 hash of the feature cells
@@ -94,7 +120,7 @@ class HashedFrame:
         if not dropped:
             return self.features, self.rows
         features = _fold(
-            [self.cells[c] for c in self.feature_columns if c not in dropped], len(self)
+            (self.cells[c] for c in self.feature_columns if c not in dropped), len(self)
         )
         has_label = roles.label is not None and roles.label in self.cells
         rows = _fold([features, self.cells[roles.label]], len(self)) if has_label else features
@@ -115,19 +141,28 @@ class NumericSpace:
     std: np.ndarray
     exact_columns: tuple[str, ...]
 
-    def embed(self, frame: HashedFrame) -> tuple[np.ndarray, np.ndarray]:
-        # Standardised in place: at a million rows each temporary copy is ~100 MB.
-        points = np.column_stack([frame.numbers[c] for c in self.columns])
-        missing = np.isnan(points)
-        points -= self.mean
-        points /= self.std
-        points[missing] = 0.0
-        keys = _fold([frame.cells[c] for c in self.exact_columns], len(frame))
-        # Bit-pack the missing pattern so a missing value never matches a number.
-        for start in range(0, missing.shape[1], 63):
-            chunk = missing[:, start : start + 63].astype(np.uint64)
-            shifts = np.arange(chunk.shape[1], dtype=np.uint64)
-            keys = mix64(keys ^ (chunk << shifts).sum(axis=1, dtype=np.uint64))
+    def embed(self, frame: HashedFrame, spare: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(points, keys) of ``frame``'s rows; ``spare`` more columns are left for the caller.
+
+        Filled column by column: at a million rows each whole-matrix temporary
+        would be ~80 MB.
+        """
+        width = len(self.columns)
+        points = np.empty((len(frame), width + spare))
+        # The pattern of missing numbers, bit-packed 63 columns to a word, so
+        # that a missing value never matches a number.
+        patterns = np.zeros((-(-width // 63), len(frame)), dtype=np.uint64)
+        for i, column in enumerate(self.columns):
+            values = frame.numbers[column]
+            missing = np.isnan(values)
+            patterns[i // 63] |= missing.astype(np.uint64) << np.uint64(i % 63)
+            values -= self.mean[i]
+            values /= self.std[i]
+            values[missing] = 0.0
+            points[:, i] = values
+        keys = _fold((frame.cells[c] for c in self.exact_columns), len(frame))
+        for pattern in patterns:
+            keys = mix64(keys ^ pattern)
         return points, keys
 
 
@@ -166,27 +201,34 @@ class TextNear:
         lsh = TextLsh.seeded(
             config.text_jaccard, config.text_minhash_bands, config.text_minhash_rows, config.seed
         )
-        queries = []
+        # Per frame, its rows with enough words and their signatures; the
+        # words themselves are read again later for the candidate rows only.
+        asked, signatures = [], []
         for frame in frames:
             offsets, words = _words(frame.frame, columns)
             rows = np.flatnonzero(np.diff(offsets) >= config.text_min_words)
-            queries.append((offsets, words, rows))
-        signatures = [lsh.signatures(*query) for query in queries]
+            asked.append(rows)
+            signatures.append(lsh.signatures(offsets, words, rows))
+            del offsets, words
+        bounds = np.cumsum([0, *(len(s) for s in signatures)])
         tables = BandTables(np.concatenate(signatures))
+        del signatures  # the tables hold what is needed of them
         for start in range(0, len(train), _TEXT_CHUNK_ROWS):
             offsets, words = _words(train.frame, columns, slice(start, start + _TEXT_CHUNK_ROWS))
             rows = np.flatnonzero(np.diff(offsets) >= config.text_min_words)
             tables.offer(start + rows, lsh.signatures(offsets, words, rows))
         candidates = tables.candidates()
-        # Only the candidate train rows' words are needed to verify the pairs.
+        del tables
+        # Only the candidate rows' words are needed to verify the pairs.
         train_rows = np.unique(candidates[:, 1])
         train_words = (*_words(train.frame, columns, train_rows), train_rows)
         found = {}
-        bounds = np.cumsum([0, *(len(s) for s in signatures)])
-        for frame, query, first, stop in zip(frames, queries, bounds[:-1], bounds[1:], strict=True):
+        for frame, rows, first, stop in zip(frames, asked, bounds[:-1], bounds[1:], strict=True):
             mine = candidates[(candidates[:, 0] >= first) & (candidates[:, 0] < stop)]
             mine = mine - np.array([first, 0])
-            found[id(frame)] = lsh.best(query, mine, train_words)
+            query_rows = np.unique(rows[mine[:, 0]])
+            query_words = (*_words(frame.frame, columns, query_rows), query_rows)
+            found[id(frame)] = lsh.best(rows, mine, query_words, train_words)
         return cls(columns, found)
 
     def match(self, frame: HashedFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -213,21 +255,20 @@ class ScanContext:
         numeric = self.roles.of_kind(ColumnKind.numeric)
         if not numeric:
             return None
-        # Column by column: a stacked copy of train's numbers would be ~100 MB a million rows.
-        values = [self.train.numbers[c] for c in numeric]
-        std = np.array([np.nanstd(v) if (~np.isnan(v)).sum() >= 2 else 0.0 for v in values])
-        varying = std > 0
-        if not varying.any():
+        # One column at a time: all of train's numbers would be ~90 MB a million rows.
+        stats = {c: _mean_and_std(self.train.numbers[c]) for c in numeric}
+        columns = tuple(c for c in numeric if stats[c][1] > 0)
+        if not columns:
             return None
-        columns = tuple(c for c, v in zip(numeric, varying, strict=True) if v)
         space = NumericSpace(
             columns=columns,
-            mean=np.array([np.nanmean(v) for v, keep in zip(values, varying, strict=True) if keep]),
-            std=std[varying],
+            mean=np.array([stats[c][0] for c in columns]),
+            std=np.array([stats[c][1] for c in columns]),
             exact_columns=self._near_key_columns(columns),
         )
+        # The spare column takes each point's key coordinate (see NumericIndex.build).
         index = NumericIndex.build(
-            *space.embed(self.train),
+            *space.embed(self.train, spare=1),
             background_rate=self.config.near_duplicate_background_rate,
             sample=self.config.near_duplicate_sample,
             seed=self.config.seed,
@@ -261,6 +302,13 @@ class ScanContext:
             if set(frame.feature_columns).issuperset(columns)
         ]
         return TextNear.search(self.train, frames, columns, self.config)
+
+
+def _mean_and_std(values: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of the numbers present; (nan, 0.0) with fewer than two."""
+    if (~np.isnan(values)).sum() < 2:
+        return math.nan, 0.0
+    return float(np.nanmean(values)), float(np.nanstd(values))
 
 
 def prepare(
@@ -355,31 +403,72 @@ def _hash_frame(
     config: CheckConfig,
     time: np.ndarray | None,
 ) -> HashedFrame:
-    cells: dict[str, np.ndarray] = {}
-    numbers: dict[str, np.ndarray] = {}
+    decimals = config.float_decimals
+    cells: dict[str, Callable[[], np.ndarray]] = {}
+    numbers: dict[str, Callable[[], np.ndarray]] = {}
     for column in columns:
-        cells[column], values = _CELLS[kinds[column]](frame[column], config.float_decimals)
-        if values is not None:
-            numbers[column] = values
-    hashes = _fold([cells[c] for c in features], len(frame))
+        kind = kinds[column]
+        if kind in _VALUES:
+            cells[column] = partial(_from_frame, _CELLS[kind], frame, column, decimals)
+            numbers[column] = partial(_from_frame, _VALUES[kind], frame, column, decimals)
+        elif kind is ColumnKind.category:
+            cells[column] = _kept_codes(*_string_codes(frame[column], decimals))
+        else:
+            cells[column] = partial(np.array, _text_cells(frame[column], decimals)[0])
+    derived = DerivedColumns(cells)
+    hashes = _fold((derived[c] for c in features), len(frame))
     has_label = roles.label is not None and roles.label in cells
-    rows = _fold([hashes, cells[roles.label]], len(frame)) if has_label else hashes
-    return HashedFrame(name, frame, tuple(features), cells, numbers, hashes, rows, time)
+    rows = _fold([hashes, derived[roles.label]], len(frame)) if has_label else hashes
+    return HashedFrame(
+        name, frame, tuple(features), derived, DerivedColumns(numbers), hashes, rows, time
+    )
 
 
-def _numeric_cells(series: pd.Series, decimals: int) -> tuple[np.ndarray, np.ndarray]:
-    """(cell hashes, values): numbers as float64 rounded to ``decimals``."""
+def _from_frame(
+    make: Callable[[pd.Series, int], np.ndarray], frame: pd.DataFrame, column: str, decimals: int
+) -> np.ndarray:
+    return make(frame[column], decimals)
+
+
+def _kept_codes(codes: np.ndarray, unique_hashes: np.ndarray) -> Callable[[], np.ndarray]:
+    """Cell hashes from factorised codes, kept in the smallest integer type that holds them.
+
+    Mostly distinct values (identifiers as text) are kept as their hashes: the
+    codes would cost as much again.
+    """
+    if 2 * len(unique_hashes) > len(codes):
+        return partial(np.array, _expand(codes, unique_hashes))
+    small = codes.astype(np.min_scalar_type(-max(len(unique_hashes), 1)))
+    return partial(_expand, small, unique_hashes)
+
+
+def _expand(codes: np.ndarray, unique_hashes: np.ndarray) -> np.ndarray:
+    return np.where(codes >= 0, unique_hashes[np.maximum(codes, 0)], NULL_HASH)
+
+
+def _numeric_values(series: pd.Series, decimals: int) -> np.ndarray:
+    """Numbers as float64 rounded to ``decimals``."""
     # Adding 0.0 turns -0.0 into 0.0, which would otherwise hash differently.
-    values = np.round(series.to_numpy(dtype=np.float64, na_value=np.nan), decimals) + 0.0
-    canonical = np.where(np.isnan(values), np.nan, values)  # one bit pattern for every NaN
-    return mix64(canonical.view(np.uint64)), values
+    values = np.round(series.to_numpy(dtype=np.float64, na_value=np.nan), decimals)
+    values += 0.0
+    return values
 
 
-def _datetime_cells(series: pd.Series, decimals: int) -> tuple[np.ndarray, np.ndarray]:
-    """(cell hashes, values): instants as UTC nanoseconds, as float64 values for ranking."""
-    nanoseconds = _nanoseconds(series)
-    values = np.where(series.isna().to_numpy(), np.nan, nanoseconds.astype(np.float64))
-    return mix64(nanoseconds.view(np.uint64)), values
+def _numeric_cells(series: pd.Series, decimals: int) -> np.ndarray:
+    """Cell hashes of ``_numeric_values``."""
+    values = _numeric_values(series, decimals)
+    values[np.isnan(values)] = np.nan  # one bit pattern for every NaN
+    return mix64(values.view(np.uint64))
+
+
+def _datetime_values(series: pd.Series, decimals: int) -> np.ndarray:
+    """Instants as UTC nanoseconds, as float64 values for ranking."""
+    return np.where(series.isna().to_numpy(), np.nan, _nanoseconds(series).astype(np.float64))
+
+
+def _datetime_cells(series: pd.Series, decimals: int) -> np.ndarray:
+    """Cell hashes of instants as UTC nanoseconds."""
+    return mix64(_nanoseconds(series).view(np.uint64))
 
 
 def _nanoseconds(series: pd.Series) -> np.ndarray:
@@ -389,12 +478,16 @@ def _nanoseconds(series: pd.Series) -> np.ndarray:
 
 def _string_cells(series: pd.Series, decimals: int) -> tuple[np.ndarray, None]:
     """(cell hashes, None): each distinct value is normalised and hashed once."""
+    return _expand(*_string_codes(series, decimals)), None
+
+
+def _string_codes(series: pd.Series, decimals: int) -> tuple[np.ndarray, np.ndarray]:
+    """(code per row, -1 if missing; hash per distinct value)."""
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
     offsets, data = utf8_buffer(_canonical_array(uniques, decimals))
     # Casefolding what is left is lowercasing ASCII: plain values are ASCII,
     # and ``_canonical``'s output is casefolded already.
-    unique_hashes = string_hashes(offsets, lowered(data))
-    return np.where(codes >= 0, unique_hashes[np.maximum(codes, 0)], NULL_HASH), None
+    return codes, string_hashes(offsets, lowered(data))
 
 
 def _text_cells(series: pd.Series, decimals: int) -> tuple[np.ndarray, None]:
@@ -434,11 +527,14 @@ def _canonical_array(uniques: pd.Index | pd.Series, decimals: int) -> pa.LargeSt
     return pc.replace_with_mask(array, redo, pa.array(redone, type=pa.large_string()))
 
 
-_CELLS: dict[ColumnKind, Callable[[pd.Series, int], tuple[np.ndarray, np.ndarray | None]]] = {
+# Kinds whose cells and values are re-read from the frame whenever asked for.
+_CELLS: dict[ColumnKind, Callable[[pd.Series, int], np.ndarray]] = {
     ColumnKind.numeric: _numeric_cells,
     ColumnKind.datetime: _datetime_cells,
-    ColumnKind.category: _string_cells,
-    ColumnKind.text: _text_cells,
+}
+_VALUES: dict[ColumnKind, Callable[[pd.Series, int], np.ndarray]] = {
+    ColumnKind.numeric: _numeric_values,
+    ColumnKind.datetime: _datetime_values,
 }
 
 
@@ -468,8 +564,11 @@ def _number_text(number: float, decimals: int) -> str:
     return repr(round(number, decimals) + 0.0)
 
 
-def _fold(hashes: Sequence[np.ndarray], n_rows: int) -> np.ndarray:
-    """Order-dependent combination of per-cell hashes into one hash per row."""
+def _fold(hashes: Iterable[np.ndarray], n_rows: int) -> np.ndarray:
+    """Order-dependent combination of per-cell hashes into one hash per row.
+
+    Read one column at a time, so a generator holds one column's hashes at once.
+    """
     row = np.full(n_rows, _ROW_SEED, dtype=np.uint64)
     for cell in hashes:
         row = mix64(row ^ cell)

@@ -30,6 +30,9 @@ def near_rows(ctx: ScanContext, frame: HashedFrame) -> list[NearMatch]:
     """
     identical = isin(frame.features, train_features(ctx, frame))
     found = []
+    # The text search first: its working memory is freed before the numeric
+    # index, which the scan keeps to the end, is built (a lower peak).
+    text = ctx.text_near
     numeric = ctx.numeric_near
     has = set(frame.feature_columns)
     if numeric is not None and has.issuperset(numeric.space.columns + numeric.space.exact_columns):
@@ -42,7 +45,6 @@ def near_rows(ctx: ScanContext, frame: HashedFrame) -> list[NearMatch]:
                 " far closer than train rows ordinarily are to each other"
             )
             found.append(NearMatch(numeric.space.columns, rows[keep], train_rows[keep], how))
-    text = ctx.text_near
     if text is not None and has.issuperset(text.columns):
         rows, train_rows, similarity = text.match(frame)
         keep = ~identical[rows]

@@ -28,7 +28,7 @@ _GOLDEN = _U(0x9E3779B97F4A7C15)
 # Bounds the temporary arrays of word hashing to a few hundred MB.
 _CHUNK_ROWS = 100_000
 # The same bound for text read in place, in bytes.
-_CHUNK_BYTES = 4 << 20
+_CHUNK_BYTES = 1 << 20
 # Neighbours looked at per sampled row to find its nearest non-identical row.
 _NEIGHBOURS = 8
 # Distances to the nearest other row are read at these quantiles (well
@@ -244,7 +244,10 @@ class NumericIndex:
     """
 
     tree: cKDTree
-    keys: pd.Index
+    # The distinct train keys, sorted, and the slab of each: a lookup by binary
+    # search (a hash index over a million keys would hold ~32 MB more).
+    sorted_keys: np.ndarray
+    slabs: np.ndarray
     spacing: float
     tolerance: float | None  # None: too few distinct neighbours to say what is "near"
     # Train points at full dimension when the tree holds projections; without
@@ -255,29 +258,44 @@ class NumericIndex:
     @classmethod
     def build(
         cls,
-        points: np.ndarray,
+        slotted: np.ndarray,
         keys: np.ndarray,
         *,
         background_rate: float,
         sample: int,
         seed: int,
     ) -> NumericIndex:
-        n, dimensions = points.shape
+        """The index over train's points: ``slotted[:, :-1]``, one row per point.
+
+        The last column of ``slotted`` is free: each point's key coordinate is
+        written there, and the tree keeps the array as its data, so that a
+        million points are not held twice (~80 MB more) while it is built.
+        """
+        n, dimensions = slotted.shape[0], slotted.shape[1] - 1
+        points = slotted[:, :dimensions]
         large = n > _PROJECT_ABOVE_ROWS and dimensions > _MAX_TREE_DIMENSIONS
         axes = _principal_axes(points, seed) if large else None
         projected = points if axes is None else points @ axes.T
         codes, uniques = pd.factorize(keys)
-        spread = float(np.sqrt(np.sum(np.ptp(projected, axis=0) ** 2))) if len(points) else 0.0
+        spread = float(np.sqrt(np.sum(np.ptp(projected, axis=0) ** 2))) if n else 0.0
         spacing = 2.0 ** math.ceil(math.log2(2.0 * spread + 1.0))
-        tree = cKDTree(np.column_stack([projected, codes * spacing]))
+        if axes is None:
+            np.multiply(codes, spacing, out=slotted[:, dimensions])
+            data = slotted
+        else:
+            data = np.column_stack([projected, codes * spacing])
         del projected
+        tree = cKDTree(data)
+        del data
         tolerance = _tolerance(tree, spacing, background_rate, sample, seed)
         kept = None if axes is None else points
-        return cls(tree, pd.Index(uniques), spacing, tolerance, kept, axes)
+        order = np.argsort(uniques)
+        slabs = order.astype(np.min_scalar_type(-len(uniques)))  # int64 would be 8 B a key
+        return cls(tree, uniques[order], slabs, spacing, tolerance, kept, axes)
 
     def match(self, points: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(query rows, nearest train rows) for queries strictly within tolerance."""
-        codes = self.keys.get_indexer(keys)
+        codes = self._slabs_of(keys)
         known = np.flatnonzero(codes >= 0)
         if self.tolerance is None or not len(known):
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
@@ -300,6 +318,13 @@ class NumericIndex:
         first[1:] = query[best][1:] != query[best][:-1]
         best = best[first]
         return known[query[best]], train[best].astype(np.int64)
+
+    def _slabs_of(self, keys: np.ndarray) -> np.ndarray:
+        """The slab of each key, -1 for a key no train point has."""
+        if not len(self.sorted_keys):
+            return np.full(len(keys), -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self.sorted_keys, keys), len(self.sorted_keys) - 1)
+        return np.where(self.sorted_keys[at] == keys, self.slabs[at], -1)
 
 
 def _principal_axes(points: np.ndarray, seed: int) -> np.ndarray:
@@ -367,29 +392,36 @@ class TextLsh:
 
     def best(
         self,
-        query: tuple[np.ndarray, np.ndarray, np.ndarray],
+        rows: np.ndarray,
         candidates: np.ndarray,
+        query: tuple[np.ndarray, np.ndarray, np.ndarray],
         train: tuple[np.ndarray, np.ndarray, np.ndarray],
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(query rows, most similar train rows, Jaccard) for queries at or above threshold.
 
-        ``query`` is (offsets, words, rows): the rows that have signatures;
-        ``candidates`` (rows of it, train rows) pairs, e.g. from
-        :meth:`BandTables.candidates`; ``train`` is (offsets, words, rows):
-        the words of at least the candidate train rows, ``rows`` sorted.
+        ``rows`` are the query rows that have signatures; ``candidates`` (index
+        into ``rows``, train row) pairs, e.g. from :meth:`BandTables.candidates`;
+        ``query`` and ``train`` are (offsets, words, rows): the words of at
+        least the candidate rows of each side, ``rows`` sorted.
         """
         if not len(candidates):
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0)
-        offsets, words, rows = query
+        query_offsets, query_words, query_of = query
         train_offsets, train_words, train_rows = train
         pairs = np.unique(np.column_stack([rows[candidates[:, 0]], candidates[:, 1]]), axis=0)
         query_rows, train_of = pairs[:, 0], pairs[:, 1]
+        query_at = np.searchsorted(query_of, query_rows)
         train_at = np.searchsorted(train_rows, train_of)
         # In slices: every pair's words are gathered and hashed (~1 KB a pair).
         similarity = np.concatenate(
             [
                 _jaccard(
-                    offsets, words, query_rows[part], train_offsets, train_words, train_at[part]
+                    query_offsets,
+                    query_words,
+                    query_at[part],
+                    train_offsets,
+                    train_words,
+                    train_at[part],
                 )
                 for first in range(0, len(pairs), _PAIRS_AT_ONCE)
                 for part in [slice(first, first + _PAIRS_AT_ONCE)]
@@ -421,6 +453,7 @@ class BandTables:
         mask = _U((1 << self._FILTER_BITS) - 1)
         for band in range(signatures.shape[1]):
             uniques, codes = np.unique(signatures[:, band], return_inverse=True)
+            codes = codes.astype(np.min_scalar_type(len(uniques)))  # int64 would be 8 B a query
             bits = np.zeros(1 << (self._FILTER_BITS - 3), dtype=np.uint8)
             low = (uniques & mask).astype(np.int64)
             np.bitwise_or.at(bits, low >> 3, (1 << (low & 7)).astype(np.uint8))
