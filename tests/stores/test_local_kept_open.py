@@ -16,6 +16,9 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from stores.errors import UnsafeStoreFile
 from stores.local import GENESIS, Link, LocalRecordFile, RecordBuilder, StoreLocked
 
 
@@ -144,3 +147,20 @@ def test_a_file_edited_in_place_to_the_same_size_is_read_again(tmp_path: Path) -
         handle.write(replaced)
     _append(store, "dddd")
     _assert_chained(store.path, 3)
+
+
+def test_a_directory_swapped_for_a_link_is_never_written_through(tmp_path: Path) -> None:
+    """Appends through kept descriptors skip the per-call directory check; a directory
+    replaced by a link to someone else's files must still be refused, the files untouched."""
+    store = LocalRecordFile(tmp_path / "store" / "records.jsonl", _link)
+    store.append([_record("first")])
+    victims = tmp_path / "victims"
+    victims.mkdir()
+    (victims / "records.jsonl").write_bytes(b"victim\n")
+    (tmp_path / "store").rename(tmp_path / "moved")
+    (tmp_path / "store").symlink_to(victims)
+    with pytest.raises(UnsafeStoreFile, match="symbolic link"):
+        store.append([_record("second")])
+    assert (victims / "records.jsonl").read_bytes() == b"victim\n"
+    assert sorted(os.listdir(victims)) == ["records.jsonl"]  # not even a lock file made there
+    _assert_chained(tmp_path / "moved" / "records.jsonl", 1)
