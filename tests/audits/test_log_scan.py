@@ -300,7 +300,7 @@ def _canonical_or_refusal(value: object) -> object:
 @settings(max_examples=400, deadline=None)
 @given(json_values)
 def test_event_bytes_are_rfc8785_bytes_for_any_json_value(value: object) -> None:
-    """The reference is the rfc8785 package: json.dumps is used only where it agrees."""
+    """The reference is the rfc8785 package: orjson is used only where it agrees."""
     try:
         fast: object = event_bytes(value)
     except NotCanonicalizable as exc:
