@@ -8,7 +8,6 @@ sharing itself.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -19,37 +18,12 @@ import pytest
 
 from audits.keys import SigningKey
 from audits.log import AuditEntry, AuditEvent, AuditLog, EventKind
-from stores.local import GENESIS, Link, LocalRecordFile, RecordBuilder, _Queue, _Waiting
-
-
-def _link(line: bytes) -> Link | None:
-    try:
-        record = json.loads(line)
-        return Link(record["seq"], record["prev"])
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def _record(body: str) -> RecordBuilder:
-    def build(seq: int, prev: str) -> bytes:
-        return json.dumps({"body": body, "prev": prev, "seq": seq}).encode()
-
-    return build
+from stores.local import LocalRecordFile, _Queue, _Waiting
+from tests.stores.records import chained, link, record
 
 
 def _failing(seq: int, prev: str) -> bytes:
     raise ValueError("this record cannot be encoded")
-
-
-def _chain(path: Path) -> list[dict]:
-    """The records of ``path``, after checking that they chain from the genesis hash."""
-    records, prev = [], GENESIS
-    for seq, line in enumerate(path.read_bytes().splitlines()):
-        record = json.loads(line)
-        assert (record["seq"], record["prev"]) == (seq, prev), line
-        prev = hashlib.sha256(line).hexdigest()
-        records.append(record)
-    return records
 
 
 class _FsyncCounter:
@@ -67,12 +41,12 @@ class _FsyncCounter:
 def test_appends_queued_behind_a_writer_share_one_fsync_and_a_failing_one_is_left_out(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = LocalRecordFile(tmp_path / "records.jsonl", _link)
-    store.append([_record("first")])  # the tail is known: the group takes the shared path
+    store = LocalRecordFile(tmp_path / "records.jsonl", link)
+    store.append([record("first")])  # the tail is known: the group takes the shared path
     outcomes: dict[str, object] = {}
 
     def append(name: str) -> None:
-        records = [_failing] if name == "bad" else [_record(name), _record(name + "+")]
+        records = [_failing] if name == "bad" else [record(name), record(name + "+")]
         try:
             outcomes[name] = store.append(records)
         except ValueError as exc:
@@ -89,7 +63,7 @@ def test_appends_queued_behind_a_writer_share_one_fsync_and_a_failing_one_is_lef
             assert time.monotonic() < deadline, "the threads never queued"
             time.sleep(0.01)
         # The lock's holder appends at once, ahead of the queue (no deadlock on itself).
-        store.append([_record("holder")])
+        store.append([record("holder")])
         fsyncs = _FsyncCounter(monkeypatch)
     for thread in threads:
         thread.join(10)
@@ -98,7 +72,7 @@ def test_appends_queued_behind_a_writer_share_one_fsync_and_a_failing_one_is_lef
     # The waiting writer wrote its own append, and the four good queued ones, at once.
     assert fsyncs.calls == 1
     assert isinstance(outcomes["bad"], ValueError)
-    records = _chain(store.path)
+    records = chained(store.path)
     bodies = [record["body"] for record in records]
     assert bodies[:2] == ["first", "holder"]
     assert sorted(bodies[2:]) == sorted(n + s for n in names if n != "bad" for s in ("", "+"))
@@ -161,7 +135,7 @@ def test_a_waiter_that_stops_waiting_never_stalls_the_queue() -> None:
     still queued, it is dropped; handed the writing, it passes it on."""
     queue = _Queue()
     queue.writing = True
-    dropped, promoted, last = (_Waiting([_record(n)], None, None) for n in ("a", "b", "c"))
+    dropped, promoted, last = (_Waiting([record(n)], None, None) for n in ("a", "b", "c"))
     queue.waiting.extend([dropped, promoted, last])
     queue.abandon(dropped)
     assert queue.waiting == [promoted, last]

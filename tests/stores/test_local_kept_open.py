@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import os
 import threading
 import time
@@ -19,40 +18,17 @@ from pathlib import Path
 import pytest
 
 from stores.errors import UnsafeStoreFile
-from stores.local import GENESIS, Link, LocalRecordFile, RecordBuilder, StoreLocked
-
-
-def _link(line: bytes) -> Link | None:
-    try:
-        record = json.loads(line)
-        return Link(record["seq"], record["prev"])
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def _record(body: str) -> RecordBuilder:
-    def build(seq: int, prev: str) -> bytes:
-        return json.dumps({"body": body, "prev": prev, "seq": seq}).encode()
-
-    return build
+from stores.local import LocalRecordFile, StoreLocked
+from tests.stores.records import chained, link, record
 
 
 def _append(store: LocalRecordFile, body: str) -> None:
     with store.appending() as appender:
-        appender.append([_record(body)])
-
-
-def _assert_chained(path: Path, count: int) -> None:
-    lines = path.read_bytes().splitlines()
-    assert len(lines) == count
-    prev = GENESIS
-    for seq, line in enumerate(lines):
-        assert _link(line) == Link(seq, prev), line
-        prev = hashlib.sha256(line).hexdigest()
+        appender.append([record(body)])
 
 
 def test_threads_sharing_a_store_append_one_at_a_time(tmp_path: Path) -> None:
-    store = LocalRecordFile(tmp_path / "records.jsonl", _link)
+    store = LocalRecordFile(tmp_path / "records.jsonl", link)
 
     def write(name: str) -> None:
         for number in range(25):
@@ -63,19 +39,19 @@ def test_threads_sharing_a_store_append_one_at_a_time(tmp_path: Path) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    _assert_chained(store.path, 100)
+    assert len(chained(store.path)) == 100
 
 
 def test_writers_in_one_process_see_each_others_appends(tmp_path: Path) -> None:
-    first = LocalRecordFile(tmp_path / "records.jsonl", _link)
-    second = LocalRecordFile(tmp_path / "records.jsonl", _link)
+    first = LocalRecordFile(tmp_path / "records.jsonl", link)
+    second = LocalRecordFile(tmp_path / "records.jsonl", link)
     for number in range(9):
         _append(first if number % 3 else second, str(number))
-    _assert_chained(first.path, 9)
+    assert len(chained(first.path)) == 9
 
 
 def test_a_forked_child_does_not_inherit_the_lock(tmp_path: Path) -> None:
-    store = LocalRecordFile(tmp_path / "records.jsonl", _link, lock_timeout=0.3)
+    store = LocalRecordFile(tmp_path / "records.jsonl", link, lock_timeout=0.3)
     _append(store, "parent")
     with store.locked():
         pid = os.fork()
@@ -99,14 +75,14 @@ def test_a_forked_child_does_not_inherit_the_lock(tmp_path: Path) -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     _append(store, "parent again")
-    _assert_chained(store.path, 3)
+    assert len(chained(store.path)) == 3
 
 
 def test_a_lock_file_replaced_while_waiting_is_not_trusted(tmp_path: Path) -> None:
     """A writer waiting on a lock file that is then replaced must not take the old file's
     lock for the store's: it locks the file the path names now, and waits for its holder."""
-    holder = LocalRecordFile(tmp_path / "records.jsonl", _link)
-    waiter = LocalRecordFile(tmp_path / "records.jsonl", _link)
+    holder = LocalRecordFile(tmp_path / "records.jsonl", link)
+    waiter = LocalRecordFile(tmp_path / "records.jsonl", link)
     _append(waiter, "first")  # the waiter keeps the (old) lock file open from here on
     appended = threading.Event()
 
@@ -127,17 +103,17 @@ def test_a_lock_file_replaced_while_waiting_is_not_trusted(tmp_path: Path) -> No
         os.close(fd)
     thread.join(10)
     assert appended.is_set()
-    _assert_chained(holder.path, 2)
+    assert len(chained(holder.path)) == 2
 
 
 def test_a_file_edited_in_place_to_the_same_size_is_read_again(tmp_path: Path) -> None:
     """The tail a writer left is reused only while the file is exactly as it left it."""
-    store = LocalRecordFile(tmp_path / "records.jsonl", _link)
+    store = LocalRecordFile(tmp_path / "records.jsonl", link)
     _append(store, "aaaa")
     _append(store, "bbbb")
     lines = store.path.read_bytes().splitlines()
     # Another writer's work (simulated): the last record rewritten, same length, chained.
-    replaced = _record("cccc")(1, hashlib.sha256(lines[0]).hexdigest())
+    replaced = record("cccc")(1, hashlib.sha256(lines[0]).hexdigest())
     assert len(replaced) == len(lines[1])
     # Kernels before 6.13 stamp files with a clock tick (a few ms): an edit within the tick of
     # the append would not show. Only tampering edits in place, and verify names it.
@@ -146,21 +122,21 @@ def test_a_file_edited_in_place_to_the_same_size_is_read_again(tmp_path: Path) -
         handle.seek(len(lines[0]) + 1)
         handle.write(replaced)
     _append(store, "dddd")
-    _assert_chained(store.path, 3)
+    assert len(chained(store.path)) == 3
 
 
 def test_a_directory_swapped_for_a_link_is_never_written_through(tmp_path: Path) -> None:
     """Appends through kept descriptors skip the per-call directory check; a directory
     replaced by a link to someone else's files must still be refused, the files untouched."""
-    store = LocalRecordFile(tmp_path / "store" / "records.jsonl", _link)
-    store.append([_record("first")])
+    store = LocalRecordFile(tmp_path / "store" / "records.jsonl", link)
+    store.append([record("first")])
     victims = tmp_path / "victims"
     victims.mkdir()
     (victims / "records.jsonl").write_bytes(b"victim\n")
     (tmp_path / "store").rename(tmp_path / "moved")
     (tmp_path / "store").symlink_to(victims)
     with pytest.raises(UnsafeStoreFile, match="symbolic link"):
-        store.append([_record("second")])
+        store.append([record("second")])
     assert (victims / "records.jsonl").read_bytes() == b"victim\n"
     assert sorted(os.listdir(victims)) == ["records.jsonl"]  # not even a lock file made there
-    _assert_chained(tmp_path / "moved" / "records.jsonl", 1)
+    assert len(chained(tmp_path / "moved" / "records.jsonl")) == 1

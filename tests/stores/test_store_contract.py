@@ -11,19 +11,12 @@ import pytest
 from privacy.accounting import AccountantKind, SgdSteps, epsilon_of
 from privacy.errors import BudgetExceeded
 from privacy.ledger import PrivacyLedger
-from stores.local import GENESIS, Link, sha256_hex
+from stores.local import GENESIS, sha256_hex
 from stores.select import open_stream
+from tests.stores.records import link
 
 DATA = "ab" * 32
 SIGMA, Q, DELTA = 1.1, 0.01, 1e-5
-
-
-def _link(line: bytes) -> Link | None:
-    try:
-        record = json.loads(line)
-        return Link(record["seq"], record["prev"])
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 def _record(value: str):
@@ -45,7 +38,7 @@ def _chain(raw: bytes) -> list[dict]:
 
 
 def _stream(directory: Path):
-    return open_stream(directory / "events.jsonl", _link, lock_timeout=30)
+    return open_stream(directory / "events.jsonl", link, lock_timeout=30)
 
 
 def test_a_new_stream_is_empty(store_dir: Path) -> None:
