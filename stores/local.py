@@ -143,6 +143,19 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _chain_lines(
+    records: Sequence[RecordBuilder], seq: int, prev: str
+) -> tuple[list[bytes], int, str]:
+    """Build ``records`` in order after the line numbered ``seq - 1`` whose hash is
+    ``prev``: their lines, and the sequence number and hash the next line continues from."""
+    lines = []
+    for build in records:
+        line = build(seq, prev)
+        lines.append(line)
+        seq, prev = seq + 1, hashlib.sha256(line).hexdigest()
+    return lines, seq, prev
+
+
 class LocalRecordFile:
     """The record file at ``path``, locked by ``<path>.lock``; construction touches nothing."""
 
@@ -257,22 +270,16 @@ class LocalRecordFile:
         the torn-tail rule.
         """
         fd, opened = self._file.opened(self._where, self._open_appending)
-        left = self._left
-        if left is None or left[0] != _stamp(opened) or not opened.st_size or not records:
+        tail = self._tail_left(opened)
+        if tail is None or not opened.st_size or not records:
             return Appender(self, fd, opened).append(records, recovery=recovery, guard=guard)
-        tail = left[1]
-        seq, prev = tail.next_seq, tail.next_prev
-        lines = []
-        for build in records:
-            line = build(seq, prev)
-            lines.append(line)
-            seq, prev = seq + 1, hashlib.sha256(line).hexdigest()
+        lines, seq, prev = _chain_lines(records, tail.next_seq, tail.next_prev)
         data = b"\n".join(lines) + b"\n"
         written = os.write(fd, data)
         if written < len(data):  # a short write (a signal, a full disk): the rest after it
             write_all(fd, data[written:])
         os.fsync(fd)
-        self._left = (_stamp(os.fstat(fd)), Tail(tail.end + len(data), seq, prev))
+        self._leave(fd, Tail(tail.end + len(data), seq, prev))
         return lines
 
     def _append_group(self, own: _Waiting, joined: list[_Waiting]) -> list[bytes]:
@@ -298,8 +305,8 @@ class LocalRecordFile:
         which reads it; then the rest share one write and one ``fsync``.
         """
         fd, opened = self._file.opened(self._where, self._open_appending)
-        left = self._left
-        while left is None or left[0] != _stamp(opened) or not opened.st_size:
+        tail = self._tail_left(opened)
+        while tail is None or not opened.st_size:
             first, group = group[0], group[1:]
             try:
                 first.lines = self.append_held(
@@ -310,27 +317,20 @@ class LocalRecordFile:
             if not group:
                 return
             fd, opened = self._file.opened(self._where, self._open_appending)
-            left = self._left
-        tail = left[1]
+            tail = self._tail_left(opened)
         seq, prev = tail.next_seq, tail.next_prev
         built: list[tuple[_Waiting, list[bytes]]] = []
         for each in group:
-            lines: list[bytes] = []
-            next_seq, next_prev = seq, prev
             try:
-                for build in each.records:
-                    line = build(next_seq, next_prev)
-                    lines.append(line)
-                    next_seq, next_prev = next_seq + 1, hashlib.sha256(line).hexdigest()
+                lines, seq, prev = _chain_lines(each.records, seq, prev)
             except Exception as exc:  # noqa: BLE001 - its caller raises it
                 each.error = exc  # its records are left out; the others' chain is unchanged
                 continue
-            seq, prev = next_seq, next_prev
             built.append((each, lines))
         data = b"".join(line + b"\n" for _, lines in built for line in lines)
         write_all(fd, data)
         os.fsync(fd)
-        self._left = (_stamp(os.fstat(fd)), Tail(tail.end + len(data), seq, prev))
+        self._leave(fd, Tail(tail.end + len(data), seq, prev))
         for each, lines in built:
             each.lines = lines
 
@@ -739,12 +739,7 @@ class Appender(Reader):
             aside = self._set_aside(tail.torn, tail.next_seq)
             if recovery is not None:
                 builders.insert(0, recovery(aside))
-        seq, prev = tail.next_seq, tail.next_prev
-        lines = []
-        for build in builders:
-            line = build(seq, prev)
-            lines.append(line)
-            seq, prev = seq + 1, sha256_hex(line)
+        lines, seq, prev = _chain_lines(builders, tail.next_seq, tail.next_prev)
         data = b"".join(line + b"\n" for line in lines)
         write_all(self.fd, data)
         os.fsync(self.fd)
