@@ -93,22 +93,34 @@ class ChaChaStream:
 class SecureGaussian:
     """Normal draws, float64, from a :class:`ChaChaStream`.
 
-    Work buffers are kept between calls: one draw per training step, of one size.
+    Work buffers are kept between calls (one draw per training step, of one size) and
+    every pass writes into them: a temporary of this size per pass would be a fresh
+    allocation each step, and glibc hands memory that large back to the system when it is
+    freed, so each pass paid its page faults again (a fresh process drew 82,946 normals in
+    ~1.0 ms that way, 0.42 ms without).
     """
 
     def __init__(self, stream: ChaChaStream | None = None) -> None:
         self._stream = stream if stream is not None else ChaChaStream()
         self._pairs = 0
-        self._u = np.empty((2, 0))
-        self._scratch = np.empty(0, dtype=np.int64)
-        self._s = np.empty(0)
+        self._u = np.empty(0)
+        self._words = np.empty(0, dtype=np.int64)
+        self._inside = np.empty(0, dtype=bool)
 
-    def _buffers(self, pairs: int) -> None:
+    def _uniform_pairs(self, pairs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Fresh uniforms for ``pairs`` pairs (2, pairs), with the spent words they came
+        from (2 * pairs) and a mask buffer: views of the kept buffers, sliced from the front
+        of flat ones so that each is contiguous (a reshape of a strided slice is a copy:
+        the uniforms would go into the copy, and a second pass would read the first
+        pass's again)."""
         if pairs > self._pairs:
             self._pairs = pairs
-            self._u = np.empty((2, pairs))
-            self._scratch = np.empty(2 * pairs, dtype=np.int64)
-            self._s = np.empty(pairs)
+            self._u = np.empty(2 * pairs)
+            self._words = np.empty(2 * pairs, dtype=np.int64)
+            self._inside = np.empty(pairs, dtype=bool)
+        u = self._u[: 2 * pairs]
+        self._stream.uniforms_into(u, self._words[: 2 * pairs])
+        return u.reshape(2, pairs), self._words[: 2 * pairs], self._inside[:pairs]
 
     def standard_normal(self, count: int) -> np.ndarray:
         """``count`` independent N(0, 1) draws (float64, a new array)."""
@@ -126,23 +138,27 @@ class SecureGaussian:
         count, have = len(out), 0
         while have < count:
             pairs = int((count - have) / 2 / _ACCEPT * 1.02) + 16
-            self._buffers(pairs)
-            u = self._u[:, :pairs]
-            self._stream.uniforms_into(u.reshape(-1), self._scratch[: 2 * pairs])
-            s = self._s[:pairs]
+            u, words, inside = self._uniform_pairs(pairs)
+            # The words are spent: their memory holds s and the polar factor.
+            s, factor = words.view(np.float64).reshape(2, pairs)
             np.multiply(u[0], u[0], out=s)
-            s += u[1] * u[1]  # never 0: no coordinate is
-            keep = np.flatnonzero(s < 1.0)  # the pairs inside the unit disk
-            accepted = s[keep]
-            factor = np.log(accepted)
-            factor *= -2.0 * std * std
-            factor /= accepted
-            np.sqrt(factor, out=factor)  # std sqrt(-2 ln s / s), s < 1
+            np.multiply(u[1], u[1], out=factor)
+            s += factor  # never 0: no coordinate is
+            keep = np.flatnonzero(np.less(s, 1.0, out=inside))
+            # std sqrt(-2 ln s / s) for every pair; only those inside the disk (s < 1) are
+            # kept, so the NaN of the others (a negative root) is never read.
+            with np.errstate(invalid="ignore"):
+                np.log(s, out=factor)
+                factor *= -2.0 * std * std
+                factor /= s
+                np.sqrt(factor, out=factor)
+            u *= factor
             take = min(len(keep), (count - have + 1) // 2)
-            first = out[have : have + take]
-            np.multiply(u[0][keep[:take]], factor[:take], out=first, casting="same_kind")
-            second = out[have + take : have + 2 * take]
-            np.multiply(
-                u[1][keep[: len(second)]], factor[: len(second)], out=second, casting="same_kind"
-            )
-            have += take + len(second)
+            rest = min(take, count - have - take)
+            # Gathered in float64 into the spent s and factor, then rounded once to out.
+            first, second = s[:take], factor[:rest]
+            np.take(u[0], keep[:take], out=first)
+            np.take(u[1], keep[:rest], out=second)
+            np.copyto(out[have : have + take], first, casting="same_kind")
+            np.copyto(out[have + take : have + take + rest], second, casting="same_kind")
+            have += take + rest

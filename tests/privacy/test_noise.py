@@ -140,3 +140,29 @@ def test_draws_into_float32_are_the_float64_draws_scaled_and_rounded_once() -> N
     assert np.allclose(into, exact.astype(np.float32), rtol=2**-23, atol=0)
     with pytest.raises(PrivacyInputError, match="1-D float array"):
         SecureGaussian().normal_into(np.empty(4, dtype=np.float16), 1.0)
+
+
+class _FirstPassMostlyOutside(ChaChaStream):
+    """Real uniforms, except that the first call puts all but 10 pairs outside the unit
+    disk: the sampler must take a second, smaller pass for the rest of its draws."""
+
+    def __init__(self) -> None:
+        super().__init__(TEST_KEY)
+        self.calls = 0
+
+    def uniforms_into(self, out: np.ndarray, scratch: np.ndarray) -> None:
+        super().uniforms_into(out, scratch)
+        self.calls += 1
+        if self.calls == 1:
+            pairs = out.reshape(2, -1)
+            pairs[:, 10:] = np.copysign(0.9, pairs[:, 10:])
+
+
+def test_a_second_pass_draws_fresh_uniforms() -> None:
+    """Every pass after the first reads the uniforms it asked for, not the last pass's
+    again: with stale uniforms the 20 draws of the first pass would repeat."""
+    stream = _FirstPassMostlyOutside()
+    draws = SecureGaussian(stream).standard_normal(2000)
+    assert stream.calls >= 2
+    assert len(np.unique(draws)) == len(draws)
+    assert stats.kstest(draws, "norm").pvalue > 1e-3
