@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from privacy.clipping import (
     REDUCED_PRECISION_MARGIN,
     ClippingEngine,
     UnsupportedModule,
+    _squared_row_norm_bounds,
 )
 from privacy.errors import PrivacyInputError
 from privacy.sampling import PoissonSampler
@@ -200,6 +202,31 @@ def test_every_clipped_per_sample_gradient_is_within_max_grad_norm(dtype) -> Non
     assert norms.max() <= max_grad_norm * (1 + 1e-6)
     bound = max_grad_norm * (REDUCED_PRECISION_MARGIN if dtype is not None else 1.0)
     assert (norms > bound * 0.999).float().mean() > 0.9  # the bound binds
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_row_norm_bounds_are_never_below_the_exact_squared_norms(dtype) -> None:
+    """The fp32 sums of squares behind every 2-D linear layer's norm, against exactly
+    rounded float64 sums (each square of an fp32 value is exact in float64): rows with a
+    huge dynamic range, long runs of tiny terms after a big one, subnormal squares, and
+    entries near the fp32 overflow, which must give an infinite bound."""
+    generator = torch.Generator().manual_seed(7)
+    width = 4096
+    scales = torch.logspace(-25, 18, 64, dtype=torch.float64)
+    rows = torch.randn(64, width, generator=generator, dtype=torch.float64) * scales[:, None]
+    rows[::3, 0] *= 1e6  # one dominant term, then thousands of small ones
+    rows[1::5] = torch.rand(width, generator=generator, dtype=torch.float64) * 1e-22
+    rows = rows.to(dtype)
+    bounds = _squared_row_norm_bounds(rows)
+    exact = torch.tensor(
+        [math.fsum(v * v for v in row.double().tolist()) for row in rows], dtype=torch.float64
+    )
+    finite = torch.isfinite(bounds)
+    assert (bounds[finite] >= exact[finite]).all()
+    assert (bounds[finite] <= exact[finite] * (1 + 1e-3) + width * 2.0**-149).all()  # tight
+    # Only rows whose fp32 sum overflows are infinite, and they must be.
+    assert torch.equal(~finite, exact >= float(torch.finfo(torch.float32).max))
+    assert (~finite).any() and finite.any()
 
 
 def test_gradients_accumulate_over_physical_batches() -> None:
