@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
-from scipy import integrate, stats
+from scipy import stats
 
 from privacy.errors import PrivacyInputError
 from privacy.noise import GaussianNoise
@@ -34,70 +34,6 @@ def test_four_sigma_draws_occur_at_the_normal_rate() -> None:
     beyond = int(np.sum(np.abs(draws) > 4.0))
     expected = 2_000_000 * 2 * stats.norm.sf(4.0)  # about 127
     assert abs(beyond - expected) < 5 * math.sqrt(expected)
-
-
-class _CentreOfTheDisk(ChaChaStream):
-    """Uniform pairs conditioned on the disk of radius ``radius`` about (0, 0): where the
-    polar method makes its tails. The polar method needs (u, v) uniform in the unit disk;
-    given the small disk, s / radius^2 is uniform, so P(R > r) = exp(-r^2 / 2) / radius^2."""
-
-    def __init__(self, radius: float) -> None:
-        super().__init__(TEST_KEY)
-        self.radius = radius
-
-    def uniforms_into(self, out: np.ndarray, scratch: np.ndarray) -> None:
-        plain = (self.uniforms(len(out)).reshape(2, -1) + 1) / 2
-        r, theta = self.radius * np.sqrt(plain[0]), 2 * np.pi * plain[1]
-        out[:] = np.concatenate([r * np.cos(theta), r * np.sin(theta)])
-
-    def uniforms(self, count: int) -> np.ndarray:
-        out = np.empty(count)
-        super().uniforms_into(out, np.empty(count, dtype=np.int64))
-        return out
-
-
-def _tail_given_disk(t: float, radius: float) -> float:
-    """P(|Z| > t | (u, v) in the disk), Z = R cos(theta): R's tail averaged over theta."""
-
-    def inner(theta: float) -> float:
-        c = abs(math.cos(theta))
-        return 0.0 if c == 0 else min(1.0, math.exp(-(t * t) / (2 * c * c)) / radius**2)
-
-    return integrate.quad(inner, 0, math.pi, limit=200, points=[math.pi / 2])[0] / math.pi
-
-
-@pytest.mark.parametrize("t", [6.5, 7.0, 8.0])
-def test_tails_beyond_six_sigma_by_importance_sampling(t: float) -> None:
-    """P(|Z| > t) = P(s < radius^2) P(|Z| > t | disk); the first factor is the area of
-    the disk (exact), the second is measured on 400,000 draws inside it."""
-    radius = math.exp(-((t - 0.3) ** 2) / 4)  # inside, R > sqrt(-4 ln radius) = t - 0.3
-    draws = SecureGaussian(_CentreOfTheDisk(radius)).standard_normal(400_000)
-    conditional = _tail_given_disk(t, radius)
-    beyond = int(np.sum(np.abs(draws) > t))
-    expected = len(draws) * conditional
-    assert expected > 50
-    assert abs(beyond - expected) < 5 * math.sqrt(expected)
-    # The same tail, unconditionally, against the normal's: the importance weight is the
-    # probability that a pair lands in the disk (pi r^2 / 4 of the square, over pi / 4).
-    assert radius**2 * conditional == pytest.approx(2 * stats.norm.sf(t), rel=1e-6)
-
-
-def test_the_largest_draws_reach_beyond_eight_sigma() -> None:
-    """No cutoff below 8 sigma: pairs nearest the centre give draws up to ~12 sigma."""
-    draws = SecureGaussian(_CentreOfTheDisk(1e-9)).standard_normal(10_000)
-    assert np.abs(draws).max() > 8.5 and np.isfinite(draws).all()
-
-
-def test_uniforms_carry_53_random_bits() -> None:
-    """Uniform over the odd multiples of 2^-53 in (-1, 1): 2^53 equally likely points."""
-    uniforms = ChaChaStream(TEST_KEY).uniforms(200_000)
-    assert uniforms.min() > -1 and uniforms.max() < 1 and np.all(uniforms != 0)
-    grid = uniforms * 2.0**53  # exact: odd integers of magnitude below 2^53
-    assert np.array_equal(np.round(grid), grid) and np.all(np.abs(grid) % 2 == 1)
-    steps = (np.abs(grid).astype(np.int64) - 1) // 2  # k in [0, 2^52)
-    assert 0.49 < float(np.mean(steps & 1)) < 0.51  # the lowest random bit varies
-    assert 0.49 < float(np.mean(uniforms > 0)) < 0.51  # and so does the sign
-    assert stats.kstest((uniforms + 1) / 2, "uniform").pvalue > 1e-3
 
 
 def test_fixed_keys_reproduce_and_the_default_key_is_fresh() -> None:
@@ -140,32 +76,6 @@ def test_draws_into_float32_are_the_float64_draws_scaled_and_rounded_once() -> N
     assert np.allclose(into, exact.astype(np.float32), rtol=2**-23, atol=0)
     with pytest.raises(PrivacyInputError, match="1-D float array"):
         SecureGaussian().normal_into(np.empty(4, dtype=np.float16), 1.0)
-
-
-class _FirstPassMostlyOutside(ChaChaStream):
-    """Real uniforms, except that the first call puts all but 10 pairs outside the unit
-    disk: the sampler must take a second, smaller pass for the rest of its draws."""
-
-    def __init__(self) -> None:
-        super().__init__(TEST_KEY)
-        self.calls = 0
-
-    def uniforms_into(self, out: np.ndarray, scratch: np.ndarray) -> None:
-        super().uniforms_into(out, scratch)
-        self.calls += 1
-        if self.calls == 1:
-            pairs = out.reshape(2, -1)
-            pairs[:, 10:] = np.copysign(0.9, pairs[:, 10:])
-
-
-def test_a_second_pass_draws_fresh_uniforms() -> None:
-    """Every pass after the first reads the uniforms it asked for, not the last pass's
-    again: with stale uniforms the 20 draws of the first pass would repeat."""
-    stream = _FirstPassMostlyOutside()
-    draws = SecureGaussian(stream).standard_normal(2000)
-    assert stream.calls >= 2
-    assert len(np.unique(draws)) == len(draws)
-    assert stats.kstest(draws, "norm").pvalue > 1e-3
 
 
 def test_no_step_of_the_default_model_repeats_a_draw() -> None:
