@@ -1,4 +1,5 @@
-"""The secure Gaussian sampler: normal quantiles, real tails, 53-bit uniforms, secret keys."""
+"""The secure Gaussian sampler: normal quantiles, secret keys, no repeated draws (its
+ziggurat's tails and paths: test_ziggurat.py)."""
 
 from __future__ import annotations
 
@@ -81,7 +82,8 @@ def test_draws_into_float32_are_the_float64_draws_scaled_and_rounded_once() -> N
 def test_no_step_of_the_default_model_repeats_a_draw() -> None:
     """An adversary's view of the released update: two coordinates with the same noise
     reveal the difference of their clipped sums. 2,000 steps of the default model's
-    1,890 draws (one in ~65 needs a second pass), in float64: a repeat is no accident."""
+    1,890 draws (the polar sampler before the ziggurat repeated some in one step in ~65),
+    in float64: a repeat is no accident."""
     sampler = SecureGaussian(ChaChaStream(TEST_KEY))
     step = np.empty(1890)
     for _ in range(2000):
